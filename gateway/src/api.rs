@@ -1,0 +1,319 @@
+//! OpenAI's chat completions wire format, as much of it as the gateway itself reads or writes.
+//!
+//! Requests keep every field they arrive with: the ones Switchboard understands are typed, the
+//! rest ride along in `extra` and reach OpenAI-compatible upstreams untouched.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopSequences>,
+    /// Every other field (tools, response_format, seed, logit_bias, user, …), passed through.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StopSequences {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StopSequences {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            StopSequences::One(s) => vec![s.clone()],
+            StopSequences::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+    Function,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<MessageContent>,
+    /// name, tool_calls, tool_call_id, refusal, …
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+impl MessageContent {
+    /// The text of the message, parts joined; images and audio contribute nothing.
+    pub fn text(&self) -> String {
+        match self {
+            MessageContent::Text(s) => s.clone(),
+            MessageContent::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ChatCompletionRequest {
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    pub fn wants_usage_chunk(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
+    }
+
+    /// The completion length the client asked for, under either of its names.
+    pub fn max_output_tokens(&self) -> Option<u32> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// Checks what serde's types cannot: returns the offending parameter and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.model.is_empty() {
+            return Err(("model", "'model' must not be empty".to_owned()));
+        }
+        if self.messages.is_empty() {
+            return Err((
+                "messages",
+                "'messages' must contain at least one message".to_owned(),
+            ));
+        }
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err((
+                "temperature",
+                format!("'temperature' must be between 0 and 2, got {t}"),
+            ));
+        }
+        if let Some(p) = self.top_p
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(("top_p", format!("'top_p' must be between 0 and 1, got {p}")));
+        }
+        if self.n == Some(0) {
+            return Err(("n", "'n' must be at least 1".to_owned()));
+        }
+        for (name, value) in [
+            ("max_tokens", self.max_tokens),
+            ("max_completion_tokens", self.max_completion_tokens),
+        ] {
+            if value == Some(0) {
+                return Err((name, format!("'{name}' must be at least 1")));
+            }
+        }
+        if self.stream_options.is_some() && !self.is_stream() {
+            return Err((
+                "stream_options",
+                "'stream_options' is only allowed when 'stream' is true".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
+/// A non-streamed answer, as Switchboard writes it when it is not relaying an OpenAI upstream's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<Choice>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Choice {
+    pub index: u32,
+    pub message: AssistantMessage,
+    pub finish_reason: Option<String>,
+    pub logprobs: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssistantMessage {
+    pub role: Role,
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<Value>,
+}
+
+/// One streamed chunk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChunkChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChunkChoice {
+    pub index: u32,
+    pub delta: Delta,
+    pub finish_reason: Option<String>,
+    pub logprobs: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Delta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<Value>,
+}
+
+impl ChatCompletionChunk {
+    pub fn new(id: &str, created: u64, model: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            object: "chat.completion.chunk".to_owned(),
+            created,
+            model: model.to_owned(),
+            choices: Vec::new(),
+            usage: None,
+        }
+    }
+
+    pub fn with_delta(mut self, delta: Delta, finish_reason: Option<&str>) -> Self {
+        self.choices.push(ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: finish_reason.map(str::to_owned),
+            logprobs: None,
+        });
+        self
+    }
+}
+
+/// Seconds since the Unix epoch, for `created` fields.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi","name":"bob"}],
+            "tools":[{"type":"function","function":{"name":"f"}}],"seed":7,"temperature":0.5}"#;
+        let request: ChatCompletionRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(request.temperature, Some(0.5));
+        let back = serde_json::to_value(&request).unwrap();
+        assert_eq!(back["seed"], 7);
+        assert_eq!(back["tools"][0]["function"]["name"], "f");
+        assert_eq!(back["messages"][0]["name"], "bob");
+        assert!(back.get("stream").is_none());
+    }
+
+    #[test]
+    fn content_parts_are_read_as_text() {
+        let message: ChatMessage = serde_json::from_str(
+            r#"{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"b"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(message.content.unwrap().text(), "a\nb");
+    }
+
+    #[test]
+    fn validation_names_the_parameter() {
+        let mut request: ChatCompletionRequest =
+            serde_json::from_str(r#"{"model":"m","messages":[]}"#).unwrap();
+        assert_eq!(request.validate().unwrap_err().0, "messages");
+        request.messages.push(ChatMessage {
+            role: Role::User,
+            content: None,
+            extra: Map::new(),
+        });
+        request.temperature = Some(3.0);
+        assert_eq!(request.validate().unwrap_err().0, "temperature");
+        request.temperature = None;
+        request.stream_options = Some(StreamOptions::default());
+        assert_eq!(request.validate().unwrap_err().0, "stream_options");
+        request.stream = Some(true);
+        assert!(request.validate().is_ok());
+    }
+}

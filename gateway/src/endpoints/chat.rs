@@ -1,0 +1,302 @@
+//! `POST /v1/chat/completions`: admission, authentication, parsing, then the remote chain,
+//! streamed or not.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use super::{authenticate, request_id};
+use crate::accounting::RequestRecord;
+use crate::api::ChatCompletionRequest;
+use crate::error::ApiError;
+use crate::providers::{ChunkStream, StreamChunk, StreamStart, Target};
+use crate::server::Gateway;
+
+pub async fn chat_completions(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let id = request_id(&headers);
+    let mut record = RequestRecord::start(gateway.metrics.clone(), id.clone(), started);
+    let mut response = match answer(&gateway, &headers, body, &mut record).await {
+        Ok(Answer::Complete(response)) => {
+            record.status = response.status().as_u16();
+            response
+        }
+        Ok(Answer::Stream {
+            start,
+            target,
+            include_usage,
+        }) => {
+            let body = SseBody {
+                pending: Some(start.first),
+                rest: start.rest,
+                include_usage,
+                provider: target.provider.name.clone(),
+                metrics: gateway.metrics.clone(),
+            };
+            // From here on the stream settles the record, when it ends or is dropped.
+            sse_response(body.into_body(record), target)
+        }
+        Err(error) => {
+            record.status = error.status().as_u16();
+            record.error_code = Some(error.code());
+            error.into_response()
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+enum Answer<'a> {
+    Complete(Response),
+    /// The first chunk is in; the response is built around the stream by the caller, which
+    /// owns the request's record.
+    Stream {
+        start: StreamStart,
+        target: &'a Target,
+        include_usage: bool,
+    },
+}
+
+async fn answer<'a>(
+    gateway: &'a Gateway,
+    headers: &HeaderMap,
+    body: Body,
+    record: &mut RequestRecord,
+) -> Result<Answer<'a>, ApiError> {
+    if gateway.is_shutting_down() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let permit =
+        gateway
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded {
+                retry_after: std::time::Duration::from_secs(1),
+            })?;
+    record.hold(permit);
+
+    let tenant = authenticate(gateway, headers)?;
+    record.tenant = tenant.name.clone();
+    if let Some(limiter) = &tenant.rate_limiter {
+        limiter
+            .acquire(std::time::Instant::now())
+            .map_err(|wait| ApiError::RateLimited {
+                message: format!("Tenant '{}' is over its request rate limit.", tenant.name),
+                retry_after: Some(wait),
+            })?;
+    }
+
+    let bytes = read_body(body, headers, gateway.limits.max_body_bytes).await?;
+    let request = parse(&bytes)?;
+    drop(bytes);
+
+    let chain = gateway
+        .catalog
+        .usable_chain(&request.model)
+        .filter(|_| tenant.may_use(&request.model));
+    let Some(chain) = chain else {
+        if tenant.may_use(&request.model) && gateway.catalog.contains(&request.model) {
+            return Err(ApiError::Unavailable {
+                message: format!(
+                    "The model '{}' has no provider with an API key; ask your operator to set it.",
+                    request.model
+                ),
+            });
+        }
+        return Err(ApiError::ModelNotFound(request.model));
+    };
+    record.model = request.model.clone();
+
+    let deadline = Instant::now() + gateway.limits.request_timeout;
+    let remote = &gateway.remote;
+    if request.is_stream() {
+        let answered = remote
+            .stream(chain, &request, deadline)
+            .await
+            .map_err(|f| f.error.into_api_error(&f.provider))?;
+        record.provider = Some(answered.target.provider.name.clone());
+        return Ok(Answer::Stream {
+            start: answered.value,
+            target: answered.target,
+            include_usage: request.wants_usage_chunk(),
+        });
+    }
+
+    let answered = remote
+        .complete(chain, &request, deadline)
+        .await
+        .map_err(|f| f.error.into_api_error(&f.provider))?;
+    record.provider = Some(answered.target.provider.name.clone());
+    record.usage = answered.value.usage;
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        answered.value.body,
+    )
+        .into_response();
+    add_route_headers(response.headers_mut(), answered.target);
+    Ok(Answer::Complete(response))
+}
+
+/// Reads the body, refusing more than `limit` bytes before reading them when the client says
+/// how long it is.
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::bad_request("The request body could not be read.", None)
+        }
+    })
+}
+
+/// Parses and validates a request; errors name the JSON path of the problem.
+fn parse(bytes: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "The request body is empty; send a JSON chat completion request.",
+            None,
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let request: ChatCompletionRequest = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let param = (path != ".").then_some(path);
+            let message = match &param {
+                Some(path) => format!("Invalid request body at '{path}': {inner}"),
+                None => format!("Invalid request body: {inner}"),
+            };
+            ApiError::BadRequest { message, param }
+        })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}"), None))?;
+    request
+        .validate()
+        .map_err(|(param, message)| ApiError::bad_request(message, Some(param)))?;
+    Ok(request)
+}
+
+fn add_route_headers(headers: &mut HeaderMap, target: &Target) {
+    let pairs = [
+        ("x-switchboard-route", "remote"),
+        ("x-switchboard-provider", target.provider.name.as_str()),
+        ("x-switchboard-model", target.model.name.as_str()),
+    ];
+    for (name, value) in pairs {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+fn sse_response(body: Body, target: &Target) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies in front of us not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    add_route_headers(headers, target);
+    response
+}
+
+/// An upstream stream on its way to the client as SSE frames.
+struct SseBody {
+    pending: Option<StreamChunk>,
+    rest: ChunkStream,
+    include_usage: bool,
+    provider: String,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl SseBody {
+    fn into_body(self, record: RequestRecord) -> Body {
+        let stream = futures_util::stream::unfold(
+            (self, record, false),
+            |(mut s, mut record, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let next = match s.pending.take() {
+                        Some(chunk) => Some(Ok(chunk)),
+                        None => s.rest.next().await,
+                    };
+                    let frame = match next {
+                        Some(Ok(chunk)) => {
+                            if let Some(usage) = chunk.usage {
+                                record.usage = Some(usage);
+                            }
+                            if chunk.usage_only && !s.include_usage {
+                                continue;
+                            }
+                            record.first_token_now();
+                            return Some((
+                                Ok::<_, Infallible>(frame(&chunk.json)),
+                                (s, record, false),
+                            ));
+                        }
+                        Some(Err(error)) => {
+                            s.metrics
+                                .upstream_errors
+                                .with_label_values(&[&s.provider, error.kind()])
+                                .inc();
+                            tracing::warn!(
+                                request_id = %record.request_id,
+                                provider = %s.provider,
+                                error = %error,
+                                "upstream stream broke after the first chunk"
+                            );
+                            let api_error = error.into_api_error(&s.provider);
+                            record.status = api_error.status().as_u16();
+                            record.error_code = Some(api_error.code());
+                            frame(api_error.body().to_string().as_bytes())
+                        }
+                        None => {
+                            record.status = 200;
+                            Bytes::from_static(b"data: [DONE]\n\n")
+                        }
+                    };
+                    return Some((Ok(frame), (s, record, true)));
+                }
+            },
+        );
+        Body::from_stream(stream)
+    }
+}
+
+fn frame(json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(json.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    out.into()
+}

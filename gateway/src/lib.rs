@@ -1,0 +1,20 @@
+//! Switchboard's gateway: an OpenAI-compatible front door for chat traffic.
+//!
+//! A request's way through this crate:
+//! [`endpoints`] (HTTP routes) → [`auth`] (key → tenant) → [`api`] (parse, validate) →
+//! [`catalog`] (model → fallback chain) → [`providers`] (retries, fallbacks, wire formats) →
+//! [`accounting`] (metrics and the request's log line, settled once).
+
+pub mod accounting;
+pub mod api;
+pub mod auth;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod endpoints;
+pub mod error;
+pub mod metrics;
+pub mod providers;
+pub mod rate_limit;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,201 @@
+//! The running gateway: its shared state, binding, serving and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::auth::Authenticator;
+use crate::catalog::Catalog;
+use crate::config::{Config, Limits};
+use crate::metrics::Metrics;
+use crate::providers::{Credentials, RemoteClient};
+
+/// Everything a request handler needs, shared by all of them.
+pub struct Gateway {
+    pub limits: Limits,
+    pub catalog: Catalog,
+    pub auth: Authenticator,
+    pub remote: RemoteClient,
+    pub metrics: Arc<Metrics>,
+    /// One permit per request being handled; none left means shed load.
+    pub in_flight: Arc<Semaphore>,
+    shutting_down: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl Gateway {
+    /// Builds the gateway for a validated config; provider keys are read through `env`.
+    pub fn new(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Self, StartError> {
+        install_crypto_provider();
+        let metrics = Arc::new(Metrics::new());
+        Ok(Self {
+            limits: config.limits.clone(),
+            catalog: Catalog::new(config, env),
+            auth: Authenticator::new(&config.tenants),
+            remote: RemoteClient::new(&config.upstream, metrics.clone())?,
+            metrics,
+            in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Says at start what will not work, so that nobody finds out from a failing request.
+    fn warn_about_setup(&self) {
+        let providers = self.catalog.providers();
+        for provider in providers {
+            if let Credentials::Missing { env } = provider.credentials() {
+                tracing::warn!(
+                    provider = %provider.name,
+                    "remote provider '{}' is off: environment variable {env} is not set; its models answer 503 until it is",
+                    provider.name
+                );
+            }
+        }
+        if !providers.iter().any(|p| p.is_usable()) {
+            tracing::warn!(
+                "the remote tier is off: no provider has a key, so no request can be escalated"
+            );
+        }
+        if self.auth.accepts_demo_key() {
+            tracing::warn!(
+                "the demo key from the README is active: anyone who can reach this port can use it; remove the demo tenant before exposing Switchboard"
+            );
+        }
+        if self.auth.tenants().is_empty() {
+            tracing::warn!("no tenant is configured: every request will get 401");
+        }
+    }
+}
+
+/// reqwest is built without a default TLS crypto backend (ring is lighter to build than
+/// aws-lc); this installs ring once per process.
+fn install_crypto_provider() {
+    // Fails only when a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A gateway bound to its address, not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+}
+
+impl Server {
+    /// Binds with provider keys from the process environment.
+    pub async fn bind(config: &Config, addr: SocketAddr) -> Result<Self, StartError> {
+        Self::bind_with_env(config, addr, |var| std::env::var(var).ok()).await
+    }
+
+    /// Binds with provider keys read through `env`.
+    pub async fn bind_with_env(
+        config: &Config,
+        addr: SocketAddr,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, StartError> {
+        let gateway = Gateway::new(config, env)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            gateway: Arc::new(gateway),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting connections and gives in-flight
+    /// requests up to `limits.shutdown_grace` to finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = self.local_addr();
+        let gateway = self.gateway;
+        gateway.warn_about_setup();
+        tracing::info!(%addr, "switchboard listening");
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut serve_stop = stop_rx.clone();
+        let app = crate::endpoints::router(gateway.clone());
+        let serve = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = serve_stop.wait_for(|stop| *stop).await;
+            })
+            .into_future();
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => return result,
+            () = shutdown => {}
+        }
+        gateway.shutting_down.store(true, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+        let grace = gateway.limits.shutdown_grace;
+        tracing::info!(
+            in_flight = gateway.metrics.in_flight.get(),
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: no new connections, finishing in-flight requests"
+        );
+        match tokio::time::timeout(grace, serve).await {
+            Ok(result) => {
+                tracing::info!("shut down cleanly");
+                result
+            }
+            Err(_) => {
+                tracing::warn!(
+                    cut_off = gateway.metrics.in_flight.get(),
+                    "grace period over: cutting off the requests still running"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

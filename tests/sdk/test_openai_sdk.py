@@ -1,0 +1,175 @@
+"""The official OpenAI Python SDK as a client of a real `switchboard serve` process, in front of
+the fake upstream (also its own process). Run by ./test.sh after the binaries are built."""
+
+import json
+import os
+import subprocess
+import threading
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("SWITCHBOARD_BIN_DIR", ROOT / "target" / "debug"))
+CLIENT_KEY = "sk-sdk-test-client-key"
+UPSTREAM_KEY = "sk-sdk-test-upstream-secret"
+PROMPT = "please reset my vpn password"
+
+
+@pytest.fixture(scope="module")
+def fake():
+    proc = subprocess.Popen(
+        [BIN / "fake-upstream", "--key", UPSTREAM_KEY], stdout=subprocess.PIPE, text=True
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("listening on "), line
+    yield line.split()[-1]
+    proc.terminate()
+    proc.wait(10)
+
+
+def script(fake_url, *behaviours):
+    request = urllib.request.Request(
+        f"{fake_url}/_fake/script",
+        data=json.dumps(list(behaviours)).encode(),
+        headers={"content-type": "application/json"},
+    )
+    urllib.request.urlopen(request).read()
+
+
+class Gateway:
+    def __init__(self, proc, url, logs):
+        self.proc, self.url, self.logs = proc, url, logs
+
+    def client(self, key=CLIENT_KEY, **kwargs):
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def gateway(fake, tmp_path_factory):
+    key_hash = subprocess.run(
+        [BIN / "switchboard", "keys", "hash"],
+        input=CLIENT_KEY, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    config = tmp_path_factory.mktemp("gateway") / "switchboard.yaml"
+    config.write_text(f"""
+upstream:
+  retry: {{ max_attempts: 2, initial_backoff: 0.01, max_backoff: 0.02 }}
+providers:
+  - name: fake-openai
+    kind: openai
+    base_url: {fake}/v1
+    api_key_env: SDK_TEST_UPSTREAM_KEY
+    models:
+      - name: gpt-test
+        upstream_name: gpt-upstream
+        price: {{ input_per_mtok: 0.15, output_per_mtok: 0.6 }}
+  - name: fake-anthropic
+    kind: anthropic
+    base_url: {fake}
+    api_key_env: SDK_TEST_UPSTREAM_KEY
+    models:
+      - name: claude-test
+        price: {{ input_per_mtok: 3, output_per_mtok: 15 }}
+tenants:
+  - name: sdk
+    api_key_hashes: ["{key_hash}"]
+    allowed_models: ["*"]
+""")
+    env = dict(os.environ, SDK_TEST_UPSTREAM_KEY=UPSTREAM_KEY, RUST_LOG="debug")
+    proc = subprocess.Popen(
+        [BIN / "switchboard", "serve", "--config", config, "--listen", "127.0.0.1:0",
+         "--log-format", "json"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    logs = []
+    url = None
+    for line in proc.stderr:
+        logs.append(line)
+        event = json.loads(line)
+        if event.get("message") == "switchboard listening":
+            url = f"http://{event['addr']}"
+            break
+    assert url, "".join(logs)
+    drain = threading.Thread(target=lambda: logs.extend(proc.stderr), daemon=True)
+    drain.start()
+    yield Gateway(proc, url, logs)
+    proc.terminate()
+    assert proc.wait(15) == 0, "SIGTERM shuts down cleanly"
+    drain.join(5)
+
+
+def test_create(gateway):
+    answer = gateway.client().chat.completions.create(
+        model="gpt-test",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}],
+        temperature=0.3,
+    )
+    assert answer.choices[0].message.content == f"gpt-upstream says: {PROMPT}"
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.usage.prompt_tokens == 7
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+
+
+@pytest.mark.parametrize("model,upstream", [("gpt-test", "gpt-upstream"), ("claude-test", "claude-test")])
+def test_stream(gateway, model, upstream):
+    stream = gateway.client().chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": PROMPT}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == f"{upstream} says: {PROMPT}"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].usage.completion_tokens == len(text.split(" "))
+
+
+def test_models(gateway):
+    ids = sorted(m.id for m in gateway.client().models.list())
+    assert ids == ["claude-test", "gpt-test"]
+
+
+def test_errors_surface_as_typed_exceptions(gateway, fake):
+    with pytest.raises(openai.AuthenticationError) as error:
+        gateway.client(key="sk-wrong").chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": PROMPT}]
+        )
+    assert error.value.code == "invalid_api_key"
+
+    with pytest.raises(openai.NotFoundError):
+        gateway.client().chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": PROMPT}]
+        )
+
+    with pytest.raises(openai.BadRequestError) as error:
+        gateway.client().chat.completions.create(model="gpt-test", messages=[])
+    assert error.value.body["param"] == "messages"
+
+    script(fake, {"status": 500}, {"status": 500})
+    with pytest.raises(openai.InternalServerError) as error:
+        gateway.client(max_retries=0).chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": PROMPT}]
+        )
+    assert error.value.status_code == 502
+
+    script(fake, {"status": 429, "retry_after": 60})
+    with pytest.raises(openai.RateLimitError) as error:
+        gateway.client(max_retries=0).chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": PROMPT}]
+        )
+    assert error.value.response.headers["retry-after"] == "60"
+
+
+def test_logs_hold_no_keys_and_no_prompt_text(gateway):
+    # Runs last in this module: everything above has been logged by now, at debug level.
+    gateway.client().chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": PROMPT}]
+    )
+    logs = "".join(gateway.logs)
+    assert "request settled" in logs
+    for secret in (CLIENT_KEY, UPSTREAM_KEY, PROMPT, "reset my vpn"):
+        assert secret not in logs
