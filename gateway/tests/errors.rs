@@ -23,78 +23,65 @@ async fn error_of(response: reqwest::Response) -> (u16, Value) {
 #[tokio::test]
 async fn bad_requests_get_precise_400s() {
     let (gateway, openai, _anthropic) = setup().await;
-    let raw = |body: &'static str| {
-        gateway
+    let user = r#"[{"role":"user","content":"x"}]"#;
+    // (body, the `param` expected, a fragment of the message expected)
+    let cases = [
+        ("{not json".to_owned(), None, "Invalid request body"),
+        (String::new(), None, "empty"),
+        (
+            r#"{"model":"solo","messages":"hi"}"#.to_owned(),
+            Some("messages"),
+            "invalid type",
+        ),
+        (
+            r#"{"model":"solo","messages":[{"role":"wizard","content":"hi"}]}"#.to_owned(),
+            Some("messages[0].role"),
+            "unknown variant",
+        ),
+        (
+            r#"{"model":"solo","messages":[]}"#.to_owned(),
+            Some("messages"),
+            "at least one",
+        ),
+        (format!(r#"{{"messages":{user}}}"#), None, "model"),
+        (
+            format!(r#"{{"model":"solo","messages":{user},"temperature":7}}"#),
+            Some("temperature"),
+            "between 0 and 2",
+        ),
+        (
+            format!(r#"{{"model":"solo","messages":{user},"max_tokens":-1}}"#),
+            Some("max_tokens"),
+            "invalid value",
+        ),
+        (
+            format!(r#"{{"model":"solo","messages":{user}}} trailing"#),
+            None,
+            "trailing",
+        ),
+        // Valid OpenAI, but Anthropic has no `n`.
+        (
+            format!(r#"{{"model":"claude-test","messages":{user},"n":3}}"#),
+            None,
+            "'n'",
+        ),
+    ];
+    for (body, param, fragment) in cases {
+        let response = gateway
             .http
             .post(gateway.url("/v1/chat/completions"))
             .bearer_auth(ACME_KEY)
             .header("content-type", "application/json")
-            .body(body)
+            .body(body.clone())
             .send()
-    };
-    let (status, body) = error_of(raw("{not json").await.unwrap()).await;
-    assert_eq!(status, 400);
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Invalid request body")
-    );
-
-    let (status, body) = error_of(raw("").await.unwrap()).await;
-    assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("empty"));
-
-    let (status, body) = error_of(raw(r#"{"model":"solo","messages":"hi"}"#).await.unwrap()).await;
-    assert_eq!(status, 400);
-    assert_eq!(body["error"]["param"], "messages");
-
-    let (status, body) = error_of(
-        raw(r#"{"model":"solo","messages":[{"role":"wizard","content":"hi"}]}"#)
             .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert_eq!(body["error"]["param"], "messages[0].role");
-
-    let (status, body) = error_of(raw(r#"{"model":"solo","messages":[]}"#).await.unwrap()).await;
-    assert_eq!(status, 400);
-    assert_eq!(body["error"]["param"], "messages");
-
-    let (status, body) = error_of(
-        raw(r#"{"messages":[{"role":"user","content":"x"}]}"#)
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("model"));
-
-    let (status, body) = error_of(
-        raw(r#"{"model":"solo","messages":[{"role":"user","content":"x"}],"temperature":7}"#)
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert_eq!(body["error"]["param"], "temperature");
-
-    let (status, _) = error_of(
-        raw(r#"{"model":"solo","messages":[{"role":"user","content":"x"}]} trailing"#)
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 400);
-
-    // Untranslatable for Anthropic.
-    let mut body = hello("claude-test");
-    body["n"] = json!(3);
-    let (status, body) = error_of(gateway.chat(ACME_KEY, &body).send().await.unwrap()).await;
-    assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("'n'"));
-
+            .unwrap();
+        let (status, error) = error_of(response).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        assert_eq!(error["error"]["param"].as_str(), param, "{body}: {error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(fragment), "{body}: {message}");
+    }
     assert_eq!(openai.stats().requests, 0, "nothing invalid went upstream");
 }
 

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{authenticate, request_id};
 use crate::accounting::RequestRecord;
@@ -26,7 +27,11 @@ pub async fn chat_completions(
     let started = Instant::now();
     let id = request_id(&headers);
     let mut record = RequestRecord::start(gateway.metrics.clone(), id.clone(), started);
-    let mut response = match answer(&gateway, &headers, body, &mut record).await {
+    let span = tracing::info_span!("request", request_id = %id);
+    let answered = answer(&gateway, &headers, body, &mut record)
+        .instrument(span)
+        .await;
+    let mut response = match answered {
         Ok(Answer::Complete(response)) => {
             record.status = response.status().as_u16();
             response
@@ -185,7 +190,7 @@ fn parse(bytes: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
         .map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let param = (path != ".").then_some(path);
+            let param = (path != "." && !path.starts_with('?')).then_some(path);
             let message = match &param {
                 Some(path) => format!("Invalid request body at '{path}': {inner}"),
                 None => format!("Invalid request body: {inner}"),
@@ -272,7 +277,7 @@ impl SseBody {
                             tracing::warn!(
                                 request_id = %record.request_id,
                                 provider = %s.provider,
-                                error = %error,
+                                kind = error.kind(),
                                 "upstream stream broke after the first chunk"
                             );
                             let api_error = error.into_api_error(&s.provider);

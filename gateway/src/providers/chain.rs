@@ -147,11 +147,13 @@ impl RemoteClient {
                 .upstream_errors
                 .with_label_values(&[&provider.name, error.kind()])
                 .inc();
+            // The kind and status only: an upstream's message can quote the request.
             tracing::warn!(
                 provider = %provider.name,
                 model = %target.model.name,
                 attempt = retries + 1,
-                error = %error,
+                kind = error.kind(),
+                status = error.status(),
                 "upstream attempt failed"
             );
             if !error.is_retryable() || retries + 1 >= self.retry.max_attempts {

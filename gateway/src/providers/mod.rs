@@ -239,6 +239,14 @@ impl UpstreamError {
         }
     }
 
+    /// The upstream's HTTP status, when it answered with an error status.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            UpstreamError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// Worth another try of the same target.
     fn is_retryable(&self) -> bool {
         match self {

@@ -1,0 +1,224 @@
+//! What Switchboard adds to a remote request: the same open-loop load at fixed request rates is
+//! sent to the fake upstream directly and through a `switchboard serve` process in front of it, in
+//! the same run on the same machine; the difference in latency percentiles is the gateway's cost.
+//! Then the rate is raised until the gateway no longer keeps up.
+//!
+//! Run it with `bench/gateway_overhead.sh` (builds the release binaries first). Latency is
+//! measured from each request's scheduled send time, so a stalled sender shows up as latency
+//! instead of hiding it (no coordinated omission).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+const CLIENT_KEY: &str = "sk-bench-client";
+/// sha256 of CLIENT_KEY
+const CLIENT_KEY_HASH: &str =
+    "sha256:816adcba23292967efcb2e7dabc6a41077a064cfc02cadfe27c984e8812a8e04";
+const BODY: &str = r#"{"model":"bench-model","messages":[{"role":"user","content":"How do I reset my VPN password?"}]}"#;
+
+/// Kills a child process when dropped, so that a failed run leaves nothing behind.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Run {
+    rate: u32,
+    sent: usize,
+    errors: usize,
+    achieved_rps: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    let bin = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/release"));
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+
+    let (_fake, fake_url) = start_fake(&bin)?;
+    let (_gateway, gateway_url) = start_gateway(&bin, &fake_url)?;
+    let direct = format!("{fake_url}/v1/chat/completions");
+    let through = format!("{gateway_url}/v1/chat/completions");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
+        // Warm both paths: connections, allocator, the gateway's lazily built metric series.
+        load(&client, &direct, 500, Duration::from_secs(1)).await;
+        load(&client, &through, 500, Duration::from_secs(1)).await;
+
+        println!("# gateway overhead, non-streamed chat completions, {seconds} s per rate");
+        println!(
+            "{:>6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11}",
+            "rate", "path", "sent", "errors", "rps", "p50_ms", "p99_ms", "max_ms", "added_p50", "added_p99"
+        );
+        for rate in [500, 1000, 2000] {
+            let base = load(&client, &direct, rate, Duration::from_secs(seconds)).await;
+            let gw = load(&client, &through, rate, Duration::from_secs(seconds)).await;
+            print_run("direct", &base, None);
+            print_run("gateway", &gw, Some(&base));
+        }
+
+        println!("# max sustained rate through the gateway (achieved >= 97% of target, p99 < 25 ms, no errors)");
+        let mut best = None;
+        for rate in (2000..=12000).step_by(1000) {
+            let gw = load(&client, &through, rate, Duration::from_secs(seconds)).await;
+            print_run("gateway", &gw, None);
+            let kept_up = gw.errors == 0
+                && gw.achieved_rps >= 0.97 * f64::from(rate)
+                && gw.p99 < Duration::from_millis(25);
+            if !kept_up {
+                break;
+            }
+            best = Some(rate);
+        }
+        match best {
+            Some(rate) => println!("max sustained rate: {rate} requests/s"),
+            None => println!("max sustained rate: below 2000 requests/s"),
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn print_run(path: &str, run: &Run, base: Option<&Run>) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let added = |f: fn(&Run) -> Duration| {
+        base.map_or_else(String::new, |b| format!("{:+.3}", ms(f(run)) - ms(f(b))))
+    };
+    println!(
+        "{:>6} {:>10} {:>9} {:>9} {:>9.0} {:>9.3} {:>9.3} {:>9.3} {:>11} {:>11}",
+        run.rate,
+        path,
+        run.sent,
+        run.errors,
+        run.achieved_rps,
+        ms(run.p50),
+        ms(run.p99),
+        ms(run.max),
+        added(|r| r.p50),
+        added(|r| r.p99),
+    );
+}
+
+/// Sends `rate` requests per second for `duration`, open loop, and waits for all of them.
+async fn load(client: &reqwest::Client, url: &str, rate: u32, duration: Duration) -> Run {
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(0usize));
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let scheduled = start + period * i as u32;
+        tokio::time::sleep_until(scheduled).await;
+        let (client, url) = (client.clone(), url.to_owned());
+        let (latencies, errors) = (latencies.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let result = client
+                .post(&url)
+                .bearer_auth(CLIENT_KEY)
+                .header("content-type", "application/json")
+                .body(BODY)
+                .send()
+                .await;
+            let ok = match result {
+                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            if ok {
+                let latency = scheduled.elapsed();
+                latencies.lock().unwrap().push(latency);
+            } else {
+                *errors.lock().unwrap() += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = start.elapsed();
+    let mut latencies = std::mem::take(&mut *latencies.lock().unwrap());
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let errors = *errors.lock().unwrap();
+    Run {
+        rate,
+        sent: total,
+        errors,
+        achieved_rps: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+        max: latencies.last().copied().unwrap_or_default(),
+    }
+}
+
+fn start_fake(bin: &Path) -> anyhow::Result<(Process, String)> {
+    let mut child = Command::new(bin.join("fake-upstream"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start fake-upstream; run bench/gateway_overhead.sh")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .context("fake-upstream did not say where it listens")?
+        .to_owned();
+    Ok((Process(child), url))
+}
+
+fn start_gateway(bin: &Path, fake_url: &str) -> anyhow::Result<(Process, String)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let config = std::env::temp_dir().join(format!("switchboard-bench-{port}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "providers:\n  - name: fake\n    kind: openai\n    base_url: {fake_url}/v1\n    models:\n      - name: bench-model\n        price: {{ input_per_mtok: 1, output_per_mtok: 2 }}\ntenants:\n  - name: bench\n    api_key_hashes: [\"{CLIENT_KEY_HASH}\"]\n    allowed_models: [\"*\"]\n"
+        ),
+    )?;
+    let child = Command::new(bin.join("switchboard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start switchboard; run bench/gateway_overhead.sh")?;
+    let process = Process(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("switchboard did not start listening within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((process, url))
+}
