@@ -297,6 +297,11 @@ impl Config {
                     problems.push(format!("{at}: '{name}' is not a valid header name"));
                 }
             }
+            for (name, value) in &provider.headers {
+                if reqwest::header::HeaderValue::from_str(value).is_err() {
+                    problems.push(format!("{at}.headers.{name}: not a valid header value"));
+                }
+            }
             if provider.models.is_empty() {
                 problems.push(format!("{at}.models is empty"));
             }
