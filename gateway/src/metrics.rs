@@ -2,6 +2,7 @@
 //! Label values come from bounded sets only: tenant and model names from the config, routes,
 //! error kinds and status codes; never free text from a request.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -45,21 +46,12 @@ impl Metrics {
         let registry = Registry::new_custom(Some("switchboard".to_owned()), None)
             .expect("a constant prefix is valid");
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let metric = IntCounterVec::new(Opts::new(name, help), labels)
-                .expect("metric definitions are constant and valid");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("each metric is registered once");
-            metric
+            let metric = IntCounterVec::new(Opts::new(name, help), labels);
+            register(&registry, metric)
         };
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
             let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-            let metric = HistogramVec::new(opts, &["route", "model"])
-                .expect("metric definitions are constant and valid");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("each metric is registered once");
-            metric
+            register(&registry, HistogramVec::new(opts, &["route", "model"]))
         };
         let requests = counter(
             "requests_total",
@@ -91,19 +83,17 @@ impl Metrics {
             "Time from request to the first streamed chunk.",
             FIRST_TOKEN_BUCKETS,
         );
-        let in_flight = IntGauge::new("in_flight_requests", "Requests being handled now.")
-            .expect("metric definitions are constant and valid");
-        registry
-            .register(Box::new(in_flight.clone()))
-            .expect("each metric is registered once");
-        let build_info = IntGaugeVec::new(
-            Opts::new("build_info", "Always 1; the labels say which build runs."),
-            &["version"],
-        )
-        .expect("metric definitions are constant and valid");
-        registry
-            .register(Box::new(build_info.clone()))
-            .expect("each metric is registered once");
+        let in_flight = register(
+            &registry,
+            IntGauge::new("in_flight_requests", "Requests being handled now."),
+        );
+        let build_info = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("build_info", "Always 1; the labels say which build runs."),
+                &["version"],
+            ),
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -126,6 +116,19 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// Registers a metric whose definition is a constant of this module, so neither step can fail
+/// at run time.
+fn register<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("metric definitions are constant and valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
 }
 
 impl Default for Metrics {

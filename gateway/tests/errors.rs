@@ -20,6 +20,10 @@ async fn error_of(response: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
+async fn chat_error(gateway: &TestGateway, key: &str, body: &Value) -> (u16, Value) {
+    error_of(gateway.chat(key, body).send().await.unwrap()).await
+}
+
 #[tokio::test]
 async fn bad_requests_get_precise_400s() {
     let (gateway, openai, _anthropic) = setup().await;
@@ -97,14 +101,7 @@ async fn keys_and_tenants_are_enforced() {
         .unwrap();
     let (status, missing) = error_of(no_key).await;
     assert_eq!(status, 401);
-    let (status, wrong) = error_of(
-        gateway
-            .chat("sk-wrong", &hello("solo"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, wrong) = chat_error(&gateway, "sk-wrong", &hello("solo")).await;
     assert_eq!(status, 401);
     assert_eq!(
         missing, wrong,
@@ -119,23 +116,9 @@ async fn keys_and_tenants_are_enforced() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let (status, denied) = error_of(
-        gateway
-            .chat(GLOBEX_KEY, &hello("gpt-test"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, denied) = chat_error(&gateway, GLOBEX_KEY, &hello("gpt-test")).await;
     assert_eq!(status, 404);
-    let (_, unknown) = error_of(
-        gateway
-            .chat(GLOBEX_KEY, &hello("no-such-model"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, unknown) = chat_error(&gateway, GLOBEX_KEY, &hello("no-such-model")).await;
     assert_eq!(denied["error"]["code"], "model_not_found");
     assert_eq!(unknown["error"]["code"], "model_not_found");
     assert_eq!(openai.stats().requests, 1);
@@ -250,14 +233,7 @@ async fn limits_give_413_429_and_503() {
     }
 
     // A model whose only provider has no key.
-    let (status, body) = error_of(
-        gateway
-            .chat(ACME_KEY, &hello("keyless-model"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = chat_error(&gateway, ACME_KEY, &hello("keyless-model")).await;
     assert_eq!(status, 503);
     assert_eq!(body["error"]["code"], "no_provider_available");
 }
