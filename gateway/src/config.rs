@@ -25,6 +25,9 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
+    /// Models answered in-process by the local engine.
+    #[serde(default)]
+    pub local_models: Vec<LocalModelConfig>,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
 }
@@ -173,6 +176,34 @@ impl ModelConfig {
     pub fn upstream_name(&self) -> &str {
         self.upstream_name.as_deref().unwrap_or(&self.name)
     }
+}
+
+/// A GGUF model run by the local engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalModelConfig {
+    /// The name clients ask for; unique across all models.
+    pub name: String,
+    /// One of the default models that `switchboard models fetch` puts in the model directory
+    /// (`smollm2`); `serve` fetches it on first start.
+    #[serde(default)]
+    pub default_model: Option<String>,
+    /// Or the path of any GGUF chat model of a supported architecture.
+    #[serde(default)]
+    pub path: Option<std::path::PathBuf>,
+    /// What a local token costs (an amortised hardware cost); free by default.
+    #[serde(default)]
+    pub price: Option<Price>,
+    /// Requests that may wait for the model; beyond them, 503 + `Retry-After`.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Caps the context length the model declares (memory).
+    #[serde(default)]
+    pub max_context: Option<usize>,
+}
+
+fn default_queue_capacity() -> usize {
+    16
 }
 
 /// USD per million tokens.
@@ -349,6 +380,27 @@ impl Config {
                         ));
                     }
                 }
+            }
+        }
+
+        for (l, local) in self.local_models.iter().enumerate() {
+            let at = format!("local_models[{l}] ({})", local.name);
+            if model_owner.insert(&local.name, usize::MAX).is_some() {
+                problems.push(format!("{at}: model name '{}' is used twice", local.name));
+            }
+            match (&local.default_model, &local.path) {
+                (Some(id), None) => {
+                    if crate::model_store::Package::named(id).is_none_or(|p| p.id != "smollm2") {
+                        problems.push(format!(
+                            "{at}.default_model: '{id}' is not a default language model (known: smollm2)"
+                        ));
+                    }
+                }
+                (None, Some(_)) => {}
+                _ => problems.push(format!("{at}: give exactly one of default_model and path")),
+            }
+            if local.queue_capacity == 0 {
+                problems.push(format!("{at}.queue_capacity must be above 0"));
             }
         }
 

@@ -2,7 +2,8 @@
 //!
 //! A request's way through this crate:
 //! [`endpoints`] (HTTP routes) → [`auth`] (key → tenant) → [`api`] (parse, validate) →
-//! [`catalog`] (model → fallback chain) → [`providers`] (retries, fallbacks, wire formats) →
+//! [`catalog`] (model → local engine or remote fallback chain) → [`providers`] (the local
+//! engine; remote retries, fallbacks, wire formats) →
 //! [`accounting`] (metrics and the request's log line, settled once).
 
 pub mod accounting;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod endpoints;
 pub mod error;
 pub mod metrics;
+pub mod model_store;
 pub mod providers;
 pub mod rate_limit;
 pub mod server;

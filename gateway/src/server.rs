@@ -12,6 +12,7 @@ use crate::auth::Authenticator;
 use crate::catalog::Catalog;
 use crate::config::{Config, Limits};
 use crate::metrics::Metrics;
+use crate::model_store::ModelStore;
 use crate::providers::{Credentials, RemoteClient};
 
 /// Everything a request handler needs, shared by all of them.
@@ -28,6 +29,8 @@ pub struct Gateway {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    LocalModel(#[from] switchboard_local_engine::LoadError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -39,18 +42,40 @@ pub enum StartError {
 
 impl Gateway {
     /// Builds the gateway for a validated config; provider keys are read through `env`.
-    pub fn new(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Self, StartError> {
+    pub fn new(
+        config: &Config,
+        env: impl Fn(&str) -> Option<String>,
+        store: &ModelStore,
+    ) -> Result<Self, StartError> {
         install_crypto_provider();
         let metrics = Arc::new(Metrics::new());
         Ok(Self {
             limits: config.limits.clone(),
-            catalog: Catalog::new(config, env),
+            catalog: Catalog::new(config, env, store)?,
             auth: Authenticator::new(&config.tenants),
             remote: RemoteClient::new(&config.upstream, metrics.clone())?,
             metrics,
             in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
             shutting_down: AtomicBool::new(false),
         })
+    }
+
+    /// Brings the metrics that the local engines keep themselves up to date, before a scrape.
+    pub fn refresh_engine_metrics(&self) {
+        for local in self.catalog.local_models() {
+            let engine = &local.engine;
+            let labels = [local.name.as_str()];
+            self.metrics
+                .local_queue_depth
+                .with_label_values(&labels)
+                .set(engine.queue_depth() as i64);
+            let counter = self
+                .metrics
+                .local_generated_tokens
+                .with_label_values(&labels);
+            let total = engine.generated_tokens() as u64;
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -99,18 +124,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds with provider keys from the process environment.
+    /// Binds with provider keys from the process environment and the default model store.
     pub async fn bind(config: &Config, addr: SocketAddr) -> Result<Self, StartError> {
-        Self::bind_with_env(config, addr, |var| std::env::var(var).ok()).await
+        let store = ModelStore::from_env();
+        Self::bind_with(config, addr, |var| std::env::var(var).ok(), &store).await
     }
 
-    /// Binds with provider keys read through `env`.
-    pub async fn bind_with_env(
+    /// Binds with provider keys read through `env` and default models from `store`.
+    pub async fn bind_with(
         config: &Config,
         addr: SocketAddr,
         env: impl Fn(&str) -> Option<String>,
+        store: &ModelStore,
     ) -> Result<Self, StartError> {
-        let gateway = Gateway::new(config, env)?;
+        let gateway = Gateway::new(config, env, store)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;

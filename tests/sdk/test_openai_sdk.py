@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -73,6 +74,10 @@ providers:
     models:
       - name: claude-test
         price: {{ input_per_mtok: 3, output_per_mtok: 15 }}
+local_models:
+  - name: smollm2
+    default_model: smollm2
+    queue_capacity: 1
 tenants:
   - name: sdk
     api_key_hashes: ["{key_hash}"]
@@ -130,7 +135,82 @@ def test_stream(gateway, model, upstream):
 
 def test_models(gateway):
     ids = sorted(m.id for m in gateway.client().models.list())
-    assert ids == ["claude-test", "gpt-test"]
+    assert ids == ["claude-test", "gpt-test", "smollm2"]
+
+
+def test_local_completion(gateway):
+    answer = gateway.client().chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "How do I reset my VPN password?"}],
+        max_tokens=10,
+        temperature=0,
+    )
+    assert answer.choices[0].message.content.startswith("To reset your VPN password")
+    assert answer.choices[0].finish_reason == "length"
+    assert answer.usage.completion_tokens == 10
+
+    stream = gateway.client().chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "How do I reset my VPN password?"}],
+        max_tokens=10,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == answer.choices[0].message.content
+    assert chunks[-1].usage.prompt_tokens == answer.usage.prompt_tokens
+    assert chunks[-1].usage.completion_tokens == 10
+
+
+def test_local_stop_sequence(gateway):
+    answer = gateway.client().chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "How do I reset my VPN password?"}],
+        max_tokens=30,
+        temperature=0,
+        stop=["VPN password"],
+    )
+    assert answer.choices[0].message.content == "To reset your "
+    assert answer.choices[0].finish_reason == "stop"
+
+
+def generated_tokens(gateway):
+    metrics = urllib.request.urlopen(f"{gateway.url}/metrics").read().decode()
+    line = next(l for l in metrics.splitlines()
+                if l.startswith('switchboard_local_generated_tokens_total{model="smollm2"}'))
+    return float(line.split()[-1])
+
+
+def test_local_cancellation_and_full_queue(gateway):
+    client = gateway.client(max_retries=0)
+    stream = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Count from one to one hundred."}],
+        max_tokens=300,
+        stream=True,
+    )
+    next(iter(stream))  # the first token is out: the model is busy with this request
+    waiting = threading.Thread(target=lambda: client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=2))
+    waiting.start()
+    time.sleep(0.3)
+    with pytest.raises(openai.InternalServerError) as error:
+        client.chat.completions.create(
+            model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+        )
+    assert error.value.status_code == 503
+    assert error.value.response.headers["retry-after"] == "1"
+
+    before = generated_tokens(gateway)
+    stream.close()  # the client goes away mid-answer
+    waiting.join(30)
+    time.sleep(0.3)
+    after = generated_tokens(gateway)
+    time.sleep(0.3)
+    assert generated_tokens(gateway) == after, "the abandoned generation stopped"
+    assert after - before < 100
 
 
 def test_errors_surface_as_typed_exceptions(gateway, fake):

@@ -16,7 +16,8 @@ use super::{authenticate, request_id};
 use crate::accounting::RequestRecord;
 use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
-use crate::providers::{ChunkStream, StreamChunk, StreamStart, Target};
+use crate::providers::local::LocalModel;
+use crate::providers::{ChunkStream, StreamChunk, StreamStart, Target, UpstreamError};
 use crate::server::Gateway;
 
 pub async fn chat_completions(
@@ -38,18 +39,18 @@ pub async fn chat_completions(
         }
         Ok(Answer::Stream {
             start,
-            target,
+            by,
             include_usage,
         }) => {
             let body = SseBody {
                 pending: Some(start.first),
                 rest: start.rest,
                 include_usage,
-                provider: target.provider.name.clone(),
+                provider: by.provider.to_owned(),
                 metrics: gateway.metrics.clone(),
             };
             // From here on the stream settles the record, when it ends or is dropped.
-            sse_response(body.into_body(record), target)
+            sse_response(body.into_body(record), &by)
         }
         Err(error) => {
             record.status = error.status().as_u16();
@@ -69,9 +70,33 @@ enum Answer<'a> {
     /// owns the request's record.
     Stream {
         start: StreamStart,
-        target: &'a Target,
+        by: AnsweredBy<'a>,
         include_usage: bool,
     },
+}
+
+/// Who answered, for the `x-switchboard-*` headers and the request's record.
+struct AnsweredBy<'a> {
+    route: &'static str,
+    provider: &'a str,
+    model: &'a str,
+}
+
+impl AnsweredBy<'_> {
+    fn note_in(&self, record: &mut RequestRecord) {
+        record.route = self.route;
+        record.provider = Some(self.provider.to_owned());
+    }
+}
+
+impl<'a> From<&'a Target> for AnsweredBy<'a> {
+    fn from(target: &'a Target) -> Self {
+        Self {
+            route: "remote",
+            provider: &target.provider.name,
+            model: &target.model.name,
+        }
+    }
 }
 
 async fn answer<'a>(
@@ -108,12 +133,15 @@ async fn answer<'a>(
     let request = parse(&bytes)?;
     drop(bytes);
 
-    let chain = gateway
-        .catalog
-        .usable_chain(&request.model)
-        .filter(|_| tenant.may_use(&request.model));
-    let Some(chain) = chain else {
-        if tenant.may_use(&request.model) && gateway.catalog.contains(&request.model) {
+    if !tenant.may_use(&request.model) {
+        return Err(ApiError::ModelNotFound(request.model));
+    }
+    if let Some(local) = gateway.catalog.local(&request.model) {
+        record.model = request.model.clone();
+        return answer_locally(local, &request, record).await;
+    }
+    let Some(chain) = gateway.catalog.usable_chain(&request.model) else {
+        if gateway.catalog.contains(&request.model) {
             return Err(ApiError::Unavailable {
                 message: format!(
                     "The model '{}' has no provider with an API key; ask your operator to set it.",
@@ -132,10 +160,11 @@ async fn answer<'a>(
             .stream(chain, &request, deadline)
             .await
             .map_err(|f| f.error.into_api_error(&f.provider))?;
-        record.provider = Some(answered.target.provider.name.clone());
+        let by = AnsweredBy::from(answered.target);
+        by.note_in(record);
         return Ok(Answer::Stream {
             start: answered.value,
-            target: answered.target,
+            by,
             include_usage: request.wants_usage_chunk(),
         });
     }
@@ -144,16 +173,54 @@ async fn answer<'a>(
         .complete(chain, &request, deadline)
         .await
         .map_err(|f| f.error.into_api_error(&f.provider))?;
-    record.provider = Some(answered.target.provider.name.clone());
+    let by = AnsweredBy::from(answered.target);
+    by.note_in(record);
     record.usage = answered.value.usage;
+    Ok(Answer::Complete(json_response(answered.value.body, &by)))
+}
+
+async fn answer_locally<'a>(
+    local: &'a LocalModel,
+    request: &ChatCompletionRequest,
+    record: &mut RequestRecord,
+) -> Result<Answer<'a>, ApiError> {
+    let by = AnsweredBy {
+        route: "local",
+        provider: "local",
+        model: &local.name,
+    };
+    by.note_in(record);
+    if request.is_stream() {
+        let mut rest = local.stream(request)?;
+        let first = match rest.next().await {
+            Some(Ok(first)) => first,
+            Some(Err(error)) => return Err(error.into_api_error("local")),
+            None => {
+                return Err(
+                    UpstreamError::Interrupted("no output".to_owned()).into_api_error("local")
+                );
+            }
+        };
+        return Ok(Answer::Stream {
+            start: StreamStart { first, rest },
+            by,
+            include_usage: request.wants_usage_chunk(),
+        });
+    }
+    let completion = local.complete(request).await?;
+    record.usage = completion.usage;
+    Ok(Answer::Complete(json_response(completion.body, &by)))
+}
+
+fn json_response(body: Bytes, by: &AnsweredBy<'_>) -> Response {
     let mut response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        answered.value.body,
+        body,
     )
         .into_response();
-    add_route_headers(response.headers_mut(), answered.target);
-    Ok(Answer::Complete(response))
+    add_route_headers(response.headers_mut(), by);
+    response
 }
 
 /// Reads the body, refusing more than `limit` bytes before reading them when the client says
@@ -206,11 +273,11 @@ fn parse(bytes: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
     Ok(request)
 }
 
-fn add_route_headers(headers: &mut HeaderMap, target: &Target) {
+fn add_route_headers(headers: &mut HeaderMap, by: &AnsweredBy<'_>) {
     let pairs = [
-        ("x-switchboard-route", "remote"),
-        ("x-switchboard-provider", target.provider.name.as_str()),
-        ("x-switchboard-model", target.model.name.as_str()),
+        ("x-switchboard-route", by.route),
+        ("x-switchboard-provider", by.provider),
+        ("x-switchboard-model", by.model),
     ];
     for (name, value) in pairs {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -219,7 +286,7 @@ fn add_route_headers(headers: &mut HeaderMap, target: &Target) {
     }
 }
 
-fn sse_response(body: Body, target: &Target) -> Response {
+fn sse_response(body: Body, by: &AnsweredBy<'_>) -> Response {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
@@ -229,7 +296,7 @@ fn sse_response(body: Body, target: &Target) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tells nginx-style proxies in front of us not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    add_route_headers(headers, target);
+    add_route_headers(headers, by);
     response
 }
 

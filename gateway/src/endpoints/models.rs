@@ -9,15 +9,14 @@ use serde_json::{Value, json};
 
 use super::authenticate;
 use crate::error::ApiError;
-use crate::providers::Target;
 use crate::server::Gateway;
 
-fn model_object(name: &str, target: &Target) -> Value {
+fn model_object(name: &str, owner: &str) -> Value {
     json!({
         "id": name,
         "object": "model",
         "created": 0,
-        "owned_by": target.provider.name,
+        "owned_by": owner,
     })
 }
 
@@ -30,7 +29,7 @@ pub async fn list(
         .catalog
         .usable_models()
         .filter(|(name, _)| tenant.may_use(name))
-        .map(|(name, target)| model_object(name, target))
+        .map(|(name, owner)| model_object(name, owner))
         .collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }
@@ -45,6 +44,6 @@ pub async fn retrieve(
         .catalog
         .usable_models()
         .find(|(name, _)| *name == id && tenant.may_use(name))
-        .map(|(name, target)| Json(model_object(name, target)))
+        .map(|(name, owner)| Json(model_object(name, owner)))
         .ok_or(ApiError::ModelNotFound(id))
 }

@@ -6,6 +6,7 @@
 
 mod anthropic;
 mod chain;
+pub mod local;
 mod openai;
 mod retry;
 pub mod sse;

@@ -9,6 +9,7 @@ use fake_upstream::FakeUpstream;
 use serde_json::{Value, json};
 use switchboard_gateway::auth::KeyHash;
 use switchboard_gateway::config::Config;
+use switchboard_gateway::model_store::ModelStore;
 use switchboard_gateway::server::{Gateway, Server};
 use tokio::sync::oneshot;
 
@@ -28,11 +29,11 @@ pub struct TestGateway {
 impl TestGateway {
     pub async fn start(yaml: &str) -> Self {
         let config = Config::from_yaml(yaml, "test config").expect("a valid test config");
-        let server = Server::bind_with_env(&config, "127.0.0.1:0".parse().unwrap(), |var| {
-            (var == "UPSTREAM_KEY").then(|| UPSTREAM_KEY.to_owned())
-        })
-        .await
-        .expect("the gateway binds");
+        let env = |var: &str| (var == "UPSTREAM_KEY").then(|| UPSTREAM_KEY.to_owned());
+        let store = ModelStore::from_env();
+        let server = Server::bind_with(&config, "127.0.0.1:0".parse().unwrap(), env, &store)
+            .await
+            .expect("the gateway binds");
         let addr = server.local_addr();
         let gateway = server.gateway().clone();
         let (stop, stopped) = oneshot::channel();

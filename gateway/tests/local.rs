@@ -1,0 +1,208 @@
+//! Chat completions answered by the local engine (the real SmolLM2 GGUF from the model
+//! directory), through real HTTP.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+async fn local_gateway(queue_capacity: usize) -> (TestGateway, fake_upstream::FakeUpstream) {
+    let openai = fake_upstream::FakeUpstream::start().await;
+    let anthropic = fake_upstream::FakeUpstream::start().await;
+    let extra = format!(
+        "local_models:\n  - name: smollm2\n    default_model: smollm2\n    queue_capacity: {queue_capacity}\n"
+    );
+    let gateway = TestGateway::start(&config(&openai, &anthropic, &extra)).await;
+    (gateway, openai)
+}
+
+fn ask(text: &str, max_tokens: u32) -> Value {
+    json!({
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    })
+}
+
+#[tokio::test]
+async fn local_answers_come_back_whole_and_streamed_with_usage() {
+    let (gateway, openai) = local_gateway(4).await;
+    let response = gateway
+        .chat(ACME_KEY, &ask("How do I reset my VPN password?", 12))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-switchboard-route"], "local");
+    assert_eq!(response.headers()["x-switchboard-model"], "smollm2");
+    let answer: Value = response.json().await.unwrap();
+    let text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(text.starts_with("To reset your VPN password"), "{text}");
+    assert_eq!(answer["choices"][0]["finish_reason"], "length");
+    assert_eq!(answer["usage"]["completion_tokens"], 12);
+    let prompt_tokens = answer["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt_tokens > 10);
+
+    let mut body = ask("How do I reset my VPN password?", 12);
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let response = gateway.chat(ACME_KEY, &body).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let (events, done) = read_sse(response).await;
+    assert!(done);
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(
+        streamed_text(&events),
+        text,
+        "greedy: the same answer streamed"
+    );
+    let usage = &events.last().unwrap()["usage"];
+    assert_eq!(usage["prompt_tokens"], prompt_tokens);
+    assert_eq!(usage["completion_tokens"], 12);
+    assert_eq!(openai.stats().requests, 0, "nothing went to the cloud");
+
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"switchboard_requests_total{domain="unclassified",model="smollm2",route="local",status="200",tenant="acme"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"switchboard_local_generated_tokens_total{model="smollm2"}"#
+        ),
+        Some(24.0)
+    );
+    let models: Value = gateway
+        .http
+        .get(gateway.url("/v1/models"))
+        .bearer_auth(ACME_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "smollm2" && m["owned_by"] == "local")
+    );
+}
+
+#[tokio::test]
+async fn stop_sequences_logprobs_and_bad_requests() {
+    let (gateway, _openai) = local_gateway(4).await;
+    let mut body = ask("How do I reset my VPN password?", 24);
+    body["stop"] = json!(["VPN password"]);
+    let answer: Value = gateway
+        .chat(ACME_KEY, &body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "To reset your ");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+
+    let mut body = ask("Hi", 3);
+    body["logprobs"] = json!(true);
+    body["top_logprobs"] = json!(2);
+    let answer: Value = gateway
+        .chat(ACME_KEY, &body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let content = answer["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    assert_eq!(content.len(), 3);
+    for entry in content {
+        assert!(entry["logprob"].as_f64().unwrap() <= 0.0);
+        assert_eq!(entry["top_logprobs"].as_array().unwrap().len(), 2);
+    }
+
+    let response = gateway
+        .chat(ACME_KEY, &ask("Hi", 100_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("100000") && message.contains("4096"),
+        "{message}"
+    );
+
+    let mut body = ask("Hi", 3);
+    body["n"] = json!(2);
+    assert_eq!(
+        gateway.chat(ACME_KEY, &body).send().await.unwrap().status(),
+        400
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_sheds_and_a_gone_client_stops_its_generation() {
+    let (gateway, _openai) = local_gateway(1).await;
+    let mut long = ask("Count from one to one hundred.", 300);
+    long["stream"] = json!(true);
+    let mut running = gateway.chat(ACME_KEY, &long).send().await.unwrap();
+    assert!(
+        running.chunk().await.unwrap().is_some(),
+        "the first token is out"
+    );
+
+    // The model is busy: one request may wait, the next is refused.
+    let waiting = tokio::spawn(gateway.chat(ACME_KEY, &ask("Hi", 2)).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = gateway.chat(ACME_KEY, &ask("Hi", 2)).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"switchboard_local_queue_depth{model="smollm2"}"#
+        ),
+        Some(1.0)
+    );
+
+    drop(running);
+    let waited = waiting.await.unwrap().unwrap();
+    assert_eq!(waited.status(), 200);
+    let tokens = |metrics: &str| {
+        sample(
+            metrics,
+            r#"switchboard_local_generated_tokens_total{model="smollm2"}"#,
+        )
+        .unwrap()
+    };
+    let after = tokens(&gateway.metrics().await);
+    assert!(
+        after < 100.0,
+        "the abandoned generation stopped early: {after} tokens"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        tokens(&gateway.metrics().await),
+        after,
+        "nothing runs in the background"
+    );
+}

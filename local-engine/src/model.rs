@@ -1,0 +1,124 @@
+//! The transformer itself: GGUF weights run by candle's quantized model code, one variant per
+//! architecture. This is the hot path that the speed work replaces; everything else talks to it
+//! through [`Model::forward`].
+
+use std::fs::File;
+
+use candle_core::quantized::gguf_file::Content;
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{
+    quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
+};
+
+use crate::metadata::Metadata;
+
+pub const SUPPORTED: &str = "llama, qwen2, qwen3, phi3, gemma3";
+
+enum Weights {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+    Qwen3(quantized_qwen3::ModelWeights),
+    Phi3(quantized_phi3::ModelWeights),
+    Gemma3(quantized_gemma3::ModelWeights),
+}
+
+/// A loaded model with its state for one sequence (the KV cache inside the weights).
+pub struct Model {
+    weights: Weights,
+    device: Device,
+    pub architecture: String,
+    /// The longest sequence (prompt and answer) the model can take.
+    pub context_length: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("architecture '{0}' is not supported (supported: {SUPPORTED})")]
+    UnsupportedArchitecture(String),
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
+    #[error("{0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Model {
+    /// Loads the weights described by `content` from `file`.
+    pub fn load(content: Content, file: &mut File) -> Result<Self, ModelError> {
+        let device = Device::Cpu;
+        let metadata = Metadata(&content);
+        let architecture = metadata.string("general.architecture")?.to_owned();
+        let declared = metadata
+            .optional_u32(&format!("{architecture}.context_length"))
+            .map_or(usize::MAX, |n| n as usize);
+        let (weights, table_limit) = match architecture.as_str() {
+            "llama" => (
+                Weights::Llama(quantized_llama::ModelWeights::from_gguf(
+                    content, file, &device,
+                )?),
+                // candle's rotary tables for llama stop here.
+                quantized_llama::MAX_SEQ_LEN,
+            ),
+            "qwen2" => (
+                Weights::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
+                    content, file, &device,
+                )?),
+                usize::MAX,
+            ),
+            "qwen3" => (
+                Weights::Qwen3(quantized_qwen3::ModelWeights::from_gguf(
+                    content, file, &device,
+                )?),
+                usize::MAX,
+            ),
+            "phi3" => (
+                Weights::Phi3(quantized_phi3::ModelWeights::from_gguf(
+                    false, content, file, &device,
+                )?),
+                usize::MAX,
+            ),
+            "gemma3" => (
+                Weights::Gemma3(quantized_gemma3::ModelWeights::from_gguf(
+                    content, file, &device,
+                )?),
+                quantized_gemma3::MAX_SEQ_LEN,
+            ),
+            other => return Err(ModelError::UnsupportedArchitecture(other.to_owned())),
+        };
+        let context_length = declared.min(table_limit);
+        Ok(Self {
+            weights,
+            device,
+            architecture,
+            context_length,
+        })
+    }
+
+    /// Forgets the sequence so far.
+    pub fn reset(&mut self) {
+        match &mut self.weights {
+            Weights::Llama(w) => w.clear_kv_cache(),
+            Weights::Qwen2(w) => w.clear_kv_cache(),
+            Weights::Qwen3(w) => w.clear_kv_cache(),
+            // These two drop their cache when a sequence starts at position 0.
+            Weights::Phi3(_) | Weights::Gemma3(_) => {}
+        }
+    }
+
+    /// Runs `tokens` at positions `position..`, and returns the logits of the last one.
+    pub fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, ModelError> {
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let logits = match &mut self.weights {
+            Weights::Llama(w) => w.forward(&input, position)?,
+            Weights::Qwen2(w) => w.forward(&input, position)?,
+            Weights::Qwen3(w) => w.forward(&input, position)?,
+            Weights::Phi3(w) => w.forward(&input, position)?,
+            Weights::Gemma3(w) => w.forward(&input, position)?,
+        };
+        // [1, vocab] from most architectures, [1, tokens, vocab] from some: keep the last row.
+        let mut logits = logits.squeeze(0)?;
+        if logits.rank() == 2 {
+            logits = logits.get(logits.dim(0)? - 1)?;
+        }
+        Ok(logits.to_dtype(candle_core::DType::F32)?.to_vec1()?)
+    }
+}

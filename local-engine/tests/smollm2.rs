@@ -1,0 +1,385 @@
+//! The engine on the real SmolLM2-135M-Instruct GGUF, against llama.cpp's reference output
+//! (`reference/make_reference.py` made `reference/smollm2.json`).
+//!
+//! The model comes from `switchboard models fetch` (./test.sh runs it first); its path is
+//! `$SWITCHBOARD_TEST_GGUF`, else the default model directory.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use candle_core::quantized::gguf_file::Content;
+use serde::Deserialize;
+use switchboard_local_engine::model::Model;
+use switchboard_local_engine::text_stream::{Piece, TextStream};
+use switchboard_local_engine::tokenizer::ModelTokenizer;
+use switchboard_local_engine::{
+    Engine, EngineConfig, Event, FinishReason, Generation, GenerationRequest, SamplingParams,
+    SubmitError, Turn,
+};
+
+fn model_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("SWITCHBOARD_TEST_GGUF") {
+        return path.into();
+    }
+    let home = std::env::var_os("SWITCHBOARD_HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("switchboard"))
+        })
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/switchboard")))
+        .expect("HOME is set");
+    let path = home.join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} is missing: run `switchboard models fetch` (./test.sh does)",
+        path.display()
+    );
+    path
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    strings: Vec<StringCase>,
+    conversations: Vec<Conversation>,
+}
+
+#[derive(Deserialize)]
+struct StringCase {
+    text: String,
+    ids: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct Conversation {
+    /// `exact` or `near_tie` (see make_reference.py).
+    check: String,
+    messages: Vec<Turn>,
+    prompt: String,
+    prompt_ids: Vec<u32>,
+    greedy_ids: Vec<u32>,
+}
+
+impl Conversation {
+    fn turns(&self) -> Vec<Turn> {
+        self.messages.clone()
+    }
+}
+
+fn reference() -> Reference {
+    serde_json::from_str(include_str!("reference/smollm2.json")).unwrap()
+}
+
+fn tokenizer() -> ModelTokenizer {
+    let mut file = std::fs::File::open(model_path()).unwrap();
+    let content = Content::read(&mut file).unwrap();
+    ModelTokenizer::from_gguf(&content).unwrap()
+}
+
+fn engine(queue_capacity: usize) -> Engine {
+    Engine::load(&EngineConfig {
+        path: model_path(),
+        queue_capacity,
+        max_context: None,
+    })
+    .unwrap()
+}
+
+fn request(turns: Vec<Turn>, max_tokens: usize) -> GenerationRequest {
+    GenerationRequest {
+        turns,
+        sampling: SamplingParams::greedy(),
+        max_tokens: Some(max_tokens),
+        stop: Vec::new(),
+        logprobs: None,
+    }
+}
+
+fn ask(text: &str) -> Vec<Turn> {
+    vec![Turn {
+        role: "user".to_owned(),
+        content: text.to_owned(),
+    }]
+}
+
+/// Reads a generation to its end: the text, the finish reason, the completion tokens.
+fn collect(mut generation: Generation) -> (String, FinishReason, usize) {
+    let mut text = String::new();
+    loop {
+        match generation
+            .events
+            .blocking_recv()
+            .expect("a generation ends with Done")
+        {
+            Event::Delta { text: piece, .. } => text.push_str(&piece),
+            Event::Done {
+                finish,
+                completion_tokens,
+            } => return (text, finish, completion_tokens),
+            Event::Failed(error) => panic!("generation failed: {error}"),
+        }
+    }
+}
+
+#[test]
+fn token_ids_match_llama_cpp() {
+    let tokenizer = tokenizer();
+    for case in reference().strings {
+        assert_eq!(
+            tokenizer.encode(&case.text).unwrap(),
+            case.ids,
+            "{:?}",
+            case.text
+        );
+    }
+}
+
+#[test]
+fn text_round_trips_through_the_tokenizer() {
+    let tokenizer = tokenizer();
+    for case in reference()
+        .strings
+        .iter()
+        .filter(|c| !c.text.contains("<|"))
+    {
+        let ids = tokenizer.encode(&case.text).unwrap();
+        assert_eq!(tokenizer.decode(&ids).unwrap(), case.text);
+    }
+}
+
+#[test]
+fn streamed_text_never_splits_a_character() {
+    let tokenizer = tokenizer();
+    let text = "日本語 🚀🔥 naïve café — ∑ done";
+    let ids = tokenizer.encode(text).unwrap();
+    assert!(ids.len() > 10, "multi-byte characters span several tokens");
+    let mut stream = TextStream::new(Vec::new());
+    let mut out = String::new();
+    for id in ids {
+        let Piece::Text(piece) = stream.push(&tokenizer, id).unwrap() else {
+            panic!("no stop sequence was given");
+        };
+        assert!(!piece.contains('\u{FFFD}'), "{piece:?}");
+        out.push_str(&piece);
+    }
+    out.push_str(&stream.finish());
+    assert_eq!(out, text);
+}
+
+#[test]
+fn stop_sequences_are_found_across_tokens_and_not_emitted() {
+    let tokenizer = tokenizer();
+    let ids = tokenizer
+        .encode("The answer is forty-two, said the computer.")
+        .unwrap();
+    let mut stream = TextStream::new(vec!["forty-two".to_owned()]);
+    let mut out = String::new();
+    for id in ids {
+        match stream.push(&tokenizer, id).unwrap() {
+            Piece::Text(piece) => out.push_str(&piece),
+            Piece::Stop(piece) => {
+                out.push_str(&piece);
+                assert_eq!(out, "The answer is ");
+                return;
+            }
+        }
+    }
+    panic!("the stop sequence was not found in {out:?}");
+}
+
+#[test]
+fn prompts_render_like_the_reference() {
+    let engine = engine(4);
+    for conversation in reference().conversations {
+        let ids = engine.prompt_tokens(&conversation.turns()).unwrap();
+        let text = engine.tokenizer().encode(&conversation.prompt).unwrap();
+        assert_eq!(text, conversation.prompt_ids);
+        assert_eq!(ids, conversation.prompt_ids, "{}", conversation.prompt);
+    }
+}
+
+/// How far below our best logit llama.cpp's choice may be and still count as the same decision:
+/// the two engines' logits differ with a standard deviation of about 0.13.
+const NEAR_TIE: f32 = 0.2;
+
+#[test]
+fn greedy_tokens_match_llama_cpp() {
+    let path = model_path();
+    let mut file = std::fs::File::open(&path).unwrap();
+    let content = Content::read(&mut file).unwrap();
+    let mut model = Model::load(content, &mut file).unwrap();
+    let conversations = reference().conversations;
+    assert!(conversations.iter().filter(|c| c.check == "exact").count() >= 3);
+    for conversation in conversations {
+        let prompt = &conversation.prompt_ids;
+        let expected = &conversation.greedy_ids;
+        if conversation.check == "exact" {
+            assert!(expected.len() >= 16, "{}", conversation.prompt);
+            // Free-running: our own tokens are fed back.
+            model.reset();
+            let mut logits = model.forward(prompt, 0).unwrap();
+            let mut greedy = Vec::new();
+            while greedy.len() < expected.len() {
+                let token = switchboard_local_engine::sampling::argmax(&logits);
+                greedy.push(token);
+                logits = model
+                    .forward(&[token], prompt.len() + greedy.len() - 1)
+                    .unwrap();
+            }
+            assert_eq!(&greedy, expected, "{}", conversation.prompt);
+        }
+        // Teacher-forced: llama.cpp's tokens are fed back, and each of its choices must be ours
+        // or a near-tie with ours.
+        model.reset();
+        let mut logits = model.forward(prompt, 0).unwrap();
+        for (step, &token) in expected.iter().enumerate() {
+            let best = switchboard_local_engine::sampling::argmax(&logits);
+            let gap = logits[best as usize] - logits[token as usize];
+            assert!(
+                best == token || gap < NEAR_TIE,
+                "step {step} of {:?}: llama.cpp chose {token}, {gap} below our {best}",
+                conversation.prompt
+            );
+            logits = model.forward(&[token], prompt.len() + step).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_engine_answers_greedily_with_stops_limits_and_logprobs() {
+    let engine = engine(4);
+    let tokenizer = engine.tokenizer().clone();
+    // "Write a Python function that reverses a string."
+    let conversation = &reference().conversations[2];
+    let expected = tokenizer.decode(&conversation.greedy_ids[..12]).unwrap();
+
+    let generation = engine.submit(request(conversation.turns(), 12)).unwrap();
+    assert_eq!(generation.prompt_tokens, conversation.prompt_ids.len());
+    let (text, finish, tokens) = collect(generation);
+    assert_eq!(text, expected);
+    assert_eq!(finish, FinishReason::Length);
+    assert_eq!(tokens, 12);
+
+    // The answer starts "```python\ndef add_numbers": stop at "def".
+    let mut stopped = request(conversation.turns(), 12);
+    stopped.stop = vec!["def".to_owned()];
+    let (text, finish, _) = collect(engine.submit(stopped).unwrap());
+    assert_eq!(finish, FinishReason::Stop);
+    assert_eq!(text, "```python\n");
+
+    let mut with_logprobs = request(conversation.turns(), 4);
+    with_logprobs.logprobs = Some(3);
+    let mut generation = engine.submit(with_logprobs).unwrap();
+    let mut reported = Vec::new();
+    while let Some(event) = generation.events.blocking_recv() {
+        if let Event::Delta { logprobs, .. } = event {
+            reported.extend(logprobs);
+        }
+    }
+    assert_eq!(reported.len(), 4);
+    for (entry, &id) in reported.iter().zip(&conversation.greedy_ids) {
+        assert!(entry.logprob <= 0.0);
+        assert_eq!(entry.top.len(), 3);
+        assert_eq!(
+            entry.top[0].2, entry.logprob,
+            "greedy takes the most likely token"
+        );
+        assert_eq!(entry.bytes, tokenizer.token_bytes(id));
+    }
+
+    // A seed reproduces a sampled answer.
+    let sampled = |seed| {
+        let mut request = request(ask("Tell me a story."), 16);
+        request.sampling = SamplingParams {
+            temperature: 1.0,
+            seed: Some(seed),
+            ..SamplingParams::default()
+        };
+        collect(engine.submit(request).unwrap()).0
+    };
+    assert_eq!(sampled(11), sampled(11));
+}
+
+#[test]
+fn requests_beyond_the_context_are_refused_with_the_numbers() {
+    let engine = engine(4);
+    let context = engine.info().context_length;
+    assert_eq!(
+        context, 4096,
+        "SmolLM2 says 8192; candle's llama tables stop at 4096"
+    );
+    let Err(SubmitError::ContextExceeded {
+        prompt,
+        requested,
+        context: limit,
+    }) = engine.submit(request(ask("hi"), 5000))
+    else {
+        panic!("expected ContextExceeded");
+    };
+    assert_eq!((requested, limit), (5000, 4096));
+    assert!(prompt > 1);
+}
+
+#[test]
+fn a_dropped_receiver_stops_generation_and_a_full_queue_refuses() {
+    let engine = engine(1);
+    let mut running = engine
+        .submit(request(ask("Count from one to one hundred."), 400))
+        .unwrap();
+    assert!(matches!(
+        running.events.blocking_recv(),
+        Some(Event::Delta { .. })
+    ));
+    // Running: the queue has room for one more, and no other.
+    let waiting = engine.submit(request(ask("hi"), 2)).unwrap();
+    assert!(matches!(
+        engine.submit(request(ask("hi"), 2)),
+        Err(SubmitError::Overloaded { capacity: 1 })
+    ));
+    assert_eq!(engine.queue_depth(), 1);
+
+    drop(running);
+    // The waiting job runs next, so the running one must have stopped early.
+    let (_, finish, tokens) = collect(waiting);
+    assert_eq!((finish, tokens), (FinishReason::Length, 2));
+    let after_cancel = engine.generated_tokens();
+    assert!(
+        after_cancel < 100,
+        "generation stopped early: {after_cancel} tokens"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        engine.generated_tokens(),
+        after_cancel,
+        "nothing runs in the background"
+    );
+}
+
+#[test]
+fn unreadable_files_are_refused_with_the_file_and_the_reason() {
+    let dir = std::env::temp_dir().join(format!("switchboard-engine-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let load = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let error = Engine::load(&EngineConfig {
+            path: path.clone(),
+            queue_capacity: 1,
+            max_context: None,
+        })
+        .err()
+        .expect("loading must fail")
+        .to_string();
+        assert!(error.contains(&path.display().to_string()), "{error}");
+        error
+    };
+    let error = load("not-a-model.gguf", b"hello, I am a text file");
+    assert!(error.contains("not a readable GGUF file"), "{error}");
+
+    let whole = std::fs::read(model_path()).unwrap();
+    let error = load("truncated.gguf", &whole[..whole.len() / 2]);
+    assert!(error.contains("weights cannot be read"), "{error}");
+
+    let error = load("missing-header.gguf", &whole[..1000]);
+    assert!(error.contains("GGUF"), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
