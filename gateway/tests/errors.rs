@@ -151,16 +151,7 @@ async fn keys_and_tenants_are_enforced() {
         "keyless-model is not usable"
     );
     assert_eq!(models("sk-wrong").await.unwrap().status(), 401);
-    let one: Value = gateway
-        .http
-        .get(gateway.url("/v1/models/solo"))
-        .bearer_auth(GLOBEX_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = gateway.get_json("/v1/models/solo", GLOBEX_KEY).await;
     assert_eq!(one["owned_by"], "fake-openai");
 }
 

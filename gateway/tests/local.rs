@@ -82,16 +82,7 @@ async fn local_answers_come_back_whole_and_streamed_with_usage() {
         ),
         Some(24.0)
     );
-    let models: Value = gateway
-        .http
-        .get(gateway.url("/v1/models"))
-        .bearer_auth(ACME_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = gateway.get_json("/v1/models", ACME_KEY).await;
     assert!(
         models["data"]
             .as_array()
@@ -106,28 +97,14 @@ async fn stop_sequences_logprobs_and_bad_requests() {
     let (gateway, _openai) = local_gateway(4).await;
     let mut body = ask("How do I reset my VPN password?", 24);
     body["stop"] = json!(["VPN password"]);
-    let answer: Value = gateway
-        .chat(ACME_KEY, &body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = gateway.chat_json(ACME_KEY, &body).await;
     assert_eq!(answer["choices"][0]["message"]["content"], "To reset your ");
     assert_eq!(answer["choices"][0]["finish_reason"], "stop");
 
     let mut body = ask("Hi", 3);
     body["logprobs"] = json!(true);
     body["top_logprobs"] = json!(2);
-    let answer: Value = gateway
-        .chat(ACME_KEY, &body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = gateway.chat_json(ACME_KEY, &body).await;
     let content = answer["choices"][0]["logprobs"]["content"]
         .as_array()
         .unwrap();

@@ -7,7 +7,7 @@
 //! one decode step once the receiver is dropped.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -293,10 +293,15 @@ impl Engine {
             }
         }
     }
+}
 
-    pub fn path(&self) -> &Path {
-        &self.shared.info.path
-    }
+/// Why a generation failed after it started.
+#[derive(Debug, thiserror::Error)]
+enum GenerateError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
 }
 
 fn model_reason(error: ModelError) -> String {
@@ -321,14 +326,21 @@ impl Worker {
                 continue; // the client left while the job waited
             }
             let events = job.events.clone();
-            if let Err(error) = self.generate(job) {
-                tracing::error!(error = %error, "local generation failed");
-                let _ = events.send(Event::Failed(error.to_string()));
-            }
+            // A panic in the model code fails this request, not the engine: the next job
+            // starts from a reset model.
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.generate(job)));
+            let failure = match outcome {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => "the model code panicked".to_owned(),
+            };
+            tracing::error!(error = %failure, "local generation failed");
+            let _ = events.send(Event::Failed(failure));
         }
     }
 
-    fn generate(&mut self, job: Job) -> Result<(), ModelError> {
+    fn generate(&mut self, job: Job) -> Result<(), GenerateError> {
         let Job {
             prompt,
             max_tokens,
@@ -356,10 +368,7 @@ impl Worker {
             let token_logprobs = logprobs
                 .map(|(all, top)| vec![self.token_logprob(token, &all, top)])
                 .unwrap_or_default();
-            let (piece, stopped) = match text
-                .push(tokenizer, token)
-                .map_err(|e| ModelError::Candle(candle_core::Error::Msg(e.to_string())))?
-            {
+            let (piece, stopped) = match text.push(tokenizer, token)? {
                 Piece::Text(piece) => (piece, false),
                 Piece::Stop(piece) => (piece, true),
             };

@@ -180,7 +180,7 @@ async fn answer<'a>(
 }
 
 async fn answer_locally<'a>(
-    local: &'a LocalModel,
+    local: &'a Arc<LocalModel>,
     request: &ChatCompletionRequest,
     record: &mut RequestRecord,
 ) -> Result<Answer<'a>, ApiError> {
@@ -191,7 +191,7 @@ async fn answer_locally<'a>(
     };
     by.note_in(record);
     if request.is_stream() {
-        let mut rest = local.stream(request)?;
+        let mut rest = local.stream(request).await?;
         let first = match rest.next().await {
             Some(Ok(first)) => first,
             Some(Err(error)) => return Err(error.into_api_error("local")),

@@ -3,6 +3,7 @@
 //! that the gateway streams and accounts for both alike.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -130,13 +131,27 @@ fn completion_id() -> String {
 }
 
 impl LocalModel {
+    /// Queues a generation. Rendering and tokenizing a long conversation takes a while, so it
+    /// runs on a blocking thread, not on the async workers.
+    async fn submit(
+        self: &Arc<Self>,
+        request: &ChatCompletionRequest,
+    ) -> Result<Generation, ApiError> {
+        let request = generation_request(request)?;
+        let model = self.clone();
+        tokio::task::spawn_blocking(move || model.engine.submit(request))
+            .await
+            .map_err(|e| generation_failed(&e.to_string()))?
+            .map_err(submit_error)
+    }
+
     /// Generates the whole answer.
-    pub async fn complete(&self, request: &ChatCompletionRequest) -> Result<Completion, ApiError> {
+    pub async fn complete(
+        self: &Arc<Self>,
+        request: &ChatCompletionRequest,
+    ) -> Result<Completion, ApiError> {
         let wants_logprobs = request.extra.get("logprobs").and_then(Value::as_bool) == Some(true);
-        let mut generation = self
-            .engine
-            .submit(generation_request(request)?)
-            .map_err(submit_error)?;
+        let mut generation = self.submit(request).await?;
         let mut text = String::new();
         let mut logprobs = Vec::new();
         let (finish, completion_tokens) = loop {
@@ -184,11 +199,11 @@ impl LocalModel {
     /// Starts a generation and returns its chunks: the assistant role first, the text, the
     /// finish reason, then usage. Dropping the stream stops the generation within one decode
     /// step.
-    pub fn stream(&self, request: &ChatCompletionRequest) -> Result<ChunkStream, ApiError> {
-        let generation = self
-            .engine
-            .submit(generation_request(request)?)
-            .map_err(submit_error)?;
+    pub async fn stream(
+        self: &Arc<Self>,
+        request: &ChatCompletionRequest,
+    ) -> Result<ChunkStream, ApiError> {
+        let generation = self.submit(request).await?;
         let state = LocalStream {
             model: self.name.clone(),
             id: completion_id(),

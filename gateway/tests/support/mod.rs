@@ -60,6 +60,19 @@ impl TestGateway {
             .json(body)
     }
 
+    /// A successful chat completion's JSON.
+    pub async fn chat_json(&self, key: &str, body: &Value) -> Value {
+        let response = self.chat(key, body).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// The JSON of an authenticated GET.
+    pub async fn get_json(&self, path: &str, key: &str) -> Value {
+        let request = self.http.get(self.url(path)).bearer_auth(key);
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
     /// Starts the graceful shutdown.
     pub fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
