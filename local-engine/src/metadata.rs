@@ -52,6 +52,19 @@ impl<'a> Metadata<'a> {
         self.get(key).ok()?.to_bool().ok()
     }
 
+    pub fn floats(&self, key: &str) -> Result<Vec<f32>, MetadataError> {
+        let Value::Array(values) = self.get(key)? else {
+            return Err(Self::wrong(key, "an array"));
+        };
+        values
+            .iter()
+            .map(|v| {
+                v.to_f32()
+                    .map_err(|_| Self::wrong(key, "an array of numbers"))
+            })
+            .collect()
+    }
+
     pub fn strings(&self, key: &str) -> Result<Vec<String>, MetadataError> {
         let Value::Array(values) = self.get(key)? else {
             return Err(Self::wrong(key, "an array"));
