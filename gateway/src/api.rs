@@ -158,6 +158,22 @@ impl ChatCompletionRequest {
                 return Err((name, format!("'{name}' must be at least 1")));
             }
         }
+        for name in ["presence_penalty", "frequency_penalty"] {
+            if let Some(value) = self.extra.get(name).filter(|v| !v.is_null()) {
+                match value.as_f64() {
+                    Some(v) if (-2.0..=2.0).contains(&v) => {}
+                    _ => return Err((name, format!("'{name}' must be a number between -2 and 2"))),
+                }
+            }
+        }
+        if let Some(value) = self.extra.get("top_logprobs").filter(|v| !v.is_null()) {
+            if value.as_u64().is_none_or(|n| n > 20) {
+                return Err((
+                    "top_logprobs",
+                    "'top_logprobs' must be an integer between 0 and 20".to_owned(),
+                ));
+            }
+        }
         if self.stream_options.is_some() && !self.is_stream() {
             return Err((
                 "stream_options",
@@ -311,6 +327,14 @@ mod tests {
         request.temperature = Some(3.0);
         assert_eq!(request.validate().unwrap_err().0, "temperature");
         request.temperature = None;
+        request.extra.insert("presence_penalty".into(), 2.5.into());
+        assert_eq!(request.validate().unwrap_err().0, "presence_penalty");
+        request
+            .extra
+            .insert("presence_penalty".into(), (-1.0).into());
+        request.extra.insert("top_logprobs".into(), 21.into());
+        assert_eq!(request.validate().unwrap_err().0, "top_logprobs");
+        request.extra.remove("top_logprobs");
         request.stream_options = Some(StreamOptions::default());
         assert_eq!(request.validate().unwrap_err().0, "stream_options");
         request.stream = Some(true);

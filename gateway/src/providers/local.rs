@@ -133,11 +133,7 @@ fn completion_id() -> String {
 impl LocalModel {
     /// Queues a generation. Rendering and tokenizing a long conversation takes a while, so it
     /// runs on a blocking thread, not on the async workers.
-    async fn submit(
-        self: &Arc<Self>,
-        request: &ChatCompletionRequest,
-    ) -> Result<Generation, ApiError> {
-        let request = generation_request(request)?;
+    async fn submit(self: &Arc<Self>, request: GenerationRequest) -> Result<Generation, ApiError> {
         let model = self.clone();
         tokio::task::spawn_blocking(move || model.engine.submit(request))
             .await
@@ -150,7 +146,8 @@ impl LocalModel {
         self: &Arc<Self>,
         request: &ChatCompletionRequest,
     ) -> Result<Completion, ApiError> {
-        let wants_logprobs = request.extra.get("logprobs").and_then(Value::as_bool) == Some(true);
+        let request = generation_request(request)?;
+        let wants_logprobs = request.logprobs.is_some();
         let mut generation = self.submit(request).await?;
         let mut text = String::new();
         let mut logprobs = Vec::new();
@@ -203,7 +200,7 @@ impl LocalModel {
         self: &Arc<Self>,
         request: &ChatCompletionRequest,
     ) -> Result<ChunkStream, ApiError> {
-        let generation = self.submit(request).await?;
+        let generation = self.submit(generation_request(request)?).await?;
         let state = LocalStream {
             model: self.name.clone(),
             id: completion_id(),
