@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use switchboard_router::pii::PiiKind;
+
 use crate::api::Usage;
 use crate::metrics::{Metrics, UNCLASSIFIED, UNKNOWN};
 
@@ -27,6 +29,8 @@ pub struct RequestRecord {
     pub error_code: Option<&'static str>,
     pub usage: Option<Usage>,
     pub first_token: Option<Duration>,
+    /// The kinds of private data found in the request (never the data).
+    pub private_data: Vec<PiiKind>,
     /// Held until the request settles: its slot in the in-flight limit.
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -48,6 +52,7 @@ impl RequestRecord {
             error_code: None,
             usage: None,
             first_token: None,
+            private_data: Vec::new(),
             _permit: None,
         }
     }
@@ -84,6 +89,9 @@ impl Drop for RequestRecord {
                 .with_label_values(&[self.route, &self.model])
                 .observe(first.as_secs_f64());
         }
+        for kind in &self.private_data {
+            m.pii_detections.with_label_values(&[kind.as_str()]).inc();
+        }
         if let Some(usage) = self.usage {
             m.tokens
                 .with_label_values(&[self.route, &self.model, "prompt"])
@@ -104,6 +112,7 @@ impl Drop for RequestRecord {
             first_token_ms = self.first_token.map(|d| d.as_millis() as u64),
             prompt_tokens = self.usage.map(|u| u.prompt_tokens),
             completion_tokens = self.usage.map(|u| u.completion_tokens),
+            private_data = %crate::classify::kinds_list(&self.private_data),
             "request settled"
         );
     }

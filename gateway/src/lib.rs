@@ -2,6 +2,7 @@
 //!
 //! A request's way through this crate:
 //! [`endpoints`] (HTTP routes) → [`auth`] (key → tenant) → [`api`] (parse, validate) →
+//! [`classify`] (what the router finds: private data) →
 //! [`catalog`] (model → local engine or remote fallback chain) → [`providers`] (the local
 //! engine; remote retries, fallbacks, wire formats) →
 //! [`accounting`] (metrics and the request's log line, settled once).
@@ -10,6 +11,7 @@ pub mod accounting;
 pub mod api;
 pub mod auth;
 pub mod catalog;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod endpoints;

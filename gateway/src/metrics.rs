@@ -28,6 +28,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// `switchboard_fallbacks_total{from,to,reason}`
     pub fallbacks: IntCounterVec,
+    /// `switchboard_pii_detections_total{kind}`: requests holding private data of that kind.
+    pub pii_detections: IntCounterVec,
     /// `switchboard_in_flight_requests`
     pub in_flight: IntGauge,
     /// `switchboard_local_queue_depth{model}`: requests waiting for a local model.
@@ -77,6 +79,11 @@ impl Metrics {
             "Moves to the next model of a fallback chain, by failed model, next model and reason.",
             &["from", "to", "reason"],
         );
+        let pii_detections = counter(
+            "pii_detections_total",
+            "Requests found to hold private data, by kind of data.",
+            &["kind"],
+        );
         let request_duration = histogram(
             "request_duration_seconds",
             "Time from request to the end of the response.",
@@ -121,6 +128,7 @@ impl Metrics {
             tokens,
             upstream_errors,
             fallbacks,
+            pii_detections,
             in_flight,
             local_queue_depth,
             local_generated_tokens,

@@ -411,3 +411,25 @@ async fn shutdown_lets_in_flight_requests_finish() {
         "no new connections after shutdown"
     );
 }
+
+#[tokio::test]
+async fn private_data_is_flagged_by_kind_and_counted() {
+    let (gateway, _openai, _anthropic) = setup().await;
+    let body = json!({"model": "solo", "messages": [
+        {"role": "system", "content": "You help with billing."},
+        {"role": "user", "content": "My card 4111 1111 1111 1111 was charged twice, write to jo@example.com"}
+    ]});
+    let response = gateway.chat(ACME_KEY, &body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-switchboard-pii"],
+        "email,payment_card"
+    );
+    let clean = gateway.chat(ACME_KEY, &hello("solo")).send().await.unwrap();
+    assert!(clean.headers().get("x-switchboard-pii").is_none());
+    let metrics = gateway.metrics().await;
+    for kind in ["email", "payment_card"] {
+        let series = format!("switchboard_pii_detections_total{{kind=\"{kind}\"}}");
+        assert_eq!(sample(&metrics, &series), Some(1.0), "{kind}");
+    }
+}

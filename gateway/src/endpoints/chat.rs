@@ -32,6 +32,7 @@ pub async fn chat_completions(
     let answered = answer(&gateway, &headers, body, &mut record)
         .instrument(span)
         .await;
+    let private_data = crate::classify::header_value(&record.private_data);
     let mut response = match answered {
         Ok(Answer::Complete(response)) => {
             record.status = response.status().as_u16();
@@ -60,6 +61,9 @@ pub async fn chat_completions(
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
+    }
+    if let Some(kinds) = private_data {
+        response.headers_mut().insert("x-switchboard-pii", kinds);
     }
     response
 }
@@ -132,6 +136,7 @@ async fn answer<'a>(
     let bytes = read_body(body, headers, gateway.limits.max_body_bytes).await?;
     let request = parse(&bytes)?;
     drop(bytes);
+    record.private_data = crate::classify::private_data(&request);
 
     if !tenant.may_use(&request.model) {
         return Err(ApiError::ModelNotFound(request.model));

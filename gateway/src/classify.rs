@@ -1,0 +1,37 @@
+//! What the router finds in a request, turned into the plain facts the gateway records and the
+//! policy will decide on.
+
+use axum::http::HeaderValue;
+use switchboard_router::pii::{self, PiiKind};
+
+use crate::api::ChatCompletionRequest;
+
+/// The distinct kinds of private data in the request's messages, in a fixed order.
+pub fn private_data(request: &ChatCompletionRequest) -> Vec<PiiKind> {
+    let mut kinds: Vec<PiiKind> = request
+        .messages
+        .iter()
+        .filter_map(|m| m.content.as_ref())
+        .flat_map(|content| pii::scan(&content.text()))
+        .map(|finding| finding.kind)
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+/// `email,payment_card`: for the log line.
+pub fn kinds_list(kinds: &[PiiKind]) -> String {
+    kinds
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The `x-switchboard-pii` header, when there is something to say.
+pub fn header_value(kinds: &[PiiKind]) -> Option<HeaderValue> {
+    (!kinds.is_empty())
+        .then(|| HeaderValue::from_str(&kinds_list(kinds)).ok())
+        .flatten()
+}

@@ -1,0 +1,5 @@
+//! Switchboard's request classifier: the facts about a request that the policy decides on. So
+//! far: private data ([`pii`]); the embedder, the complexity and domain heads and language
+//! detection come next.
+
+pub mod pii;
