@@ -1,0 +1,89 @@
+//! The embedder against sentence-transformers (`reference/make_embeddings.py` made
+//! `reference/minilm.json`), on the model from `switchboard models fetch` (./test.sh runs it):
+//! `$SWITCHBOARD_TEST_MINILM`, else the default model directory.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use switchboard_router::embedder::{BertEmbedder, Embed, MAX_TOKENS, cosine};
+
+fn model_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SWITCHBOARD_TEST_MINILM") {
+        return dir.into();
+    }
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let home = var("SWITCHBOARD_HOME")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("switchboard")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache/switchboard")))
+        .expect("HOME is set");
+    let dir = home.join("models/all-minilm-l6-v2");
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "{} is missing: run `switchboard models fetch` (./test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    sentences: Vec<Sentence>,
+}
+
+#[derive(Deserialize)]
+struct Sentence {
+    text: String,
+    vector: Vec<f32>,
+}
+
+#[test]
+fn embeddings_match_sentence_transformers_alone_and_in_a_batch() {
+    let embedder = BertEmbedder::load(&model_dir()).unwrap();
+    assert_eq!(embedder.dimensions(), 384);
+    let reference: Reference = serde_json::from_str(include_str!("reference/minilm.json")).unwrap();
+    assert_eq!(reference.sentences.len(), 20);
+    let texts: Vec<&str> = reference
+        .sentences
+        .iter()
+        .map(|s| s.text.as_str())
+        .collect();
+    let batched = embedder.embed(&texts).unwrap();
+    for (sentence, from_batch) in reference.sentences.iter().zip(&batched) {
+        let alone = &embedder.embed(&[&sentence.text]).unwrap()[0];
+        let norm: f32 = alone.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "unit length: {norm}");
+        let similarity = cosine(alone, &sentence.vector);
+        assert!(similarity >= 0.999, "{similarity} for {:?}", sentence.text);
+        let batch_similarity = cosine(from_batch, &sentence.vector);
+        assert!(
+            batch_similarity >= 0.999,
+            "{batch_similarity} in a batch for {:?}",
+            sentence.text
+        );
+    }
+    // The long sentence is cut at MAX_TOKENS: adding more text after the cut changes nothing.
+    let long = texts.last().unwrap();
+    let longer = format!("{long} And one more sentence that falls beyond the limit.");
+    let (a, b) = (
+        &embedder.embed(&[long]).unwrap()[0],
+        &embedder.embed(&[&longer]).unwrap()[0],
+    );
+    assert!(cosine(a, b) > 0.99999, "truncated at {MAX_TOKENS} tokens");
+}
+
+#[test]
+fn similar_requests_are_closer_than_unrelated_ones() {
+    let embedder = BertEmbedder::load(&model_dir()).unwrap();
+    let v = embedder
+        .embed(&[
+            "How do I reset my VPN password?",
+            "I forgot my VPN password, how can I change it?",
+            "Prove that there are infinitely many primes.",
+        ])
+        .unwrap();
+    assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.3);
+}
