@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use switchboard_local_engine::{Engine, EngineConfig, LoadError};
+use switchboard_local_engine::{Engine, EngineConfig};
+use switchboard_router::batcher::{BatchSettings, EmbeddingService};
+use switchboard_router::embedder::{BertEmbedder, Embed};
 
 use crate::config::{Config, LocalModelConfig};
 use crate::model_store::{ModelStore, Package};
@@ -16,6 +18,17 @@ pub struct Catalog {
     /// Model name → its chain: the model itself first, then its fallbacks in order.
     chains: BTreeMap<String, Vec<Target>>,
     local: BTreeMap<String, Arc<LocalModel>>,
+    embedders: BTreeMap<String, Arc<EmbeddingService>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    LocalModel(#[from] switchboard_local_engine::LoadError),
+    #[error(transparent)]
+    Embedder(#[from] switchboard_router::embedder::EmbedderError),
+    #[error("cannot start the embedder's thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Where a local model's GGUF file is.
@@ -38,7 +51,7 @@ impl Catalog {
         config: &Config,
         env: impl Fn(&str) -> Option<String>,
         store: &ModelStore,
-    ) -> Result<Self, LoadError> {
+    ) -> Result<Self, CatalogError> {
         let providers: Vec<Arc<Provider>> = config
             .providers
             .iter()
@@ -78,11 +91,32 @@ impl Catalog {
             };
             local.insert(model.name.clone(), Arc::new(model));
         }
+        let mut embedders = BTreeMap::new();
+        for model in &config.embedding_models {
+            let dir = match (
+                &model.path,
+                model.default_model.as_deref().and_then(Package::named),
+            ) {
+                (Some(path), _) => path.clone(),
+                (None, Some(package)) => store.root().join(package.id),
+                (None, None) => std::path::PathBuf::new(),
+            };
+            let embedder: Arc<dyn Embed> = Arc::new(BertEmbedder::load(&dir)?);
+            let service = EmbeddingService::start(embedder, BatchSettings::default())
+                .map_err(CatalogError::Thread)?;
+            embedders.insert(model.name.clone(), Arc::new(service));
+        }
         Ok(Self {
             providers,
             chains,
             local,
+            embedders,
         })
+    }
+
+    /// The embedding model of that name.
+    pub fn embedder(&self, model: &str) -> Option<&Arc<EmbeddingService>> {
+        self.embedders.get(model)
     }
 
     /// The local model of that name.
@@ -109,7 +143,11 @@ impl Catalog {
     /// Every model that can answer now, by name, with who answers it first (`local` or the
     /// provider's name).
     pub fn usable_models(&self) -> impl Iterator<Item = (&str, &str)> {
-        let local = self.local.keys().map(|name| (name.as_str(), "local"));
+        let local = self
+            .local
+            .keys()
+            .chain(self.embedders.keys())
+            .map(|name| (name.as_str(), "local"));
         let remote = self
             .chains
             .iter()

@@ -28,6 +28,9 @@ pub struct Config {
     /// Models answered in-process by the local engine.
     #[serde(default)]
     pub local_models: Vec<LocalModelConfig>,
+    /// Embedding models served in-process at `/v1/embeddings`.
+    #[serde(default)]
+    pub embedding_models: Vec<EmbeddingModelConfig>,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
 }
@@ -204,6 +207,19 @@ pub struct LocalModelConfig {
 
 fn default_queue_capacity() -> usize {
     16
+}
+
+/// A sentence-embedding model (BERT family, safetensors) served at `/v1/embeddings`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingModelConfig {
+    pub name: String,
+    /// `all-minilm-l6-v2`, fetched into the model directory.
+    #[serde(default)]
+    pub default_model: Option<String>,
+    /// Or a directory with `config.json`, `tokenizer.json` and `model.safetensors`.
+    #[serde(default)]
+    pub path: Option<std::path::PathBuf>,
 }
 
 /// USD per million tokens.
@@ -401,6 +417,23 @@ impl Config {
             }
             if local.queue_capacity == 0 {
                 problems.push(format!("{at}.queue_capacity must be above 0"));
+            }
+        }
+
+        for (e, embedding) in self.embedding_models.iter().enumerate() {
+            let at = format!("embedding_models[{e}] ({})", embedding.name);
+            if model_owner.insert(&embedding.name, usize::MAX).is_some() {
+                problems.push(format!(
+                    "{at}: model name '{}' is used twice",
+                    embedding.name
+                ));
+            }
+            match (&embedding.default_model, &embedding.path) {
+                (Some(id), None) if id != "all-minilm-l6-v2" => problems.push(format!(
+                    "{at}.default_model: '{id}' is not a default embedding model (known: all-minilm-l6-v2)"
+                )),
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => problems.push(format!("{at}: give exactly one of default_model and path")),
             }
         }
 

@@ -102,6 +102,12 @@ fn fetch_missing_models(config: &Config) -> anyhow::Result<()> {
         .local_models
         .iter()
         .filter_map(|m| m.default_model.as_deref())
+        .chain(
+            config
+                .embedding_models
+                .iter()
+                .filter_map(|m| m.default_model.as_deref()),
+        )
         .filter_map(Package::named);
     for package in needed {
         if !store.has(package) {

@@ -30,7 +30,7 @@ pub struct Gateway {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    LocalModel(#[from] switchboard_local_engine::LoadError),
+    Models(#[from] crate::catalog::CatalogError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]

@@ -12,7 +12,7 @@ async fn local_gateway(queue_capacity: usize) -> (TestGateway, fake_upstream::Fa
     let openai = fake_upstream::FakeUpstream::start().await;
     let anthropic = fake_upstream::FakeUpstream::start().await;
     let extra = format!(
-        "local_models:\n  - name: smollm2\n    default_model: smollm2\n    queue_capacity: {queue_capacity}\n"
+        "local_models:\n  - name: smollm2\n    default_model: smollm2\n    queue_capacity: {queue_capacity}\nembedding_models:\n  - name: minilm\n    default_model: all-minilm-l6-v2\n"
     );
     let gateway = TestGateway::start(&config(&openai, &anthropic, &extra)).await;
     (gateway, openai)
@@ -182,4 +182,84 @@ async fn a_full_queue_sheds_and_a_gone_client_stops_its_generation() {
         after,
         "nothing runs in the background"
     );
+}
+
+#[tokio::test]
+async fn embeddings_are_served_as_floats_and_base64() {
+    let (gateway, _openai) = local_gateway(1).await;
+    let embed = |input: Value, format: &str| {
+        let body = json!({"model": "minilm", "input": input, "encoding_format": format});
+        gateway
+            .http
+            .post(gateway.url("/v1/embeddings"))
+            .bearer_auth(ACME_KEY)
+            .json(&body)
+            .send()
+    };
+    let texts = json!([
+        "How do I reset my VPN password?",
+        "I forgot my VPN password",
+        "Prove Fermat's little theorem"
+    ]);
+    let response = embed(texts.clone(), "float").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let vectors: Vec<Vec<f64>> = answer["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| serde_json::from_value(d["embedding"].clone()).unwrap())
+        .collect();
+    assert_eq!(vectors.len(), 3);
+    assert_eq!(vectors[0].len(), 384);
+    let cosine = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    assert!(cosine(&vectors[0], &vectors[1]) > cosine(&vectors[0], &vectors[2]) + 0.3);
+    assert!(answer["usage"]["prompt_tokens"].as_u64().unwrap() > 10);
+
+    let answer: Value = embed(json!("How do I reset my VPN password?"), "base64")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let encoded = answer["data"][0]["embedding"].as_str().unwrap();
+    assert_eq!(encoded.len(), 384 * 4 / 3 * 4, "384 f32s in base64");
+    let decoded = decode_f32s(encoded);
+    for (a, b) in decoded.iter().zip(&vectors[0]) {
+        assert!((f64::from(*a) - b).abs() < 1e-6, "base64 and float agree");
+    }
+
+    let bad = embed(json!([]), "float").await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let unknown = gateway
+        .http
+        .post(gateway.url("/v1/embeddings"))
+        .bearer_auth(ACME_KEY)
+        .json(&json!({"model": "nope", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+/// Standard base64 of little-endian f32s back to numbers.
+fn decode_f32s(text: &str) -> Vec<f32> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bytes = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        let sextets: Vec<u32> = chunk
+            .iter()
+            .filter(|&&c| c != b'=')
+            .map(|c| ALPHABET.iter().position(|a| a == c).unwrap() as u32)
+            .collect();
+        let n = sextets
+            .iter()
+            .enumerate()
+            .fold(0, |n, (i, s)| n | s << (18 - 6 * i));
+        bytes.extend((0..sextets.len() - 1).map(|i| (n >> (16 - 8 * i)) as u8));
+    }
+    bytes
+        .chunks(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }

@@ -25,8 +25,15 @@ pub enum EmbedderError {
 /// Anything that turns texts into unit vectors; candle's BERT is one, an ONNX Runtime backend
 /// could be another.
 pub trait Embed: Send + Sync {
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedderError>;
+    /// One unit vector per text, and the number of tokens each text was read as.
+    fn embed(&self, texts: &[&str]) -> Result<Embedded, EmbedderError>;
     fn dimensions(&self) -> usize;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: Vec<usize>,
 }
 
 pub struct BertEmbedder {
@@ -73,11 +80,15 @@ impl BertEmbedder {
         })
     }
 
-    fn run(&self, texts: &[&str]) -> candle_core::Result<Vec<Vec<f32>>> {
+    fn run(&self, texts: &[&str]) -> candle_core::Result<Embedded> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let tokens = encodings
+            .iter()
+            .map(|e| e.get_attention_mask().iter().filter(|&&m| m == 1).count())
+            .collect();
         let rows = encodings.len();
         let width = encodings.first().map_or(0, |e| e.get_ids().len());
         let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
@@ -100,14 +111,17 @@ impl BertEmbedder {
         let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
         let mean = summed.broadcast_div(&counts)?;
         let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        mean.broadcast_div(&norms)?.to_vec2()
+        Ok(Embedded {
+            vectors: mean.broadcast_div(&norms)?.to_vec2()?,
+            tokens,
+        })
     }
 }
 
 impl Embed for BertEmbedder {
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedderError> {
+    fn embed(&self, texts: &[&str]) -> Result<Embedded, EmbedderError> {
         if texts.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Embedded::default());
         }
         self.run(texts)
             .map_err(|e| EmbedderError::Run(e.to_string()))

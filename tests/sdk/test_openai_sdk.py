@@ -78,6 +78,9 @@ local_models:
   - name: smollm2
     default_model: smollm2
     queue_capacity: 1
+embedding_models:
+  - name: minilm
+    default_model: all-minilm-l6-v2
 tenants:
   - name: sdk
     api_key_hashes: ["{key_hash}"]
@@ -135,7 +138,22 @@ def test_stream(gateway, model, upstream):
 
 def test_models(gateway):
     ids = sorted(m.id for m in gateway.client().models.list())
-    assert ids == ["claude-test", "gpt-test", "smollm2"]
+    assert ids == ["claude-test", "gpt-test", "minilm", "smollm2"]
+
+
+def test_embeddings(gateway):
+    client = gateway.client()
+    texts = ["How do I reset my VPN password?", "I forgot my VPN password", "Prove that 2 is prime"]
+    # The SDK asks for base64 by default and decodes it; float must give the same numbers.
+    encoded = client.embeddings.create(model="minilm", input=texts)
+    floats = client.embeddings.create(model="minilm", input=texts, encoding_format="float")
+    assert [len(d.embedding) for d in encoded.data] == [384, 384, 384]
+    for a, b in zip(encoded.data, floats.data):
+        assert max(abs(x - y) for x, y in zip(a.embedding, b.embedding)) < 1e-6
+    cos = lambda a, b: sum(x * y for x, y in zip(a, b))
+    v = [d.embedding for d in floats.data]
+    assert cos(v[0], v[1]) > cos(v[0], v[2]) + 0.3
+    assert encoded.usage.prompt_tokens > 10
 
 
 def test_local_completion(gateway):

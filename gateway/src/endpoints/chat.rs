@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{authenticate, request_id};
+use super::{admit, parse_json, read_body, request_id};
 use crate::accounting::RequestRecord;
 use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
@@ -109,30 +109,7 @@ async fn answer<'a>(
     body: Body,
     record: &mut RequestRecord,
 ) -> Result<Answer<'a>, ApiError> {
-    if gateway.is_shutting_down() {
-        return Err(ApiError::ShuttingDown);
-    }
-    let permit =
-        gateway
-            .in_flight
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ApiError::Overloaded {
-                retry_after: std::time::Duration::from_secs(1),
-            })?;
-    record.hold(permit);
-
-    let tenant = authenticate(gateway, headers)?;
-    record.tenant = tenant.name.clone();
-    if let Some(limiter) = &tenant.rate_limiter {
-        limiter
-            .acquire(std::time::Instant::now())
-            .map_err(|wait| ApiError::RateLimited {
-                message: format!("Tenant '{}' is over its request rate limit.", tenant.name),
-                retry_after: Some(wait),
-            })?;
-    }
-
+    let tenant = admit(gateway, headers, record)?;
     let bytes = read_body(body, headers, gateway.limits.max_body_bytes).await?;
     let request = parse(&bytes)?;
     drop(bytes);
@@ -228,50 +205,9 @@ fn json_response(body: Bytes, by: &AnsweredBy<'_>) -> Response {
     response
 }
 
-/// Reads the body, refusing more than `limit` bytes before reading them when the client says
-/// how long it is.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::PayloadTooLarge { limit }
-        } else {
-            ApiError::bad_request("The request body could not be read.", None)
-        }
-    })
-}
-
-/// Parses and validates a request; errors name the JSON path of the problem.
+/// Parses and validates a chat completion request.
 fn parse(bytes: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
-    if bytes.is_empty() {
-        return Err(ApiError::bad_request(
-            "The request body is empty; send a JSON chat completion request.",
-            None,
-        ));
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let request: ChatCompletionRequest = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let param = (path != "." && !path.starts_with('?')).then_some(path);
-            let message = match &param {
-                Some(path) => format!("Invalid request body at '{path}': {inner}"),
-                None => format!("Invalid request body: {inner}"),
-            };
-            ApiError::BadRequest { message, param }
-        })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}"), None))?;
+    let request: ChatCompletionRequest = parse_json(bytes)?;
     request
         .validate()
         .map_err(|(param, message)| ApiError::bad_request(message, Some(param)))?;

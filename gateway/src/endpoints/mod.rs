@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per group.
 
 mod chat;
+mod embeddings;
 mod health;
 mod models;
 
@@ -12,12 +13,17 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use axum::body::{Body, Bytes};
+use axum::http::header;
+
+use crate::accounting::RequestRecord;
 use crate::error::ApiError;
 use crate::server::Gateway;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::retrieve))
         .route("/healthz", get(health::healthz))
@@ -64,4 +70,82 @@ fn authenticate(
         tracing::info!(%reason, "request not authenticated");
         ApiError::Unauthorized
     })
+}
+
+/// What every API request goes through first: not shutting down, a slot in the in-flight limit
+/// (held by the record until it settles), a known key, the tenant's rate limit.
+fn admit(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    record: &mut RequestRecord,
+) -> Result<Arc<crate::auth::Tenant>, ApiError> {
+    if gateway.is_shutting_down() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let permit =
+        gateway
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded {
+                retry_after: std::time::Duration::from_secs(1),
+            })?;
+    record.hold(permit);
+    let tenant = authenticate(gateway, headers)?;
+    record.tenant = tenant.name.clone();
+    if let Some(limiter) = &tenant.rate_limiter {
+        limiter
+            .acquire(std::time::Instant::now())
+            .map_err(|wait| ApiError::RateLimited {
+                message: format!("Tenant '{}' is over its request rate limit.", tenant.name),
+                retry_after: Some(wait),
+            })?;
+    }
+    Ok(tenant)
+}
+
+/// Reads the body, refusing more than `limit` bytes before reading them when the client says
+/// how long it is.
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::bad_request("The request body could not be read.", None)
+        }
+    })
+}
+
+/// Parses a JSON body; errors name the JSON path of the problem.
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "The request body is empty; send a JSON request.",
+            None,
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let param = (path != "." && !path.starts_with('?')).then_some(path);
+        let message = match &param {
+            Some(path) => format!("Invalid request body at '{path}': {inner}"),
+            None => format!("Invalid request body: {inner}"),
+        };
+        ApiError::BadRequest { message, param }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}"), None))?;
+    Ok(value)
 }
