@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{admit, parse_json, read_body, request_id};
+use super::{admit, failed, parse_json, read_body, request_id, tag_with_id};
 use crate::accounting::RequestRecord;
 use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
@@ -53,15 +53,9 @@ pub async fn chat_completions(
             // From here on the stream settles the record, when it ends or is dropped.
             sse_response(body.into_body(record), &by)
         }
-        Err(error) => {
-            record.status = error.status().as_u16();
-            record.error_code = Some(error.code());
-            error.into_response()
-        }
+        Err(error) => failed(error, &mut record),
     };
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
+    tag_with_id(&mut response, &id);
     if let Some(kinds) = private_data {
         response.headers_mut().insert("x-switchboard-pii", kinds);
     }

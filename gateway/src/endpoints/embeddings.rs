@@ -6,14 +6,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_router::batcher::BatchError;
 use tokio::time::Instant;
 
-use super::{admit, parse_json, read_body, request_id};
+use super::{admit, failed, parse_json, read_body, request_id, tag_with_id};
 use crate::accounting::RequestRecord;
 use crate::api::Usage;
 use crate::error::ApiError;
@@ -59,15 +59,9 @@ pub async fn embeddings(
             record.status = 200;
             response
         }
-        Err(error) => {
-            record.status = error.status().as_u16();
-            record.error_code = Some(error.code());
-            error.into_response()
-        }
+        Err(error) => failed(error, &mut record),
     };
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
+    tag_with_id(&mut response, &id);
     response
 }
 

@@ -8,13 +8,11 @@ mod models;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-
-use axum::body::{Body, Bytes};
-use axum::http::header;
 
 use crate::accounting::RequestRecord;
 use crate::error::ApiError;
@@ -70,6 +68,20 @@ fn authenticate(
         tracing::info!(%reason, "request not authenticated");
         ApiError::Unauthorized
     })
+}
+
+/// Answers with `error`, noting its status and code in the request's record.
+fn failed(error: ApiError, record: &mut RequestRecord) -> Response {
+    record.status = error.status().as_u16();
+    record.error_code = Some(error.code());
+    error.into_response()
+}
+
+/// Echoes the request id, so that a client can quote it and an operator find the log line.
+fn tag_with_id(response: &mut Response, id: &str) {
+    if let Ok(value) = axum::http::HeaderValue::from_str(id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
 }
 
 /// What every API request goes through first: not shutting down, a slot in the in-flight limit
