@@ -31,6 +31,8 @@ pub struct RequestRecord {
     pub first_token: Option<Duration>,
     /// The kinds of private data found in the request (never the data).
     pub private_data: Vec<PiiKind>,
+    /// The language of the last user message (ISO 639-1), when it could be told.
+    pub language: Option<&'static str>,
     /// Held until the request settles: its slot in the in-flight limit.
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -53,6 +55,7 @@ impl RequestRecord {
             usage: None,
             first_token: None,
             private_data: Vec::new(),
+            language: None,
             _permit: None,
         }
     }
@@ -113,6 +116,7 @@ impl Drop for RequestRecord {
             prompt_tokens = self.usage.map(|u| u.prompt_tokens),
             completion_tokens = self.usage.map(|u| u.completion_tokens),
             private_data = %crate::classify::kinds_list(&self.private_data),
+            language = self.language.unwrap_or("-"),
             "request settled"
         );
     }

@@ -1,10 +1,21 @@
 //! What the router finds in a request, turned into the plain facts the gateway records and the
 //! policy will decide on.
 
+/// The language of the last user message.
+pub fn language(request: &ChatCompletionRequest) -> Option<Language> {
+    let last_user = request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)?;
+    language::detect(&last_user.content.as_ref()?.text())
+}
+
 use axum::http::HeaderValue;
+use switchboard_router::language::{self, Language};
 use switchboard_router::pii::{self, PiiKind};
 
-use crate::api::ChatCompletionRequest;
+use crate::api::{ChatCompletionRequest, Role};
 
 /// The distinct kinds of private data in the request's messages, in a fixed order.
 pub fn private_data(request: &ChatCompletionRequest) -> Vec<PiiKind> {

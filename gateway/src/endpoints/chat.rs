@@ -33,6 +33,7 @@ pub async fn chat_completions(
         .instrument(span)
         .await;
     let private_data = crate::classify::header_value(&record.private_data);
+    let language = record.language;
     let mut response = match answered {
         Ok(Answer::Complete(response)) => {
             record.status = response.status().as_u16();
@@ -58,6 +59,12 @@ pub async fn chat_completions(
     tag_with_id(&mut response, &id);
     if let Some(kinds) = private_data {
         response.headers_mut().insert("x-switchboard-pii", kinds);
+    }
+    if let Some(code) = language {
+        let value = HeaderValue::from_static(code);
+        response
+            .headers_mut()
+            .insert("x-switchboard-language", value);
     }
     response
 }
@@ -108,6 +115,7 @@ async fn answer<'a>(
     let request = parse(&bytes)?;
     drop(bytes);
     record.private_data = crate::classify::private_data(&request);
+    record.language = crate::classify::language(&request).map(|l| l.code);
 
     if !tenant.may_use(&request.model) {
         return Err(ApiError::ModelNotFound(request.model));
