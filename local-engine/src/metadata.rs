@@ -53,29 +53,26 @@ impl<'a> Metadata<'a> {
     }
 
     pub fn floats(&self, key: &str) -> Result<Vec<f32>, MetadataError> {
-        let Value::Array(values) = self.get(key)? else {
-            return Err(Self::wrong(key, "an array"));
-        };
-        values
-            .iter()
-            .map(|v| {
-                v.to_f32()
-                    .map_err(|_| Self::wrong(key, "an array of numbers"))
-            })
-            .collect()
+        self.array(key, "an array of numbers", |v| v.to_f32().ok())
     }
 
     pub fn strings(&self, key: &str) -> Result<Vec<String>, MetadataError> {
+        self.array(key, "an array of strings", |v| v.to_string().ok().cloned())
+    }
+
+    /// Every element of an array value, each read by `read`.
+    fn array<T>(
+        &self,
+        key: &str,
+        expected: &'static str,
+        read: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Vec<T>, MetadataError> {
         let Value::Array(values) = self.get(key)? else {
             return Err(Self::wrong(key, "an array"));
         };
         values
             .iter()
-            .map(|v| {
-                v.to_string()
-                    .cloned()
-                    .map_err(|_| Self::wrong(key, "an array of strings"))
-            })
+            .map(|v| read(v).ok_or_else(|| Self::wrong(key, expected)))
             .collect()
     }
 }
