@@ -2,13 +2,14 @@
 //! with its fallback chain of provider targets.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use switchboard_local_engine::{Engine, EngineConfig};
 use switchboard_router::batcher::{BatchSettings, EmbeddingService};
 use switchboard_router::embedder::{BertEmbedder, Embed};
 
-use crate::config::{Config, LocalModelConfig};
+use crate::config::Config;
 use crate::model_store::{ModelStore, Package};
 use crate::providers::local::LocalModel;
 use crate::providers::{Provider, Target};
@@ -31,16 +32,17 @@ pub enum CatalogError {
     Thread(std::io::Error),
 }
 
-/// Where a local model's GGUF file is.
-pub fn local_model_path(config: &LocalModelConfig, store: &ModelStore) -> std::path::PathBuf {
-    match (
-        &config.path,
-        config.default_model.as_deref().and_then(Package::named),
-    ) {
+/// Where a configured model is: its `path`, else what `locate` gives for its default model.
+fn model_location(
+    path: &Option<PathBuf>,
+    default_model: &Option<String>,
+    locate: impl Fn(&Package) -> PathBuf,
+) -> PathBuf {
+    match (path, default_model.as_deref().and_then(Package::named)) {
         (Some(path), _) => path.clone(),
-        (None, Some(package)) => store.main_file(package),
+        (None, Some(package)) => locate(package),
         // Validated: one of the two is there.
-        (None, None) => std::path::PathBuf::new(),
+        (None, None) => PathBuf::new(),
     }
 }
 
@@ -81,7 +83,7 @@ impl Catalog {
         let mut local = BTreeMap::new();
         for model in &config.local_models {
             let engine = Engine::load(&EngineConfig {
-                path: local_model_path(model, store),
+                path: model_location(&model.path, &model.default_model, |p| store.main_file(p)),
                 queue_capacity: model.queue_capacity,
                 max_context: model.max_context,
             })?;
@@ -93,14 +95,9 @@ impl Catalog {
         }
         let mut embedders = BTreeMap::new();
         for model in &config.embedding_models {
-            let dir = match (
-                &model.path,
-                model.default_model.as_deref().and_then(Package::named),
-            ) {
-                (Some(path), _) => path.clone(),
-                (None, Some(package)) => store.root().join(package.id),
-                (None, None) => std::path::PathBuf::new(),
-            };
+            let dir = model_location(&model.path, &model.default_model, |p| {
+                store.root().join(p.id)
+            });
             let embedder: Arc<dyn Embed> = Arc::new(BertEmbedder::load(&dir)?);
             let service = EmbeddingService::start(embedder, BatchSettings::default())
                 .map_err(CatalogError::Thread)?;

@@ -162,10 +162,6 @@ impl ModelTokenizer {
     pub fn is_end(&self, id: u32) -> bool {
         id == self.eos || self.end_of_turn.contains(&id)
     }
-
-    pub fn vocab_size(&self) -> usize {
-        self.tokens.len()
-    }
 }
 
 /// Byte-level BPE (`gpt2`): merges from the file, text cut by the pre-tokenizer's expressions,
