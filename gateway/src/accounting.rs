@@ -16,6 +16,15 @@ use crate::metrics::{Metrics, UNCLASSIFIED, UNKNOWN};
 /// `status` of a request whose client disconnected first (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
 
+/// The router's scores that the record keeps: bounded values only (the domain is one of the
+/// heads' or the config's).
+#[derive(Debug, Clone)]
+pub struct Classification {
+    pub complexity: f32,
+    pub domain: String,
+    pub took: Duration,
+}
+
 pub struct RequestRecord {
     metrics: Arc<Metrics>,
     pub request_id: String,
@@ -33,6 +42,8 @@ pub struct RequestRecord {
     pub private_data: Vec<PiiKind>,
     /// The language of the last user message (ISO 639-1), when it could be told.
     pub language: Option<&'static str>,
+    /// What the router made of the request, when it scored it.
+    pub classification: Option<Classification>,
     /// Held until the request settles: its slot in the in-flight limit.
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -56,6 +67,7 @@ impl RequestRecord {
             first_token: None,
             private_data: Vec::new(),
             language: None,
+            classification: None,
             _permit: None,
         }
     }
@@ -80,9 +92,19 @@ impl Drop for RequestRecord {
         let m = &self.metrics;
         m.in_flight.dec();
         let status = self.status.to_string();
+        let domain = self
+            .classification
+            .as_ref()
+            .map_or(UNCLASSIFIED, |c| c.domain.as_str());
         m.requests
-            .with_label_values(&[&self.tenant, self.route, &self.model, UNCLASSIFIED, &status])
+            .with_label_values(&[&self.tenant, self.route, &self.model, domain, &status])
             .inc();
+        if let Some(c) = &self.classification {
+            m.router_decision.observe(c.took.as_secs_f64());
+            m.router_complexity
+                .with_label_values(&[domain])
+                .observe(f64::from(c.complexity));
+        }
         let elapsed = self.started.elapsed();
         m.request_duration
             .with_label_values(&[self.route, &self.model])
@@ -117,6 +139,8 @@ impl Drop for RequestRecord {
             completion_tokens = self.usage.map(|u| u.completion_tokens),
             private_data = %crate::classify::kinds_list(&self.private_data),
             language = self.language.unwrap_or("-"),
+            complexity = self.classification.as_ref().map(|c| c.complexity),
+            domain,
             "request settled"
         );
     }

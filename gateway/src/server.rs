@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use switchboard_router::classifier::Classifier;
+use switchboard_router::heads::Heads;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -22,6 +24,8 @@ pub struct Gateway {
     pub auth: Authenticator,
     pub remote: RemoteClient,
     pub metrics: Arc<Metrics>,
+    /// Scores chat requests; `None` when the config has no `router`.
+    pub classifier: Option<Classifier>,
     /// One permit per request being handled; none left means shed load.
     pub in_flight: Arc<Semaphore>,
     shutting_down: AtomicBool,
@@ -31,6 +35,10 @@ pub struct Gateway {
 pub enum StartError {
     #[error(transparent)]
     Models(#[from] crate::catalog::CatalogError),
+    #[error(transparent)]
+    RouterHeads(#[from] switchboard_router::heads::HeadsError),
+    #[error("cannot embed the router's custom domains: {0}")]
+    RouterDomains(#[from] switchboard_router::embedder::EmbedderError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -49,9 +57,11 @@ impl Gateway {
     ) -> Result<Self, StartError> {
         install_crypto_provider();
         let metrics = Arc::new(Metrics::new());
+        let catalog = Catalog::new(config, env, store)?;
         Ok(Self {
             limits: config.limits.clone(),
-            catalog: Catalog::new(config, env, store)?,
+            classifier: classifier(config, &catalog)?,
+            catalog,
             auth: Authenticator::new(&config.tenants),
             remote: RemoteClient::new(&config.upstream, metrics.clone())?,
             metrics,
@@ -108,6 +118,23 @@ impl Gateway {
             tracing::warn!("no tenant is configured: every request will get 401");
         }
     }
+}
+
+/// The router of the config, reading requests with one of the catalog's embedders.
+fn classifier(config: &Config, catalog: &Catalog) -> Result<Option<Classifier>, StartError> {
+    let Some(router) = &config.router else {
+        return Ok(None);
+    };
+    let heads = match &router.heads {
+        Some(path) => Heads::load(path)?,
+        None => Heads::shipped(),
+    };
+    // Validated: the router names a configured embedding model.
+    let Some(embedder) = catalog.embedder(&router.embedding_model) else {
+        return Ok(None);
+    };
+    let domains = router.domains.clone().into_iter().collect();
+    Ok(Some(Classifier::new(embedder.clone(), heads, domains)?))
 }
 
 /// reqwest is built without a default TLS crypto backend (ring is lighter to build than

@@ -48,21 +48,27 @@ struct Job {
 /// A handle to the embedding thread.
 pub struct EmbeddingService {
     jobs: SyncSender<Job>,
-    dimensions: usize,
+    model: Arc<dyn Embed>,
 }
 
 impl EmbeddingService {
     pub fn start(embedder: Arc<dyn Embed>, settings: BatchSettings) -> std::io::Result<Self> {
         let (jobs, receiver) = std::sync::mpsc::sync_channel(settings.queue.max(1));
-        let dimensions = embedder.dimensions();
+        let model = embedder.clone();
         std::thread::Builder::new()
             .name("embedder".to_owned())
             .spawn(move || run(embedder.as_ref(), &receiver, settings))?;
-        Ok(Self { jobs, dimensions })
+        Ok(Self { jobs, model })
     }
 
     pub fn dimensions(&self) -> usize {
-        self.dimensions
+        self.model.dimensions()
+    }
+
+    /// The model itself, for work outside the request path (embedding a policy's examples at
+    /// start) that may block its caller.
+    pub fn model(&self) -> &Arc<dyn Embed> {
+        &self.model
     }
 
     pub async fn embed(&self, texts: Vec<String>) -> Result<Embedded, BatchError> {

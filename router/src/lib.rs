@@ -1,8 +1,23 @@
-//! Switchboard's request classifier: the facts about a request that the policy decides on. So
-//! far: private data ([`pii`]), the language of a message ([`language`]) and sentence embeddings
-//! ([`embedder`], micro-batched by [`batcher`]); the complexity and domain heads come next.
+//! Switchboard's request classifier: the facts about a conversation that the policy decides on.
+//!
+//! - [`classifier`]: a conversation in, [`Scores`](classifier::Scores) out;
+//! - what it reads: [`conversation`] (the routing text), [`features`] (cheap text features),
+//!   [`embedder`] (all-MiniLM-L6-v2, micro-batched by [`batcher`]), [`pii`], [`language`];
+//! - what it decides with: [`heads`] (trained complexity and domain heads) and [`domain`]
+//!   (custom domains by example);
+//! - how the heads are made and judged: [`dataset`], [`fit`], [`training`], [`evaluation`].
 
 pub mod batcher;
+pub mod classifier;
+pub mod conversation;
+pub mod dataset;
+pub mod domain;
 pub mod embedder;
+pub mod evaluation;
+pub mod features;
+pub mod fit;
+pub mod heads;
 pub mod language;
 pub mod pii;
+pub mod pii_benchmark;
+pub mod training;

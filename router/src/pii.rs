@@ -105,14 +105,21 @@ pub fn scan(text: &str) -> Vec<Finding> {
         (PiiKind::IpAddress, &IPV6, is_ipv6),
         (PiiKind::Phone, &PHONE, is_phone),
     ];
+    // Spans of account and card numbers that failed their checks: not private data, but not a
+    // phone number either (an IBAN with a wrong check digit ends in a phone-like digit run).
+    let mut claimed: Vec<Range<usize>> = Vec::new();
     for (kind, pattern, confirm) in checks {
         for found in pattern.find_iter(text) {
             let span = found.range();
-            let overlaps = findings
-                .iter()
-                .any(|f: &Finding| f.span.start < span.end && span.start < f.span.end);
-            if !overlaps && confirm(found.as_str()) {
+            let overlaps = |s: &Range<usize>| s.start < span.end && span.start < s.end;
+            if findings.iter().any(|f: &Finding| overlaps(&f.span)) || claimed.iter().any(overlaps)
+            {
+                continue;
+            }
+            if confirm(found.as_str()) {
                 findings.push(Finding { kind, span });
+            } else if matches!(kind, PiiKind::Iban | PiiKind::PaymentCard) {
+                claimed.push(span);
             }
         }
     }

@@ -1,33 +1,10 @@
 //! The embedder against sentence-transformers (`reference/make_embeddings.py` made
-//! `reference/minilm.json`), on the model from `switchboard models fetch` (./test.sh runs it):
-//! `$SWITCHBOARD_TEST_MINILM`, else the default model directory.
+//! `reference/minilm.json`), on the model from `switchboard models fetch`.
 
-use std::path::PathBuf;
+mod common;
 
 use serde::Deserialize;
 use switchboard_router::embedder::{BertEmbedder, Embed, MAX_TOKENS, cosine};
-
-fn model_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SWITCHBOARD_TEST_MINILM") {
-        return dir.into();
-    }
-    let var = |name| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let home = var("SWITCHBOARD_HOME")
-        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("switchboard")))
-        .or_else(|| var("HOME").map(|d| d.join(".cache/switchboard")))
-        .expect("HOME is set");
-    let dir = home.join("models/all-minilm-l6-v2");
-    assert!(
-        dir.join("model.safetensors").exists(),
-        "{} is missing: run `switchboard models fetch` (./test.sh does)",
-        dir.display()
-    );
-    dir
-}
 
 #[derive(Deserialize)]
 struct Reference {
@@ -42,7 +19,7 @@ struct Sentence {
 
 #[test]
 fn embeddings_match_sentence_transformers_alone_and_in_a_batch() {
-    let embedder = BertEmbedder::load(&model_dir()).unwrap();
+    let embedder = BertEmbedder::load(&common::model_dir()).unwrap();
     assert_eq!(embedder.dimensions(), 384);
     let reference: Reference = serde_json::from_str(include_str!("reference/minilm.json")).unwrap();
     assert_eq!(reference.sentences.len(), 20);
@@ -79,7 +56,7 @@ fn embeddings_match_sentence_transformers_alone_and_in_a_batch() {
 
 #[test]
 fn similar_requests_are_closer_than_unrelated_ones() {
-    let embedder = BertEmbedder::load(&model_dir()).unwrap();
+    let embedder = BertEmbedder::load(&common::model_dir()).unwrap();
     let v = embedder
         .embed(&[
             "How do I reset my VPN password?",

@@ -81,6 +81,13 @@ local_models:
 embedding_models:
   - name: minilm
     default_model: all-minilm-l6-v2
+router:
+  embedding_model: minilm
+  domains:
+    facilities:
+      - "The heating in meeting room 3 is broken"
+      - "Can someone fix the light in the second floor kitchen?"
+      - "The badge reader at the north entrance does not work"
 tenants:
   - name: sdk
     api_key_hashes: ["{key_hash}"]
@@ -260,6 +267,31 @@ def test_errors_surface_as_typed_exceptions(gateway, fake):
             model="gpt-test", messages=[{"role": "user", "content": PROMPT}]
         )
     assert error.value.response.headers["retry-after"] == "60"
+
+
+def scored(gateway, text):
+    raw = gateway.client().chat.completions.with_raw_response.create(
+        model="gpt-test", messages=[{"role": "user", "content": text}]
+    )
+    return float(raw.headers["x-switchboard-complexity"]), raw.headers["x-switchboard-domain"]
+
+
+def test_router_scores_every_request(gateway):
+    easy, _ = scored(gateway, "How do I reset my VPN password?")
+    hard, hard_domain = scored(
+        gateway,
+        "A train leaves at 3:40 pm at 84 km/h; a second one leaves the same station at 4:05 pm "
+        "at 102 km/h on a parallel track. At what time and distance does it catch up? Show each step.",
+    )
+    assert 0 <= easy < hard <= 1
+    assert hard_domain == "math"
+    _, custom = scored(gateway, "The radiator in the third floor meeting room is cold")
+    assert custom == "facilities"
+
+    metrics = urllib.request.urlopen(f"{gateway.url}/metrics").read().decode()
+    assert 'switchboard_router_complexity_count{domain="math"}' in metrics
+    decisions = [l for l in metrics.splitlines() if l.startswith("switchboard_router_decision_seconds_count")]
+    assert decisions and float(decisions[0].split()[-1]) >= 3
 
 
 def test_logs_hold_no_keys_and_no_prompt_text(gateway):

@@ -9,11 +9,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use switchboard_router::classifier::Classifier;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{admit, failed, parse_json, read_body, request_id, tag_with_id};
-use crate::accounting::RequestRecord;
+use crate::accounting::{Classification, RequestRecord};
 use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
 use crate::providers::local::LocalModel;
@@ -34,6 +35,7 @@ pub async fn chat_completions(
         .await;
     let private_data = crate::classify::header_value(&record.private_data);
     let language = record.language;
+    let classification = record.classification.clone();
     let mut response = match answered {
         Ok(Answer::Complete(response)) => {
             record.status = response.status().as_u16();
@@ -65,6 +67,14 @@ pub async fn chat_completions(
         response
             .headers_mut()
             .insert("x-switchboard-language", value);
+    }
+    if let Some(c) = classification {
+        let headers = response.headers_mut();
+        let complexity = HeaderValue::from_str(&format!("{:.3}", c.complexity));
+        if let (Ok(complexity), Ok(domain)) = (complexity, HeaderValue::from_str(&c.domain)) {
+            headers.insert("x-switchboard-complexity", complexity);
+            headers.insert("x-switchboard-domain", domain);
+        }
     }
     response
 }
@@ -104,6 +114,38 @@ impl<'a> From<&'a Target> for AnsweredBy<'a> {
     }
 }
 
+/// Notes in the record what the router finds. Without a router (or when it cannot score the
+/// request: its queue is full) the request is still scanned for private data and its language,
+/// and answered unscored.
+async fn classify(
+    classifier: Option<&Classifier>,
+    request: &ChatCompletionRequest,
+    record: &mut RequestRecord,
+) {
+    let started = Instant::now();
+    if let Some(classifier) = classifier {
+        match classifier
+            .classify(&crate::classify::turns(&request.messages))
+            .await
+        {
+            Ok(scores) => {
+                record.private_data =
+                    crate::classify::distinct(scores.pii.iter().map(|(_, f)| f.kind));
+                record.language = scores.language.map(|l| l.code);
+                record.classification = Some(Classification {
+                    complexity: scores.complexity,
+                    domain: scores.top_domain().to_owned(),
+                    took: started.elapsed(),
+                });
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "the router could not score the request"),
+        }
+    }
+    record.private_data = crate::classify::private_data(request);
+    record.language = crate::classify::language(request).map(|l| l.code);
+}
+
 async fn answer<'a>(
     gateway: &'a Gateway,
     headers: &HeaderMap,
@@ -114,8 +156,7 @@ async fn answer<'a>(
     let bytes = read_body(body, headers, gateway.limits.max_body_bytes).await?;
     let request = parse(&bytes)?;
     drop(bytes);
-    record.private_data = crate::classify::private_data(&request);
-    record.language = crate::classify::language(&request).map(|l| l.code);
+    classify(gateway.classifier.as_ref(), &request, record).await;
 
     if !tenant.may_use(&request.model) {
         return Err(ApiError::ModelNotFound(request.model));

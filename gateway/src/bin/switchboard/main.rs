@@ -1,9 +1,13 @@
+//! The `switchboard` binary: parses the command line and runs the command.
+
+mod router;
+
 use std::io::Read;
 
 use anyhow::Context;
 use clap::Parser;
 use switchboard_gateway::auth::{KeyHash, generate_key};
-use switchboard_gateway::cli::{Cli, Command, KeysCommand, ModelsCommand};
+use switchboard_gateway::cli::{Cli, Command, KeysCommand, ModelsCommand, RouterCommand};
 use switchboard_gateway::config::Config;
 use switchboard_gateway::model_store::{DEFAULT_PACKAGES, ModelStore, Package};
 use switchboard_gateway::server::{Server, shutdown_signal};
@@ -30,6 +34,32 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        Command::Route {
+            text,
+            json,
+            config,
+            heads,
+            nearest,
+        } => router::route(router::RouteArgs {
+            text,
+            json,
+            config,
+            heads,
+            nearest,
+        }),
+        Command::Router { command } => match command {
+            RouterCommand::Train {
+                data,
+                out,
+                epochs,
+                l2,
+            } => router::train(&data, &out, epochs, l2),
+            RouterCommand::Eval {
+                data,
+                heads,
+                target_share,
+            } => router::eval(&data, heads.as_deref(), target_share),
+        },
         Command::Check { config } => {
             let loaded = Config::load(&config)?;
             println!(

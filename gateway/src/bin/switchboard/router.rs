@@ -1,0 +1,247 @@
+//! `switchboard route` and `switchboard router train|eval`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use switchboard_gateway::api::ChatMessage;
+use switchboard_gateway::classify;
+use switchboard_gateway::config::Config;
+use switchboard_gateway::model_store::{ModelStore, Package};
+use switchboard_router::batcher::{BatchSettings, EmbeddingService};
+use switchboard_router::classifier::{Classifier, Scores};
+use switchboard_router::conversation::Turn;
+use switchboard_router::dataset::{self, Caps, Example};
+use switchboard_router::embedder::{BertEmbedder, Embed};
+use switchboard_router::evaluation::{self, threshold_for_share};
+use switchboard_router::fit::Settings;
+use switchboard_router::heads::Heads;
+use switchboard_router::training::{self, EmbeddingCache};
+
+/// The embedding model the shipped heads read.
+const EMBEDDER: &str = "all-minilm-l6-v2";
+
+pub struct RouteArgs {
+    pub text: Option<String>,
+    pub json: bool,
+    pub config: Option<PathBuf>,
+    pub heads: Option<PathBuf>,
+    pub nearest: usize,
+}
+
+pub fn route(args: RouteArgs) -> anyhow::Result<()> {
+    let config = args.config.as_deref().map(Config::load).transpose()?;
+    let router = config.as_ref().and_then(|c| c.router.as_ref());
+    let model_dir = match (config.as_ref(), router) {
+        (Some(config), Some(router)) => {
+            let model = config
+                .embedding_models
+                .iter()
+                .find(|m| m.name == router.embedding_model)
+                .context("the router's embedding model is not configured")?;
+            match (&model.path, model.default_model.as_deref()) {
+                (Some(path), _) => path.clone(),
+                (None, Some(id)) => default_model_dir(id)?,
+                (None, None) => anyhow::bail!("the router's embedding model has no location"),
+            }
+        }
+        _ => default_model_dir(EMBEDDER)?,
+    };
+    let heads_path = args.heads.or_else(|| router.and_then(|r| r.heads.clone()));
+    let heads = load_heads(heads_path.as_deref())?;
+    let domains = router
+        .map(|r| r.domains.clone().into_iter().collect())
+        .unwrap_or_default();
+
+    let embedder: Arc<dyn Embed> = Arc::new(BertEmbedder::load(&model_dir)?);
+    let service = Arc::new(EmbeddingService::start(embedder, BatchSettings::default())?);
+    let classifier = Classifier::new(service, heads, domains)?;
+    let turns = match args.text {
+        Some(text) => vec![Turn::user(text)],
+        None => conversation_from_stdin()?,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let scores = runtime.block_on(classifier.classify(&turns))?;
+    let nearest = classifier.nearest(&scores.embedding, args.nearest);
+
+    if args.json {
+        let neighbours: Vec<_> = nearest
+            .iter()
+            .map(|n| json!({"text": n.text, "domain": n.domain, "hard": n.hard, "similarity": n.similarity}))
+            .collect();
+        let mut object = scores_json(&scores);
+        object["nearest"] = json!(neighbours);
+        println!("{object}");
+        return Ok(());
+    }
+    println!("complexity  {:.3}", scores.complexity);
+    let domains: Vec<String> = scores
+        .domains
+        .iter()
+        .take(4)
+        .map(|(d, p)| format!("{d} {p:.2}"))
+        .collect();
+    println!("domain      {}", domains.join(", "));
+    match scores.language {
+        Some(l) => println!("language    {} ({:.2})", l.code, l.confidence),
+        None => println!("language    unknown"),
+    }
+    for (turn, finding) in &scores.pii {
+        println!(
+            "pii         {} in message {turn}, bytes {}..{}",
+            finding.kind.as_str(),
+            finding.span.start,
+            finding.span.end
+        );
+    }
+    println!("tokens      {}", scores.tokens);
+    println!("nearest examples:");
+    for n in nearest {
+        let label = match n.hard {
+            Some(true) => "hard",
+            Some(false) => "easy",
+            None => "custom",
+        };
+        println!(
+            "  {:.2}  {:<17} {label:<6} {:?}",
+            n.similarity, n.domain, n.text
+        );
+    }
+    Ok(())
+}
+
+/// The object `route --json` prints.
+fn scores_json(scores: &Scores) -> serde_json::Value {
+    let domains: serde_json::Map<String, serde_json::Value> = scores
+        .domains
+        .iter()
+        .map(|(d, p)| (d.clone(), json!(p)))
+        .collect();
+    let pii: Vec<_> = scores
+        .pii
+        .iter()
+        .map(|(turn, f)| json!({"kind": f.kind.as_str(), "message": turn, "start": f.span.start, "end": f.span.end}))
+        .collect();
+    json!({
+        "complexity": scores.complexity,
+        "domain": domains,
+        "pii": pii,
+        "language": scores.language.map(|l| l.code),
+        "tokens": scores.tokens,
+    })
+}
+
+fn conversation_from_stdin() -> anyhow::Result<Vec<Turn>> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("cannot read the conversation from standard input")?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).context("standard input is not JSON")?;
+    let messages = match value {
+        serde_json::Value::Object(mut object) => object
+            .remove("messages")
+            .context("the JSON object has no `messages`")?,
+        other => other,
+    };
+    let messages: Vec<ChatMessage> =
+        serde_json::from_value(messages).context("`messages` are not OpenAI chat messages")?;
+    Ok(classify::turns(&messages))
+}
+
+fn load_heads(path: Option<&Path>) -> anyhow::Result<Heads> {
+    Ok(match path {
+        Some(path) => Heads::load(path)?,
+        None => Heads::shipped(),
+    })
+}
+
+/// The directory of a default model, fetched first when missing.
+fn default_model_dir(id: &str) -> anyhow::Result<PathBuf> {
+    let package = Package::named(id).with_context(|| format!("no default model '{id}'"))?;
+    let store = ModelStore::from_env();
+    if !store.has(package) {
+        store.fetch(package)?;
+    }
+    Ok(store.root().join(package.id))
+}
+
+/// The data sets with every example embedded (from the cache where possible).
+fn embedded_examples(data: &Path) -> anyhow::Result<(Vec<Example>, Vec<Vec<f32>>)> {
+    let examples = dataset::load(data, Caps::default())?;
+    let embedder = BertEmbedder::load(&default_model_dir(EMBEDDER)?)?;
+    let store = ModelStore::from_env();
+    let cache_path = store
+        .root()
+        .parent()
+        .unwrap_or(store.root())
+        .join("cache")
+        .join(format!("router-embeddings-{EMBEDDER}.bin"));
+    let mut cache = EmbeddingCache::open(&cache_path, embedder.dimensions())?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("embedding {bar:40} {pos}/{len} texts, {eta} left")
+            .expect("valid template"),
+    );
+    let embeddings = training::embed_examples(&embedder, &examples, &mut cache, &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    cache.save(&cache_path)?;
+    Ok((examples, embeddings))
+}
+
+pub fn train(data: &Path, out: &Path, epochs: usize, l2: f32) -> anyhow::Result<()> {
+    let (examples, embeddings) = embedded_examples(data)?;
+    let settings = Settings {
+        epochs,
+        l2,
+        ..Settings::default()
+    };
+    let heads = training::train(&examples, &embeddings, EMBEDDER, settings)?;
+    let report = validation_report(&heads, &examples, &embeddings);
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let heads_path = out.join("heads.json");
+    std::fs::write(&heads_path, serde_json::to_string(&heads)? + "\n")?;
+    std::fs::write(out.join("report.txt"), &report)?;
+    print!("{report}");
+    println!("wrote {}", heads_path.display());
+    Ok(())
+}
+
+pub fn eval(data: &Path, heads: Option<&Path>, target_share: Option<f64>) -> anyhow::Result<()> {
+    let heads = load_heads(heads)?;
+    let (examples, embeddings) = embedded_examples(data)?;
+    print!("{}", validation_report(&heads, &examples, &embeddings));
+    if let Some(share) = target_share {
+        let complexity = validation_complexities(&heads, &examples, &embeddings);
+        println!(
+            "threshold for {:.1}% escalated: {:.3}",
+            share * 100.0,
+            threshold_for_share(&complexity, share)
+        );
+    }
+    Ok(())
+}
+
+fn validation_report(heads: &Heads, examples: &[Example], embeddings: &[Vec<f32>]) -> String {
+    let (validation, training): (Vec<usize>, Vec<usize>) =
+        (0..examples.len()).partition(|&i| examples[i].validation);
+    evaluation::evaluate(heads, examples, embeddings, &validation, &training).to_string()
+}
+
+fn validation_complexities(
+    heads: &Heads,
+    examples: &[Example],
+    embeddings: &[Vec<f32>],
+) -> Vec<f32> {
+    examples
+        .iter()
+        .zip(embeddings)
+        .filter(|(e, _)| e.validation)
+        .map(|(e, v)| heads.predict(v, &e.turns).complexity)
+        .collect()
+}

@@ -1,0 +1,291 @@
+//! From labelled examples to shipped heads: embed every example's routing text (with an on-disk
+//! cache, since embedding is the slow part), fit the heads on the training split, and keep a
+//! few typical examples per domain to explain scores later.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use crate::conversation::routing_text;
+use crate::dataset::Example;
+use crate::domain::DEFAULT_DOMAINS;
+use crate::embedder::{Embed, EmbedderError};
+use crate::fit::{self, Settings, balanced_weights};
+use crate::heads::{
+    Exemplar, FORMAT, Heads, Logistic, QuantizedVector, Softmax, Standardizer, TopicPrior,
+    raw_input,
+};
+
+/// Texts per forward pass while embedding a data set.
+const BATCH: usize = 16;
+/// Exemplars kept per domain.
+const EXEMPLARS_PER_DOMAIN: usize = 8;
+/// Exemplar texts are cut to this many characters.
+const EXEMPLAR_CHARS: usize = 160;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainingError {
+    #[error(transparent)]
+    Embedder(#[from] EmbedderError),
+    #[error("embedding cache {path}: {reason}")]
+    Cache { path: String, reason: String },
+    #[error("no training examples")]
+    Empty,
+}
+
+/// Embeddings of routing texts, keyed by a hash of the text, kept in a flat file of
+/// `(u64 key, dimensions × f32)` little-endian records.
+pub struct EmbeddingCache {
+    dimensions: usize,
+    vectors: HashMap<u64, Vec<f32>>,
+}
+
+impl EmbeddingCache {
+    pub fn open(path: &Path, dimensions: usize) -> Result<Self, TrainingError> {
+        let mut vectors = HashMap::new();
+        let record = 8 + 4 * dimensions;
+        if let Ok(mut file) = std::fs::File::open(path) {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)
+                .map_err(|e| cache_error(path, e))?;
+            for chunk in bytes.chunks_exact(record) {
+                let key = u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes"));
+                let vector = chunk[8..]
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                    .collect();
+                vectors.insert(key, vector);
+            }
+        }
+        Ok(Self {
+            dimensions,
+            vectors,
+        })
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), TrainingError> {
+        let mut bytes = Vec::with_capacity(self.vectors.len() * (8 + 4 * self.dimensions));
+        for (key, vector) in &self.vectors {
+            bytes.extend_from_slice(&key.to_le_bytes());
+            for v in vector {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| cache_error(path, e))?;
+        }
+        let mut file = std::fs::File::create(path).map_err(|e| cache_error(path, e))?;
+        file.write_all(&bytes).map_err(|e| cache_error(path, e))
+    }
+}
+
+fn cache_error(path: &Path, e: std::io::Error) -> TrainingError {
+    TrainingError::Cache {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The embedding of every example's routing text, in order; texts missing from the cache are
+/// embedded (shortest first, so that batches pad little) and added to it. `progress` hears how
+/// many texts are done.
+pub fn embed_examples(
+    embedder: &dyn Embed,
+    examples: &[Example],
+    cache: &mut EmbeddingCache,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Vec<Vec<f32>>, TrainingError> {
+    let texts: Vec<String> = examples.iter().map(|e| routing_text(&e.turns)).collect();
+    let keys: Vec<u64> = texts
+        .iter()
+        .map(|t| crate::dataset::stable_hash(t))
+        .collect();
+    let mut missing: Vec<usize> = (0..texts.len())
+        .filter(|&i| !cache.vectors.contains_key(&keys[i]))
+        .collect();
+    missing.sort_by_key(|&i| texts[i].len());
+    missing.dedup_by_key(|i| keys[*i]);
+    for (done, chunk) in missing.chunks(BATCH).enumerate() {
+        let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+        let embedded = embedder.embed(&batch)?;
+        for (&i, vector) in chunk.iter().zip(embedded.vectors) {
+            cache.vectors.insert(keys[i], vector);
+        }
+        progress(
+            (done * BATCH + chunk.len()).min(missing.len()),
+            missing.len(),
+        );
+    }
+    Ok(keys.iter().map(|k| cache.vectors[k].clone()).collect())
+}
+
+/// Fits both heads on the examples outside the validation split.
+pub fn train(
+    examples: &[Example],
+    embeddings: &[Vec<f32>],
+    embedder: &str,
+    settings: Settings,
+) -> Result<Heads, TrainingError> {
+    let training: Vec<usize> = (0..examples.len())
+        .filter(|&i| !examples[i].validation)
+        .collect();
+    if training.is_empty() {
+        return Err(TrainingError::Empty);
+    }
+    let topics = topic_priors(examples, embeddings, &training);
+    let raw: Vec<Vec<f32>> = examples
+        .iter()
+        .zip(embeddings)
+        .map(|(e, v)| raw_input(&topics, v, &e.turns))
+        .collect();
+    let standardizer =
+        Standardizer::fit(&training.iter().map(|&i| raw[i].clone()).collect::<Vec<_>>());
+    let inputs: Vec<Vec<f32>> = raw
+        .into_iter()
+        .map(|mut x| {
+            standardizer.apply(&mut x);
+            x
+        })
+        .collect();
+
+    let rows: Vec<Vec<f32>> = training.iter().map(|&i| inputs[i].clone()).collect();
+    let hard: Vec<f32> = training
+        .iter()
+        .map(|&i| f32::from(u8::from(examples[i].hard)))
+        .collect();
+    let weights: Vec<f32> = training.iter().map(|&i| examples[i].weight).collect();
+    let complexity: Logistic = fit::fit_logistic(&rows, &hard, &weights, settings);
+
+    let with_domain: Vec<(usize, usize)> = training
+        .iter()
+        .filter_map(|&i| {
+            let domain = examples[i].domain?;
+            Some((i, DEFAULT_DOMAINS.iter().position(|d| *d == domain)?))
+        })
+        .collect();
+    let rows: Vec<Vec<f32>> = with_domain
+        .iter()
+        .map(|&(i, _)| inputs[i].clone())
+        .collect();
+    let labels: Vec<usize> = with_domain.iter().map(|&(_, l)| l).collect();
+    let weights: Vec<f32> = balanced_weights(&labels, DEFAULT_DOMAINS.len())
+        .iter()
+        .zip(&with_domain)
+        .map(|(w, &(i, _))| w * examples[i].weight)
+        .collect();
+    let domain: Softmax = fit::fit_softmax(&rows, &labels, &DEFAULT_DOMAINS, &weights, settings);
+
+    let exemplars = exemplars(examples, embeddings, &inputs, &with_domain, &domain);
+    let mut sources: Vec<(String, usize)> = Vec::new();
+    for &i in &training {
+        let family = examples[i].source.split('/').next().unwrap_or_default();
+        match sources.iter_mut().find(|(s, _)| s == family) {
+            Some((_, n)) => *n += 1,
+            None => sources.push((family.to_owned(), 1)),
+        }
+    }
+    let provenance = serde_json::json!({
+        "command": "switchboard router train",
+        "training_examples": training.len(),
+        "by_source": sources.into_iter().map(|(s, n)| (s, n.into())).collect::<serde_json::Map<_, _>>(),
+        "settings": {
+            "epochs": settings.epochs,
+            "batch": settings.batch,
+            "learning_rate": settings.learning_rate,
+            "l2": settings.l2,
+            "seed": settings.seed,
+        },
+    });
+    Ok(Heads {
+        format: FORMAT,
+        embedder: embedder.to_owned(),
+        dimensions: embeddings.first().map_or(0, Vec::len),
+        standardizer,
+        complexity,
+        domain,
+        topics,
+        exemplars,
+        provenance,
+    })
+}
+
+/// The hard rate and centroid of each MMLU subject of the training split.
+fn topic_priors(
+    examples: &[Example],
+    embeddings: &[Vec<f32>],
+    training: &[usize],
+) -> Vec<TopicPrior> {
+    let mut topics: Vec<(String, usize, usize, Vec<f32>)> = Vec::new();
+    for &i in training {
+        if examples[i].outcome.is_none() {
+            continue;
+        }
+        let topic = examples[i].source.trim_start_matches("mmlu/");
+        let at = match topics.iter().position(|t| t.0 == topic) {
+            Some(at) => at,
+            None => {
+                topics.push((topic.to_owned(), 0, 0, vec![0.0; embeddings[i].len()]));
+                topics.len() - 1
+            }
+        };
+        let entry = &mut topics[at];
+        entry.1 += usize::from(examples[i].hard);
+        entry.2 += 1;
+        for (sum, v) in entry.3.iter_mut().zip(&embeddings[i]) {
+            *sum += v;
+        }
+    }
+    topics
+        .into_iter()
+        .map(|(topic, hard, count, sum)| TopicPrior {
+            topic,
+            rate: hard as f32 / count as f32,
+            centroid: QuantizedVector::new(&sum),
+        })
+        .collect()
+}
+
+/// The training examples the domain head is surest of, per domain, shortest texts preferred
+/// among equals so that they read well.
+fn exemplars(
+    examples: &[Example],
+    embeddings: &[Vec<f32>],
+    inputs: &[Vec<f32>],
+    with_domain: &[(usize, usize)],
+    head: &Softmax,
+) -> Vec<Exemplar> {
+    let mut out = Vec::new();
+    for (class, domain) in DEFAULT_DOMAINS.iter().enumerate() {
+        let mut candidates: Vec<(f32, usize)> = with_domain
+            .iter()
+            .filter(|&&(_, label)| label == class)
+            .map(|&(i, _)| {
+                let p = head.probabilities(&inputs[i])[class];
+                // Round so that length breaks near-ties.
+                ((p * 100.0).round(), i)
+            })
+            .collect();
+        candidates.sort_by(|a, b| {
+            b.0.total_cmp(&a.0).then(
+                examples[a.1].turns[0]
+                    .text
+                    .len()
+                    .cmp(&examples[b.1].turns[0].text.len()),
+            )
+        });
+        for &(_, i) in candidates.iter().take(EXEMPLARS_PER_DOMAIN) {
+            let text: String = examples[i].turns[0]
+                .text
+                .chars()
+                .take(EXEMPLAR_CHARS)
+                .collect();
+            out.push(Exemplar {
+                text,
+                domain: (*domain).to_owned(),
+                hard: examples[i].hard,
+                vector: QuantizedVector::new(&embeddings[i]),
+            });
+        }
+    }
+    out
+}
