@@ -91,6 +91,9 @@ pub enum RouterCommand {
         epochs: usize,
         #[arg(long, default_value_t = 1e-3)]
         l2: f32,
+        /// Labelled files (from `switchboard router label`) to learn from as well.
+        #[arg(long)]
+        labels: Vec<PathBuf>,
     },
     /// Score heads on the validation split of the data sets, with baselines, the cost–quality
     /// curve and the thresholds for target shares of escalation.
@@ -103,6 +106,31 @@ pub enum RouterCommand {
         /// Also print the threshold that escalates this share of the evaluated requests.
         #[arg(long)]
         target_share: Option<f64>,
+        /// Evaluate on these labelled files (all their rows) instead of the validation split.
+        #[arg(long)]
+        labels: Vec<PathBuf>,
+    },
+    /// Label questions with known answers by whether the local model gets them right, for
+    /// `router train --labels`: GSM8K problems (final number) and multiple-choice questions
+    /// (the option letter with the highest log-probability).
+    Label {
+        #[arg(long, env = "SWITCHBOARD_DATA", default_value = "../shared/data")]
+        data: PathBuf,
+        /// A GGUF chat model (default: the default local model, SmolLM2).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// How many GSM8K training problems to label.
+        #[arg(long, default_value_t = 50)]
+        gsm8k: usize,
+        /// Multiple-choice questions, JSON Lines of `{"question", "choices", "answer"}` (the
+        /// answer as an index or a letter; `domain` optional).
+        #[arg(long)]
+        questions: Option<PathBuf>,
+        /// The longest answer to a GSM8K problem, in tokens.
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 

@@ -117,8 +117,13 @@ fn everyday_requests() -> Vec<Example> {
     examples
 }
 
+/// Whether a text falls in the validation split.
+pub fn in_validation(text: &str) -> bool {
+    stable_hash(text) % VALIDATION_ONE_IN == 0
+}
+
 fn example(source: String, text: String, hard: bool, domain: Option<&'static str>) -> Example {
-    let validation = stable_hash(&text) % VALIDATION_ONE_IN == 0;
+    let validation = in_validation(&text);
     Example {
         source,
         turns: vec![Turn::user(text)],
@@ -325,14 +330,24 @@ fn tickets(dir: &Path, per_topic: usize) -> Result<Vec<Example>, DatasetError> {
         .collect())
 }
 
-fn gsm8k(dir: &Path, cap: usize) -> Result<Vec<Example>, DatasetError> {
-    #[derive(Deserialize)]
-    struct Row {
-        question: String,
-    }
+/// A GSM8K training problem with its worked reference answer (ending in `#### number`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct MathProblem {
+    pub question: String,
+    pub answer: String,
+}
+
+/// The GSM8K training problems, in file order.
+pub fn gsm8k_problems(dir: &Path) -> Result<Vec<MathProblem>, DatasetError> {
     let path = dir.join("gsm8k/train.jsonl");
-    let rows: Vec<Row> = json_lines(&path, &read(&path)?)?;
-    let rows = rows.into_iter().map(|r| (r.question, ())).collect();
+    json_lines(&path, &read(&path)?)
+}
+
+fn gsm8k(dir: &Path, cap: usize) -> Result<Vec<Example>, DatasetError> {
+    let rows = gsm8k_problems(dir)?
+        .into_iter()
+        .map(|r| (r.question, ()))
+        .collect();
     Ok(cap_per_group(rows, cap, |_| "")
         .into_iter()
         .map(|(text, ())| example("gsm8k".into(), text, true, Some("math")))

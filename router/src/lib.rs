@@ -5,7 +5,8 @@
 //!   [`embedder`] (all-MiniLM-L6-v2, micro-batched by [`batcher`]), [`pii`], [`language`];
 //! - what it decides with: [`heads`] (trained complexity and domain heads) and [`domain`]
 //!   (custom domains by example);
-//! - how the heads are made and judged: [`dataset`], [`fit`], [`training`], [`evaluation`].
+//! - how the heads are made and judged: [`dataset`], [`labelling`] (labels for your own local
+//!   model), [`fit`], [`training`], [`evaluation`], [`pii_benchmark`].
 
 pub mod batcher;
 pub mod classifier;
@@ -17,6 +18,7 @@ pub mod evaluation;
 pub mod features;
 pub mod fit;
 pub mod heads;
+pub mod labelling;
 pub mod language;
 pub mod pii;
 pub mod pii_benchmark;

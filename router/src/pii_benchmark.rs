@@ -165,7 +165,23 @@ fn private_value(random: &mut fastrand::Rng) -> (PiiKind, String) {
 }
 
 fn look_alike(random: &mut fastrand::Rng) -> String {
-    match random.u8(0..9) {
+    match random.u8(0..12) {
+        9 => format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            random.u8(..),
+            random.u8(..),
+            random.u8(..),
+            random.u8(..),
+            random.u8(..),
+            random.u8(..)
+        ),
+        10 => format!(
+            "{:02}:{:02}:{:02}",
+            random.u8(0..24),
+            random.u8(0..60),
+            random.u8(0..60)
+        ),
+        11 => format!("build {}", digits(random, 8)),
         0 => format!("#{}", digits(random, 6)),
         1 => format!("INC{}", digits(random, 7)),
         2 => format!("2025-{:02}-{:02}", random.u8(1..13), random.u8(1..29)),
@@ -192,11 +208,12 @@ fn phone(random: &mut fastrand::Rng) -> String {
     let area = random.u16(201..990);
     let exchange = random.u16(200..999);
     let line = digits(random, 4);
-    match random.u8(0..4) {
+    match random.u8(0..5) {
         0 => format!("+1 {area} {exchange} {line}"),
         1 => format!("({area}) {exchange}-{line}"),
         2 => format!("{area}-{exchange}-{line}"),
-        _ => format!("+44 20 {} {}", digits(random, 4), digits(random, 4)),
+        3 => format!("+44 20 {} {}", digits(random, 4), digits(random, 4)),
+        _ => format!("+49 30 {}", digits(random, 7)),
     }
 }
 
@@ -303,17 +320,17 @@ fn ssn(random: &mut fastrand::Rng, valid: bool) -> String {
 }
 
 fn ip_address(random: &mut fastrand::Rng) -> String {
-    if random.u8(0..4) == 0 {
-        let groups: Vec<String> = (0..8).map(|_| format!("{:x}", random.u16(..))).collect();
-        groups.join(":")
-    } else {
-        format!(
+    let group = |random: &mut fastrand::Rng| format!("{:x}", random.u16(1..));
+    match random.u8(0..5) {
+        0 => (0..8).map(|_| group(random)).collect::<Vec<_>>().join(":"),
+        1 => format!("2001:db8::{}", group(random)),
+        _ => format!(
             "{}.{}.{}.{}",
             random.u8(1..224),
             random.u8(..),
             random.u8(..),
             random.u8(1..255)
-        )
+        ),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `switchboard` binary: parses the command line and runs the command.
 
+mod label;
 mod router;
 
 use std::io::Read;
@@ -53,12 +54,29 @@ fn main() -> anyhow::Result<()> {
                 out,
                 epochs,
                 l2,
-            } => router::train(&data, &out, epochs, l2),
+                labels,
+            } => router::train(&data, &labels, &out, epochs, l2),
             RouterCommand::Eval {
                 data,
                 heads,
                 target_share,
-            } => router::eval(&data, heads.as_deref(), target_share),
+                labels,
+            } => router::eval(&data, &labels, heads.as_deref(), target_share),
+            RouterCommand::Label {
+                data,
+                model,
+                gsm8k,
+                questions,
+                max_tokens,
+                out,
+            } => label::label(label::LabelArgs {
+                data,
+                model,
+                gsm8k,
+                questions,
+                max_tokens,
+                out,
+            }),
         },
         Command::Check { config } => {
             let loaded = Config::load(&config)?;

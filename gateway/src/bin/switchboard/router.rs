@@ -19,6 +19,8 @@ use switchboard_router::embedder::{BertEmbedder, Embed};
 use switchboard_router::evaluation::{self, threshold_for_share};
 use switchboard_router::fit::Settings;
 use switchboard_router::heads::Heads;
+use switchboard_router::labelling;
+use switchboard_router::pii_benchmark;
 use switchboard_router::training::{self, EmbeddingCache};
 
 /// The embedding model the shipped heads read.
@@ -169,9 +171,14 @@ fn default_model_dir(id: &str) -> anyhow::Result<PathBuf> {
     Ok(store.root().join(package.id))
 }
 
-/// The data sets with every example embedded (from the cache where possible).
-fn embedded_examples(data: &Path) -> anyhow::Result<(Vec<Example>, Vec<Vec<f32>>)> {
-    let examples = dataset::load(data, Caps::default())?;
+/// The data sets and the labelled files, with every example embedded (from the cache where
+/// possible).
+fn embedded_examples(data: &Path, labels: &[PathBuf]) -> anyhow::Result<Embedded> {
+    let mut examples = dataset::load(data, Caps::default())?;
+    let from_data_sets = examples.len();
+    for path in labels {
+        examples.extend(labelling::load(path)?);
+    }
     let embedder = BertEmbedder::load(&default_model_dir(EMBEDDER)?)?;
     let store = ModelStore::from_env();
     let cache_path = store
@@ -191,18 +198,60 @@ fn embedded_examples(data: &Path) -> anyhow::Result<(Vec<Example>, Vec<Vec<f32>>
     })?;
     bar.finish_and_clear();
     cache.save(&cache_path)?;
-    Ok((examples, embeddings))
+    Ok(Embedded {
+        examples,
+        embeddings,
+        from_data_sets,
+    })
 }
 
-pub fn train(data: &Path, out: &Path, epochs: usize, l2: f32) -> anyhow::Result<()> {
-    let (examples, embeddings) = embedded_examples(data)?;
+struct Embedded {
+    examples: Vec<Example>,
+    embeddings: Vec<Vec<f32>>,
+    /// The examples before this index come from the data sets, the others from labelled files.
+    from_data_sets: usize,
+}
+
+impl Embedded {
+    /// The scores of `heads` on the `evaluated` examples, the baselines fitted on the data sets'
+    /// training split, and the PII scanner's on its generated test set.
+    fn report(&self, heads: &Heads, evaluated: &[usize]) -> String {
+        let reference: Vec<usize> = (0..self.from_data_sets)
+            .filter(|&i| !self.examples[i].validation)
+            .collect();
+        let report = evaluation::evaluate(
+            heads,
+            &self.examples,
+            &self.embeddings,
+            evaluated,
+            &reference,
+        );
+        let pii = pii_benchmark::score(&pii_benchmark::generate(PII_CASES, PII_SEED));
+        format!("{report}{pii}")
+    }
+
+    fn validation(&self) -> Vec<usize> {
+        (0..self.examples.len())
+            .filter(|&i| self.examples[i].validation)
+            .collect()
+    }
+}
+
+pub fn train(
+    data: &Path,
+    labels: &[PathBuf],
+    out: &Path,
+    epochs: usize,
+    l2: f32,
+) -> anyhow::Result<()> {
+    let embedded = embedded_examples(data, labels)?;
     let settings = Settings {
         epochs,
         l2,
         ..Settings::default()
     };
-    let heads = training::train(&examples, &embeddings, EMBEDDER, settings)?;
-    let report = validation_report(&heads, &examples, &embeddings);
+    let heads = training::train(&embedded.examples, &embedded.embeddings, EMBEDDER, settings)?;
+    let report = embedded.report(&heads, &embedded.validation());
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let heads_path = out.join("heads.json");
     std::fs::write(&heads_path, serde_json::to_string(&heads)? + "\n")?;
@@ -212,12 +261,30 @@ pub fn train(data: &Path, out: &Path, epochs: usize, l2: f32) -> anyhow::Result<
     Ok(())
 }
 
-pub fn eval(data: &Path, heads: Option<&Path>, target_share: Option<f64>) -> anyhow::Result<()> {
+pub fn eval(
+    data: &Path,
+    labels: &[PathBuf],
+    heads: Option<&Path>,
+    target_share: Option<f64>,
+) -> anyhow::Result<()> {
     let heads = load_heads(heads)?;
-    let (examples, embeddings) = embedded_examples(data)?;
-    print!("{}", validation_report(&heads, &examples, &embeddings));
+    let embedded = embedded_examples(data, labels)?;
+    // The labelled files, when given, are evaluated whole, else the validation split is.
+    let evaluated: Vec<usize> = if labels.is_empty() {
+        embedded.validation()
+    } else {
+        (embedded.from_data_sets..embedded.examples.len()).collect()
+    };
+    print!("{}", embedded.report(&heads, &evaluated));
     if let Some(share) = target_share {
-        let complexity = validation_complexities(&heads, &examples, &embeddings);
+        let complexity: Vec<f32> = evaluated
+            .iter()
+            .map(|&i| {
+                heads
+                    .predict(&embedded.embeddings[i], &embedded.examples[i].turns)
+                    .complexity
+            })
+            .collect();
         println!(
             "threshold for {:.1}% escalated: {:.3}",
             share * 100.0,
@@ -227,21 +294,6 @@ pub fn eval(data: &Path, heads: Option<&Path>, target_share: Option<f64>) -> any
     Ok(())
 }
 
-fn validation_report(heads: &Heads, examples: &[Example], embeddings: &[Vec<f32>]) -> String {
-    let (validation, training): (Vec<usize>, Vec<usize>) =
-        (0..examples.len()).partition(|&i| examples[i].validation);
-    evaluation::evaluate(heads, examples, embeddings, &validation, &training).to_string()
-}
-
-fn validation_complexities(
-    heads: &Heads,
-    examples: &[Example],
-    embeddings: &[Vec<f32>],
-) -> Vec<f32> {
-    examples
-        .iter()
-        .zip(embeddings)
-        .filter(|(e, _)| e.validation)
-        .map(|(e, v)| heads.predict(v, &e.turns).complexity)
-        .collect()
-}
+/// The generated PII test set that `router eval` scores: its size and seed.
+const PII_CASES: usize = 5_000;
+const PII_SEED: u64 = 2026;
