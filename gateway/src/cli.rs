@@ -79,8 +79,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum RouterCommand {
-    /// Fit the complexity and domain heads on the public data sets; writes DIR/heads.json and
-    /// DIR/report.txt (the validation split's scores).
+    /// Fit the complexity and domain heads on the public data sets; writes DIR/heads.json,
+    /// DIR/report.txt (the validation split's scores) and DIR/cost_quality.png.
     Train {
         /// The data sets (see shared/data/SOURCES.md).
         #[arg(long, env = "SWITCHBOARD_DATA", default_value = "../shared/data")]
@@ -109,6 +109,9 @@ pub enum RouterCommand {
         /// Evaluate on these labelled files (all their rows) instead of the validation split.
         #[arg(long)]
         labels: Vec<PathBuf>,
+        /// Draw the MMLU cost–quality curves (heads, baselines, random) into this PNG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
     /// Label questions with known answers by whether the local model gets them right, for
     /// `router train --labels`: GSM8K problems (final number) and multiple-choice questions

@@ -180,8 +180,16 @@ pub struct Ranking {
     pub examples: usize,
     pub auroc: Option<f64>,
     pub curve: Option<CostQuality>,
-    /// Name, AUROC and, with outcomes, APGR of each baseline.
-    pub baselines: Vec<(&'static str, Option<f64>, Option<f64>)>,
+    pub baselines: Vec<Baseline>,
+}
+
+/// A simpler router scored on the same examples.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    pub name: &'static str,
+    pub auroc: Option<f64>,
+    /// With both models' outcomes: its cost–quality curve.
+    pub curve: Option<CostQuality>,
 }
 
 impl Ranking {
@@ -198,7 +206,11 @@ impl Ranking {
             curve: curve(scores),
             baselines: baselines
                 .into_iter()
-                .map(|(name, s)| (name, auroc(&s, hard), curve(&s).map(|c| c.apgr())))
+                .map(|(name, s)| Baseline {
+                    name,
+                    auroc: auroc(&s, hard),
+                    curve: curve(&s),
+                })
                 .collect(),
         }
     }
@@ -442,10 +454,15 @@ impl fmt::Display for Ranking {
                 curve.strong_accuracy,
             )?;
         }
-        for (name, auroc, apgr) in &self.baselines {
-            write!(f, "\n    baseline {name}: AUROC {}", optional(*auroc))?;
-            if let Some(apgr) = apgr {
-                write!(f, ", APGR {apgr:.3}")?;
+        for baseline in &self.baselines {
+            write!(
+                f,
+                "\n    baseline {}: AUROC {}",
+                baseline.name,
+                optional(baseline.auroc)
+            )?;
+            if let Some(curve) = &baseline.curve {
+                write!(f, ", APGR {:.3}", curve.apgr())?;
             }
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! The `switchboard` binary: parses the command line and runs the command.
 
 mod label;
+mod plot;
 mod router;
 
 use std::io::Read;
@@ -61,7 +62,14 @@ fn main() -> anyhow::Result<()> {
                 heads,
                 target_share,
                 labels,
-            } => router::eval(&data, &labels, heads.as_deref(), target_share),
+                plot,
+            } => router::eval(
+                &data,
+                &labels,
+                heads.as_deref(),
+                target_share,
+                plot.as_deref(),
+            ),
             RouterCommand::Label {
                 data,
                 model,

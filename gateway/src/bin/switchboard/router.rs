@@ -215,7 +215,7 @@ struct Embedded {
 impl Embedded {
     /// The scores of `heads` on the `evaluated` examples, the baselines fitted on the data sets'
     /// training split, and the PII scanner's on its generated test set.
-    fn report(&self, heads: &Heads, evaluated: &[usize]) -> String {
+    fn report(&self, heads: &Heads, evaluated: &[usize]) -> (evaluation::Report, String) {
         let reference: Vec<usize> = (0..self.from_data_sets)
             .filter(|&i| !self.examples[i].validation)
             .collect();
@@ -227,7 +227,8 @@ impl Embedded {
             &reference,
         );
         let pii = pii_benchmark::score(&pii_benchmark::generate(PII_CASES, PII_SEED));
-        format!("{report}{pii}")
+        let text = format!("{report}{pii}");
+        (report, text)
     }
 
     fn validation(&self) -> Vec<usize> {
@@ -251,12 +252,15 @@ pub fn train(
         ..Settings::default()
     };
     let heads = training::train(&embedded.examples, &embedded.embeddings, EMBEDDER, settings)?;
-    let report = embedded.report(&heads, &embedded.validation());
+    let (report, text) = embedded.report(&heads, &embedded.validation());
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    if let Some(mmlu) = &report.mmlu {
+        crate::plot::cost_quality(&out.join("cost_quality.png"), mmlu)?;
+    }
     let heads_path = out.join("heads.json");
     std::fs::write(&heads_path, serde_json::to_string(&heads)? + "\n")?;
-    std::fs::write(out.join("report.txt"), &report)?;
-    print!("{report}");
+    std::fs::write(out.join("report.txt"), &text)?;
+    print!("{text}");
     println!("wrote {}", heads_path.display());
     Ok(())
 }
@@ -266,6 +270,7 @@ pub fn eval(
     labels: &[PathBuf],
     heads: Option<&Path>,
     target_share: Option<f64>,
+    plot: Option<&Path>,
 ) -> anyhow::Result<()> {
     let heads = load_heads(heads)?;
     let embedded = embedded_examples(data, labels)?;
@@ -275,7 +280,16 @@ pub fn eval(
     } else {
         (embedded.from_data_sets..embedded.examples.len()).collect()
     };
-    print!("{}", embedded.report(&heads, &evaluated));
+    let (report, text) = embedded.report(&heads, &evaluated);
+    print!("{text}");
+    if let Some(path) = plot {
+        let mmlu = report
+            .mmlu
+            .as_ref()
+            .context("no MMLU outcomes among the evaluated examples to plot")?;
+        crate::plot::cost_quality(path, mmlu)?;
+        println!("wrote {}", path.display());
+    }
     if let Some(share) = target_share {
         let complexity: Vec<f32> = evaluated
             .iter()
