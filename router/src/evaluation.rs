@@ -218,7 +218,7 @@ impl Ranking {
 
 /// Whether an example is everyday traffic (`Some(false)`), clearly hard (`Some(true)`), or
 /// neither (MMLU questions the weak model got right).
-fn everyday_or_hard(example: &Example) -> Option<bool> {
+pub fn everyday_or_hard(example: &Example) -> Option<bool> {
     let family = example.source.split('/').next().unwrap_or_default();
     match family {
         "clinc150" | "it_tickets" => Some(false),

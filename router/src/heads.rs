@@ -33,8 +33,10 @@ pub struct Heads {
     pub embedder: String,
     pub dimensions: usize,
     pub standardizer: Standardizer,
-    /// The probability that the local model's answer is not good enough.
+    /// The probability that the local model's answer is not good enough, before the blend.
     pub complexity: Logistic,
+    /// How the complexity head's logit and the topic prior's are mixed.
+    pub blend: Blend,
     pub domain: Softmax,
     /// Difficulty by topic, read as one more input of the heads.
     pub topics: Vec<TopicPrior>,
@@ -170,10 +172,37 @@ impl Heads {
     pub fn predict(&self, embedding: &[f32], turns: &[Turn]) -> Prediction {
         let mut x = raw_input(&self.topics, embedding, turns);
         self.standardizer.apply(&mut x);
+        let head = dot(&self.complexity.weights, &x) + self.complexity.bias;
+        let prior = topic_prior(&self.topics, embedding);
         Prediction {
-            complexity: self.complexity.probability(&x),
+            complexity: self.blend.apply(head, prior),
             domains: self.domain.probabilities(&x),
         }
+    }
+}
+
+/// complexity = σ(head · head_logit + prior · logit(topic prior)).
+///
+/// The linear head reads the topic prior too, but fitted for log-loss over everyday and hard
+/// traffic together it leaves most of the prior's ranking of exam-style questions unused; the
+/// blend's two weights are chosen by cross-validation on the training split for the best
+/// cost–quality curve on MMLU that keeps everyday traffic apart from hard tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Blend {
+    pub head: f32,
+    pub prior: f32,
+}
+
+impl Blend {
+    /// The head alone.
+    pub const HEAD: Blend = Blend {
+        head: 1.0,
+        prior: 0.0,
+    };
+
+    pub fn apply(self, head_logit: f32, topic_prior: f32) -> f32 {
+        let p = topic_prior.clamp(1e-4, 1.0 - 1e-4);
+        sigmoid(self.head * head_logit + self.prior * (p / (1.0 - p)).ln())
     }
 }
 
@@ -338,6 +367,16 @@ mod tests {
         assert!((topic_prior(&topics, &[0.0, 1.0]) - 0.1).abs() < 1e-3);
         assert!((topic_prior(&topics, &[std::f32::consts::FRAC_1_SQRT_2; 2]) - 0.5).abs() < 1e-3);
         assert_eq!(topic_prior(&[], &[1.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn the_blend_of_the_head_alone_is_the_head() {
+        assert!((Blend::HEAD.apply(1.5, 0.9) - sigmoid(1.5)).abs() < 1e-6);
+        let both = Blend {
+            head: 1.0,
+            prior: 1.0,
+        };
+        assert!(both.apply(0.0, 0.8) > 0.79 && both.apply(0.0, 0.2) < 0.21);
     }
 
     #[test]

@@ -8,11 +8,13 @@ use std::path::Path;
 
 use crate::conversation::routing_text;
 use crate::dataset::Example;
+use crate::dataset::Outcome;
 use crate::domain::DEFAULT_DOMAINS;
 use crate::embedder::{Embed, EmbedderError};
+use crate::evaluation::{CostQuality, auroc, everyday_or_hard};
 use crate::fit::{self, Settings, balanced_weights};
 use crate::heads::{
-    Exemplar, FORMAT, Heads, Logistic, QuantizedVector, Softmax, Standardizer, TopicPrior,
+    Blend, Exemplar, FORMAT, Heads, Logistic, QuantizedVector, Softmax, Standardizer, TopicPrior,
     raw_input,
 };
 
@@ -155,6 +157,7 @@ pub fn train(
         .collect();
     let weights: Vec<f32> = training.iter().map(|&i| examples[i].weight).collect();
     let complexity: Logistic = fit::fit_logistic(&rows, &hard, &weights, settings);
+    let blend = choose_blend(examples, &inputs, embeddings, &topics, &training, settings);
 
     let with_domain: Vec<(usize, usize)> = training
         .iter()
@@ -202,11 +205,94 @@ pub fn train(
         dimensions: embeddings.first().map_or(0, Vec::len),
         standardizer,
         complexity,
+        blend,
         domain,
         topics,
         exemplars,
         provenance,
     })
+}
+
+/// Folds of the training split for choosing the blend.
+const FOLDS: u64 = 5;
+/// The blends tried: the head's weight, the prior's weight.
+const BLENDS: [(f32, f32); 10] = [
+    (1.0, 0.0),
+    (1.0, 0.5),
+    (1.0, 1.0),
+    (1.0, 1.5),
+    (0.75, 1.0),
+    (0.75, 1.5),
+    (0.75, 2.0),
+    (0.5, 1.0),
+    (0.5, 1.5),
+    (0.5, 2.0),
+];
+/// What a blend must keep of the separation between everyday traffic and hard tasks.
+const MIN_EVERYDAY_AUROC: f64 = 0.97;
+
+/// The blend with the best cost–quality curve on MMLU that keeps everyday traffic and hard
+/// tasks apart (AUROC ≥ [`MIN_EVERYDAY_AUROC`]), judged on out-of-fold predictions: each fold's
+/// head logits come from a head fitted on the other folds, so that the choice sees the head as
+/// it will be on requests it never saw.
+fn choose_blend(
+    examples: &[Example],
+    inputs: &[Vec<f32>],
+    embeddings: &[Vec<f32>],
+    topics: &[TopicPrior],
+    training: &[usize],
+    settings: Settings,
+) -> Blend {
+    let fold = |i: usize| crate::dataset::stable_hash(&examples[i].turns[0].text) / 7 % FOLDS;
+    let mut head_logits = vec![0f32; examples.len()];
+    for k in 0..FOLDS {
+        let fit_on: Vec<usize> = training.iter().copied().filter(|&i| fold(i) != k).collect();
+        let rows: Vec<Vec<f32>> = fit_on.iter().map(|&i| inputs[i].clone()).collect();
+        let hard: Vec<f32> = fit_on
+            .iter()
+            .map(|&i| f32::from(u8::from(examples[i].hard)))
+            .collect();
+        let weights: Vec<f32> = fit_on.iter().map(|&i| examples[i].weight).collect();
+        let head = fit::fit_logistic(&rows, &hard, &weights, settings);
+        for &i in training.iter().filter(|&&i| fold(i) == k) {
+            head_logits[i] = crate::heads::dot(&head.weights, &inputs[i]) + head.bias;
+        }
+    }
+    let priors: Vec<f32> = embeddings
+        .iter()
+        .map(|v| crate::heads::topic_prior(topics, v))
+        .collect();
+
+    let mmlu: Vec<usize> = training
+        .iter()
+        .copied()
+        .filter(|&i| examples[i].outcome.is_some())
+        .collect();
+    let outcomes: Vec<Outcome> = mmlu.iter().filter_map(|&i| examples[i].outcome).collect();
+    let contrast: Vec<(usize, bool)> = training
+        .iter()
+        .filter_map(|&i| Some((i, everyday_or_hard(&examples[i])?)))
+        .collect();
+    let labels: Vec<bool> = contrast.iter().map(|c| c.1).collect();
+
+    let mut best = (Blend::HEAD, f64::NEG_INFINITY);
+    for (head, prior) in BLENDS {
+        let blend = Blend { head, prior };
+        let score = |i: usize| blend.apply(head_logits[i], priors[i]);
+        let separation = auroc(
+            &contrast.iter().map(|c| score(c.0)).collect::<Vec<_>>(),
+            &labels,
+        );
+        if separation.is_some_and(|a| a < MIN_EVERYDAY_AUROC) {
+            continue;
+        }
+        let scores: Vec<f32> = mmlu.iter().map(|&i| score(i)).collect();
+        let apgr = CostQuality::of(&scores, &outcomes).map_or(0.0, |c| c.apgr());
+        if apgr > best.1 {
+            best = (blend, apgr);
+        }
+    }
+    best.0
 }
 
 /// The hard rate and centroid of each MMLU subject of the training split.
