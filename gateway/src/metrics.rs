@@ -40,6 +40,9 @@ pub struct Metrics {
     pub router_decision: Histogram,
     /// `switchboard_router_complexity{domain}`: the complexity scores, by top domain.
     pub router_complexity: HistogramVec,
+    /// `switchboard_router_cache_lookups_total{result}`: routing texts found (`hit`) or not
+    /// (`miss`) among the recently embedded ones.
+    pub router_cache_lookups: IntCounterVec,
 }
 
 /// Scoring takes about a millisecond for short texts and tens of milliseconds for long ones
@@ -142,6 +145,11 @@ impl Metrics {
                 &["domain"],
             ),
         );
+        let router_cache_lookups = counter(
+            "router_cache_lookups_total",
+            "Routing texts looked up among the recently embedded ones, by result (hit, miss).",
+            &["result"],
+        );
         let build_info = register(
             &registry,
             IntGaugeVec::new(
@@ -166,6 +174,7 @@ impl Metrics {
             local_generated_tokens,
             router_decision,
             router_complexity,
+            router_cache_lookups,
         }
     }
 

@@ -70,8 +70,19 @@ impl Gateway {
         })
     }
 
-    /// Brings the metrics that the local engines keep themselves up to date, before a scrape.
-    pub fn refresh_engine_metrics(&self) {
+    /// Brings the metrics that the local engines and the router keep themselves up to date,
+    /// before a scrape.
+    pub fn refresh_component_metrics(&self) {
+        // Counters that the components keep as totals: the metric catches up with the total.
+        let catch_up = |counter: prometheus::IntCounter, total: u64| {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        };
+        if let Some(classifier) = &self.classifier {
+            let (hits, misses) = classifier.recent_hits_and_misses();
+            let lookups = &self.metrics.router_cache_lookups;
+            catch_up(lookups.with_label_values(&["hit"]), hits);
+            catch_up(lookups.with_label_values(&["miss"]), misses);
+        }
         for local in self.catalog.local_models() {
             let engine = &local.engine;
             let labels = [local.name.as_str()];
@@ -79,12 +90,12 @@ impl Gateway {
                 .local_queue_depth
                 .with_label_values(&labels)
                 .set(engine.queue_depth() as i64);
-            let counter = self
-                .metrics
-                .local_generated_tokens
-                .with_label_values(&labels);
-            let total = engine.generated_tokens() as u64;
-            counter.inc_by(total.saturating_sub(counter.get()));
+            catch_up(
+                self.metrics
+                    .local_generated_tokens
+                    .with_label_values(&labels),
+                engine.generated_tokens() as u64,
+            );
         }
     }
 

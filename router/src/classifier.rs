@@ -12,6 +12,7 @@ use crate::embedder::{EmbedderError, cosine};
 use crate::heads::Heads;
 use crate::language::{self, Language};
 use crate::pii::{self, Finding};
+use crate::recent::{RecentEmbeddings, Remembered};
 
 /// What the router makes of a conversation.
 #[derive(Debug, Clone)]
@@ -50,7 +51,11 @@ pub struct Classifier {
     embedder: Arc<EmbeddingService>,
     heads: Heads,
     custom: Vec<CustomDomain>,
+    recent: RecentEmbeddings,
 }
+
+/// Routing texts whose embeddings are remembered: about 9 MB at most.
+const RECENT_TEXTS: usize = 4096;
 
 impl Classifier {
     /// A classifier with the given heads and custom domains, each given by a few example
@@ -78,6 +83,7 @@ impl Classifier {
             embedder,
             heads,
             custom,
+            recent: RecentEmbeddings::new(RECENT_TEXTS),
         })
     }
 
@@ -85,9 +91,28 @@ impl Classifier {
         &self.heads
     }
 
+    /// Lookups of routing texts among the recent ones: found, and not found.
+    pub fn recent_hits_and_misses(&self) -> (u64, u64) {
+        self.recent.hits_and_misses()
+    }
+
     pub async fn classify(&self, turns: &[Turn]) -> Result<Scores, BatchError> {
-        let embedded = self.embedder.embed(vec![routing_text(turns)]).await?;
-        let embedding = embedded.vectors.into_iter().next().unwrap_or_default();
+        let text = routing_text(turns);
+        let Remembered {
+            vector: embedding,
+            tokens,
+        } = match self.recent.get(&text) {
+            Some(remembered) => remembered,
+            None => {
+                let embedded = self.embedder.embed(vec![text.clone()]).await?;
+                let remembered = Remembered {
+                    vector: embedded.vectors.into_iter().next().unwrap_or_default(),
+                    tokens: embedded.tokens.first().copied().unwrap_or(0),
+                };
+                self.recent.insert(text, remembered.clone());
+                remembered
+            }
+        };
         let (complexity, domains) = self.score(&embedding, turns);
         let pii = turns
             .iter()
@@ -99,7 +124,7 @@ impl Classifier {
             domains,
             language: last_user(turns).and_then(language::detect),
             pii,
-            tokens: embedded.tokens.first().copied().unwrap_or(0),
+            tokens,
             embedding,
         })
     }

@@ -2,7 +2,8 @@
 //!
 //! - [`classifier`]: a conversation in, [`Scores`](classifier::Scores) out;
 //! - what it reads: [`conversation`] (the routing text), [`features`] (cheap text features),
-//!   [`embedder`] (all-MiniLM-L6-v2, micro-batched by [`batcher`]), [`pii`], [`language`];
+//!   [`embedder`] (all-MiniLM-L6-v2, micro-batched by [`batcher`], repeats served by
+//!   [`recent`]), [`pii`], [`language`];
 //! - what it decides with: [`heads`] (trained complexity and domain heads) and [`domain`]
 //!   (custom domains by example);
 //! - how the heads are made and judged: [`dataset`], [`labelling`] (labels for your own local
@@ -22,4 +23,5 @@ pub mod labelling;
 pub mod language;
 pub mod pii;
 pub mod pii_benchmark;
+pub mod recent;
 pub mod training;

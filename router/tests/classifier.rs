@@ -141,3 +141,20 @@ async fn scores_are_the_same_alone_and_in_a_crowd() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_repeated_request_is_served_from_the_recent_embeddings() {
+    let classifier = classifier(Vec::new());
+    let first = classifier
+        .classify(&[Turn::user("Where do I find the guest wifi password?")])
+        .await
+        .unwrap();
+    let again = classifier
+        .classify(&[Turn::user("Where do I find the guest wifi password?")])
+        .await
+        .unwrap();
+    assert_eq!(classifier.recent_hits_and_misses(), (1, 1));
+    assert_eq!(first.embedding, again.embedding);
+    assert_eq!(first.complexity, again.complexity);
+    assert_eq!(first.tokens, again.tokens);
+}

@@ -278,6 +278,7 @@ def scored(gateway, text):
 
 def test_router_scores_every_request(gateway):
     easy, _ = scored(gateway, "How do I reset my VPN password?")
+    assert scored(gateway, "How do I reset my VPN password?")[0] == easy
     hard, hard_domain = scored(
         gateway,
         "A train leaves at 3:40 pm at 84 km/h; a second one leaves the same station at 4:05 pm "
@@ -291,7 +292,9 @@ def test_router_scores_every_request(gateway):
     metrics = urllib.request.urlopen(f"{gateway.url}/metrics").read().decode()
     assert 'switchboard_router_complexity_count{domain="math"}' in metrics
     decisions = [l for l in metrics.splitlines() if l.startswith("switchboard_router_decision_seconds_count")]
-    assert decisions and float(decisions[0].split()[-1]) >= 3
+    assert decisions and float(decisions[0].split()[-1]) >= 4
+    hits = [l for l in metrics.splitlines() if l.startswith('switchboard_router_cache_lookups_total{result="hit"}')]
+    assert hits and float(hits[0].split()[-1]) >= 1
 
 
 def test_logs_hold_no_keys_and_no_prompt_text(gateway):

@@ -1,6 +1,7 @@
-//! The router's latency: one full scoring (embedding, heads, PII, language) of a request, and the
-//! embedding alone, at fixed token counts; then the throughput of 8 concurrent callers through
-//! the micro-batcher. Prints one JSON object for `bench/router.py`, which times the same texts on
+//! The router's latency: one full scoring (embedding, heads, PII, language) of a request never
+//! seen before and of a repeated one (served by the recent embeddings), and the embedding alone,
+//! at fixed token counts; then the throughput of 8 concurrent callers with distinct requests
+//! through the micro-batcher. Prints one JSON object for `bench/router.py`, which times the same texts on
 //! ONNX Runtime and sentence-transformers in the same run and prints the ratios.
 //!
 //! Usage: router_latency MODEL_DIR TEXTS_JSON (TEXTS_JSON maps token counts to texts).
@@ -26,15 +27,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// p50 and p99 in milliseconds of `SAMPLES` calls after a warm-up.
-fn time(mut call: impl FnMut()) -> (f64, f64) {
-    for _ in 0..WARMUP {
-        call();
+/// p50 and p99 in milliseconds of `SAMPLES` calls after a warm-up; each call gets its number.
+fn time(mut call: impl FnMut(usize)) -> (f64, f64) {
+    for i in 0..WARMUP {
+        call(i);
     }
-    let mut millis: Vec<f64> = (0..SAMPLES)
-        .map(|_| {
+    let mut millis: Vec<f64> = (WARMUP..WARMUP + SAMPLES)
+        .map(|i| {
             let started = Instant::now();
-            call();
+            call(i);
             started.elapsed().as_secs_f64() * 1e3
         })
         .collect();
@@ -63,12 +64,20 @@ fn main() -> anyhow::Result<()> {
     let mut results = serde_json::Map::new();
     for (tokens, text) in &texts {
         let embedded_tokens = embedder.embed(&[text.as_str()])?.tokens[0];
-        let (embed_p50, embed_p99) = time(|| {
+        let (embed_p50, embed_p99) = time(|_| {
             embedder.embed(&[text.as_str()]).expect("embeds");
         });
         let turns = [Turn::user(text.clone())];
         let routed_tokens = embedder.embed(&[routing_text(&turns).as_str()])?.tokens[0];
-        let (score_p50, score_p99) = time(|| {
+        // A number in front makes every request new to the recent embeddings (one or two
+        // tokens more).
+        let (score_p50, score_p99) = time(|i| {
+            let turns = [Turn::user(format!("{i} {text}"))];
+            runtime
+                .block_on(classifier.classify(&turns))
+                .expect("scores");
+        });
+        let (repeat_p50, repeat_p99) = time(|_| {
             runtime
                 .block_on(classifier.classify(&turns))
                 .expect("scores");
@@ -80,6 +89,7 @@ fn main() -> anyhow::Result<()> {
                 "routing_text_tokens": routed_tokens,
                 "embed_p50_ms": embed_p50, "embed_p99_ms": embed_p99,
                 "score_p50_ms": score_p50, "score_p99_ms": score_p99,
+                "repeat_p50_ms": repeat_p50, "repeat_p99_ms": repeat_p99,
             }),
         );
     }
@@ -93,11 +103,12 @@ fn main() -> anyhow::Result<()> {
             .map(|_| {
                 let classifier = classifier.clone();
                 let done = done.clone();
-                let turns = [Turn::user(text.clone())];
+                let text = text.clone();
                 tokio::spawn(async move {
                     while started.elapsed() < THROUGHPUT_RUN {
+                        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let turns = [Turn::user(format!("{n} {text}"))];
                         classifier.classify(&turns).await.expect("scores");
-                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 })
             })
