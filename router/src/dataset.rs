@@ -11,7 +11,8 @@
 //! - GSM8K (multi-step arithmetic), HumanEval (writing a function) and the Vicuna questions
 //!   (open-ended writing and reasoning): hard.
 //!
-//! - Hand-written everyday requests (`router/data/everyday_requests.json`): easy.
+//! - Hand-written requests (`router/data/requests.json`): everyday ones easy, short hard tasks
+//!   (proofs, designs, drafting) hard.
 //!
 //! Domains: MMLU subjects, CLINC150 domains, ticket topics and Vicuna categories are mapped onto
 //! the default domains (see [`mmlu_domain`], [`clinc_domain`], [`ticket_domain`]); sources
@@ -85,33 +86,35 @@ pub fn load(dir: &Path, caps: Caps) -> Result<Vec<Example>, DatasetError> {
     examples.extend(gsm8k(dir, caps.gsm8k)?);
     examples.extend(humaneval(dir)?);
     examples.extend(vicuna(dir)?);
-    examples.extend(everyday_requests());
+    examples.extend(written_requests());
     Ok(examples)
 }
 
-/// Hand-written requests in plain language (`router/data/everyday_requests.json`): the IT
-/// tickets are not natural prose and the law questions are exam cases, so without these a
-/// plain "I can't reach the shared drive" reads as general knowledge.
-const EVERYDAY_REQUESTS: &str = include_str!("../data/everyday_requests.json");
+/// Hand-written requests in plain language (`router/data/requests.json`): the IT tickets are not
+/// natural prose and the law questions are exam cases, so without the easy ones a plain "I can't
+/// reach the shared drive" reads as general knowledge; the data sets' hard examples are long, so
+/// without the hard ones a one-line "prove that …" reads as easy.
+const WRITTEN_REQUESTS: &str = include_str!("../data/requests.json");
 
 /// Few but written as users write: each counts as this many examples.
-const EVERYDAY_REQUEST_WEIGHT: f32 = 10.0;
+const WRITTEN_REQUEST_WEIGHT: f32 = 10.0;
 
-fn everyday_requests() -> Vec<Example> {
-    let by_domain: HashMap<String, serde_json::Value> =
-        serde_json::from_str(EVERYDAY_REQUESTS).expect("the shipped requests are valid JSON");
+fn written_requests() -> Vec<Example> {
+    let file: HashMap<String, serde_json::Value> =
+        serde_json::from_str(WRITTEN_REQUESTS).expect("the shipped requests are valid JSON");
     let mut examples = Vec::new();
-    for domain in crate::domain::DEFAULT_DOMAINS {
-        let texts = by_domain.get(domain).and_then(|v| v.as_array());
-        for text in texts.into_iter().flatten().filter_map(|t| t.as_str()) {
-            let mut e = example(
-                format!("everyday/{domain}"),
-                text.to_owned(),
-                false,
-                Some(domain),
-            );
-            e.weight = EVERYDAY_REQUEST_WEIGHT;
-            examples.push(e);
+    for (label, hard) in [("easy", false), ("hard", true)] {
+        let by_domain = file.get(label).and_then(|v| v.as_object());
+        for domain in crate::domain::DEFAULT_DOMAINS {
+            let texts = by_domain
+                .and_then(|d| d.get(domain))
+                .and_then(|v| v.as_array());
+            for text in texts.into_iter().flatten().filter_map(|t| t.as_str()) {
+                let source = format!("written/{label}/{domain}");
+                let mut e = example(source, text.to_owned(), hard, Some(domain));
+                e.weight = WRITTEN_REQUEST_WEIGHT;
+                examples.push(e);
+            }
         }
     }
     examples
@@ -431,12 +434,17 @@ mod tests {
     }
 
     #[test]
-    fn the_everyday_requests_cover_their_domains() {
-        let examples = everyday_requests();
+    fn the_written_requests_cover_their_domains_and_both_labels() {
+        let examples = written_requests();
         for domain in ["it_helpdesk", "hr", "legal"] {
-            assert!(examples.iter().filter(|e| e.domain == Some(domain)).count() >= 15);
+            let easy = examples
+                .iter()
+                .filter(|e| e.domain == Some(domain) && !e.hard)
+                .count();
+            assert!(easy >= 15, "{domain}: {easy}");
         }
-        assert!(examples.iter().all(|e| !e.hard && e.weight > 1.0));
+        assert!(examples.iter().filter(|e| e.hard).count() >= 30);
+        assert!(examples.iter().all(|e| e.weight > 1.0));
     }
 
     #[test]

@@ -181,16 +181,20 @@ impl Heads {
     }
 }
 
-/// complexity = σ(head · head_logit + prior · logit(topic prior)).
+/// complexity = σ(scale · (head · head_logit + prior · logit(topic prior)) + offset).
 ///
 /// The linear head reads the topic prior too, but fitted for log-loss over everyday and hard
 /// traffic together it leaves most of the prior's ranking of exam-style questions unused; the
 /// blend's two weights are chosen by cross-validation on the training split for the best
-/// cost–quality curve on MMLU that keeps everyday traffic apart from hard tasks.
+/// cost–quality curve on MMLU that keeps everyday traffic apart from hard tasks. `scale` and
+/// `offset` then make the result a probability again (Platt scaling on the same out-of-fold
+/// predictions), so that a threshold of 0.6 means what it says.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Blend {
     pub head: f32,
     pub prior: f32,
+    pub scale: f32,
+    pub offset: f32,
 }
 
 impl Blend {
@@ -198,11 +202,18 @@ impl Blend {
     pub const HEAD: Blend = Blend {
         head: 1.0,
         prior: 0.0,
+        scale: 1.0,
+        offset: 0.0,
     };
 
-    pub fn apply(self, head_logit: f32, topic_prior: f32) -> f32 {
+    /// The blended logit, before calibration.
+    pub fn logit(self, head_logit: f32, topic_prior: f32) -> f32 {
         let p = topic_prior.clamp(1e-4, 1.0 - 1e-4);
-        sigmoid(self.head * head_logit + self.prior * (p / (1.0 - p)).ln())
+        self.head * head_logit + self.prior * (p / (1.0 - p)).ln()
+    }
+
+    pub fn apply(self, head_logit: f32, topic_prior: f32) -> f32 {
+        sigmoid(self.scale * self.logit(head_logit, topic_prior) + self.offset)
     }
 }
 
@@ -373,8 +384,8 @@ mod tests {
     fn the_blend_of_the_head_alone_is_the_head() {
         assert!((Blend::HEAD.apply(1.5, 0.9) - sigmoid(1.5)).abs() < 1e-6);
         let both = Blend {
-            head: 1.0,
             prior: 1.0,
+            ..Blend::HEAD
         };
         assert!(both.apply(0.0, 0.8) > 0.79 && both.apply(0.0, 0.2) < 0.21);
     }

@@ -277,7 +277,11 @@ fn choose_blend(
 
     let mut best = (Blend::HEAD, f64::NEG_INFINITY);
     for (head, prior) in BLENDS {
-        let blend = Blend { head, prior };
+        let blend = Blend {
+            head,
+            prior,
+            ..Blend::HEAD
+        };
         let score = |i: usize| blend.apply(head_logits[i], priors[i]);
         let separation = auroc(
             &contrast.iter().map(|c| score(c.0)).collect::<Vec<_>>(),
@@ -292,7 +296,24 @@ fn choose_blend(
             best = (blend, apgr);
         }
     }
-    best.0
+
+    // Platt scaling of the chosen blend's out-of-fold logits.
+    let blend = best.0;
+    let logits: Vec<Vec<f32>> = training
+        .iter()
+        .map(|&i| vec![blend.logit(head_logits[i], priors[i])])
+        .collect();
+    let hard: Vec<f32> = training
+        .iter()
+        .map(|&i| f32::from(u8::from(examples[i].hard)))
+        .collect();
+    let weights: Vec<f32> = training.iter().map(|&i| examples[i].weight).collect();
+    let calibration = fit::fit_logistic(&logits, &hard, &weights, settings);
+    Blend {
+        scale: calibration.weights[0],
+        offset: calibration.bias,
+        ..blend
+    }
 }
 
 /// The hard rate and centroid of each MMLU subject of the training split.

@@ -1,6 +1,6 @@
 //! `switchboard route` and `switchboard router train|eval`.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use switchboard_gateway::classify;
 use switchboard_gateway::config::Config;
 use switchboard_gateway::model_store::{ModelStore, Package};
 use switchboard_router::batcher::{BatchSettings, EmbeddingService};
-use switchboard_router::classifier::{Classifier, Scores};
+use switchboard_router::classifier::{Classifier, Neighbour, Scores};
 use switchboard_router::conversation::Turn;
 use switchboard_router::dataset::{self, Caps, Example};
 use switchboard_router::embedder::{BertEmbedder, Embed};
@@ -69,50 +69,58 @@ pub fn route(args: RouteArgs) -> anyhow::Result<()> {
     let scores = runtime.block_on(classifier.classify(&turns))?;
     let nearest = classifier.nearest(&scores.embedding, args.nearest);
 
-    if args.json {
+    let text = if args.json {
         let neighbours: Vec<_> = nearest
             .iter()
             .map(|n| json!({"text": n.text, "domain": n.domain, "hard": n.hard, "similarity": n.similarity}))
             .collect();
         let mut object = scores_json(&scores);
         object["nearest"] = json!(neighbours);
-        println!("{object}");
-        return Ok(());
+        format!("{object}\n")
+    } else {
+        human_readable(&scores, &nearest)
+    };
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    println!("complexity  {:.3}", scores.complexity);
+}
+
+fn human_readable(scores: &Scores, nearest: &[Neighbour]) -> String {
+    let mut out = format!("complexity  {:.3}\n", scores.complexity);
     let domains: Vec<String> = scores
         .domains
         .iter()
         .take(4)
         .map(|(d, p)| format!("{d} {p:.2}"))
         .collect();
-    println!("domain      {}", domains.join(", "));
-    match scores.language {
-        Some(l) => println!("language    {} ({:.2})", l.code, l.confidence),
-        None => println!("language    unknown"),
-    }
+    out += &format!("domain      {}\n", domains.join(", "));
+    out += &match scores.language {
+        Some(l) => format!("language    {} ({:.2})\n", l.code, l.confidence),
+        None => "language    unknown\n".to_owned(),
+    };
     for (turn, finding) in &scores.pii {
-        println!(
-            "pii         {} in message {turn}, bytes {}..{}",
+        out += &format!(
+            "pii         {} in message {turn}, bytes {}..{}\n",
             finding.kind.as_str(),
             finding.span.start,
             finding.span.end
         );
     }
-    println!("tokens      {}", scores.tokens);
-    println!("nearest examples:");
+    out += &format!("tokens      {}\nnearest examples:\n", scores.tokens);
     for n in nearest {
         let label = match n.hard {
             Some(true) => "hard",
             Some(false) => "easy",
             None => "custom",
         };
-        println!(
-            "  {:.2}  {:<17} {label:<6} {:?}",
+        out += &format!(
+            "  {:.2}  {:<17} {label:<6} {:?}\n",
             n.similarity, n.domain, n.text
         );
     }
-    Ok(())
+    out
 }
 
 /// The object `route --json` prints.
