@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::telemetry::LogFormat;
 
@@ -48,23 +48,7 @@ pub enum Command {
     },
     /// Score a conversation as the router sees it: complexity, domains, language, private data,
     /// and the examples nearest to it.
-    Route {
-        /// The user's message; without it, a JSON conversation is read from standard input (an
-        /// array of OpenAI messages, or an object with `messages`).
-        text: Option<String>,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-        /// Take the embedding model, heads and custom domains from this file's `router`.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Heads made by `switchboard router train` (default: the shipped ones).
-        #[arg(long)]
-        heads: Option<PathBuf>,
-        /// How many nearest examples to show.
-        #[arg(long, default_value_t = 3)]
-        nearest: usize,
-    },
+    Route(RouteArgs),
     /// Train and evaluate the router's heads.
     Router {
         #[command(subcommand)]
@@ -116,25 +100,7 @@ pub enum RouterCommand {
     /// Label questions with known answers by whether the local model gets them right, for
     /// `router train --labels`: GSM8K problems (final number) and multiple-choice questions
     /// (the option letter with the highest log-probability).
-    Label {
-        #[arg(long, env = "SWITCHBOARD_DATA", default_value = "../shared/data")]
-        data: PathBuf,
-        /// A GGUF chat model (default: the default local model, SmolLM2).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// How many GSM8K training problems to label.
-        #[arg(long, default_value_t = 50)]
-        gsm8k: usize,
-        /// Multiple-choice questions, JSON Lines of `{"question", "choices", "answer"}` (the
-        /// answer as an index or a letter; `domain` optional).
-        #[arg(long)]
-        questions: Option<PathBuf>,
-        /// The longest answer to a GSM8K problem, in tokens.
-        #[arg(long, default_value_t = 256)]
-        max_tokens: usize,
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Label(LabelArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,4 +122,44 @@ pub enum KeysCommand {
     Hash,
     /// Make a new random key and print it with its hash.
     Generate,
+}
+
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    /// The user's message; without it, a JSON conversation is read from standard input (an
+    /// array of OpenAI messages, or an object with `messages`).
+    pub text: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Take the embedding model, heads and custom domains from this file's `router`.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Heads made by `switchboard router train` (default: the shipped ones).
+    #[arg(long)]
+    pub heads: Option<PathBuf>,
+    /// How many nearest examples to show.
+    #[arg(long, default_value_t = 3)]
+    pub nearest: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    #[arg(long, env = "SWITCHBOARD_DATA", default_value = "../shared/data")]
+    pub data: PathBuf,
+    /// A GGUF chat model (default: the default local model, SmolLM2).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// How many GSM8K training problems to label.
+    #[arg(long, default_value_t = 50)]
+    pub gsm8k: usize,
+    /// Multiple-choice questions, JSON Lines of `{"question", "choices", "answer"}` (the
+    /// answer as an index or a letter; `domain` optional).
+    #[arg(long)]
+    pub questions: Option<PathBuf>,
+    /// The longest answer to a GSM8K problem, in tokens.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    #[arg(long)]
+    pub out: PathBuf,
 }

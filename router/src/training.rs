@@ -150,13 +150,7 @@ pub fn train(
         })
         .collect();
 
-    let rows: Vec<Vec<f32>> = training.iter().map(|&i| inputs[i].clone()).collect();
-    let hard: Vec<f32> = training
-        .iter()
-        .map(|&i| f32::from(u8::from(examples[i].hard)))
-        .collect();
-    let weights: Vec<f32> = training.iter().map(|&i| examples[i].weight).collect();
-    let complexity: Logistic = fit::fit_logistic(&rows, &hard, &weights, settings);
+    let complexity = fit_complexity(examples, &inputs, &training, settings);
     let blend = choose_blend(examples, &inputs, embeddings, &topics, &training, settings);
 
     let with_domain: Vec<(usize, usize)> = training
@@ -213,6 +207,22 @@ pub fn train(
     })
 }
 
+/// A logistic head for `hard` over `inputs`, fitted on the examples `rows`.
+fn fit_complexity(
+    examples: &[Example],
+    inputs: &[Vec<f32>],
+    rows: &[usize],
+    settings: Settings,
+) -> Logistic {
+    let x: Vec<Vec<f32>> = rows.iter().map(|&i| inputs[i].clone()).collect();
+    let hard: Vec<f32> = rows
+        .iter()
+        .map(|&i| f32::from(u8::from(examples[i].hard)))
+        .collect();
+    let weights: Vec<f32> = rows.iter().map(|&i| examples[i].weight).collect();
+    fit::fit_logistic(&x, &hard, &weights, settings)
+}
+
 /// Folds of the training split for choosing the blend.
 const FOLDS: u64 = 5;
 /// The blends tried: the head's weight, the prior's weight.
@@ -247,13 +257,7 @@ fn choose_blend(
     let mut head_logits = vec![0f32; examples.len()];
     for k in 0..FOLDS {
         let fit_on: Vec<usize> = training.iter().copied().filter(|&i| fold(i) != k).collect();
-        let rows: Vec<Vec<f32>> = fit_on.iter().map(|&i| inputs[i].clone()).collect();
-        let hard: Vec<f32> = fit_on
-            .iter()
-            .map(|&i| f32::from(u8::from(examples[i].hard)))
-            .collect();
-        let weights: Vec<f32> = fit_on.iter().map(|&i| examples[i].weight).collect();
-        let head = fit::fit_logistic(&rows, &hard, &weights, settings);
+        let head = fit_complexity(examples, inputs, &fit_on, settings);
         for &i in training.iter().filter(|&&i| fold(i) == k) {
             head_logits[i] = crate::heads::dot(&head.weights, &inputs[i]) + head.bias;
         }
@@ -299,16 +303,12 @@ fn choose_blend(
 
     // Platt scaling of the chosen blend's out-of-fold logits.
     let blend = best.0;
-    let logits: Vec<Vec<f32>> = training
+    let logits: Vec<Vec<f32>> = examples
         .iter()
-        .map(|&i| vec![blend.logit(head_logits[i], priors[i])])
+        .enumerate()
+        .map(|(i, _)| vec![blend.logit(head_logits[i], priors[i])])
         .collect();
-    let hard: Vec<f32> = training
-        .iter()
-        .map(|&i| f32::from(u8::from(examples[i].hard)))
-        .collect();
-    let weights: Vec<f32> = training.iter().map(|&i| examples[i].weight).collect();
-    let calibration = fit::fit_logistic(&logits, &hard, &weights, settings);
+    let calibration = fit_complexity(examples, &logits, training, settings);
     Blend {
         scale: calibration.weights[0],
         offset: calibration.bias,

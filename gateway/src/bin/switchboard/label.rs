@@ -2,9 +2,9 @@
 //! writes whether it got each right (see `switchboard_router::labelling`).
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::Context;
+use switchboard_gateway::cli::LabelArgs;
 use switchboard_gateway::model_store::{ModelStore, Package};
 use switchboard_local_engine::{
     Engine, EngineConfig, Event, GenerationRequest, SamplingParams, Turn,
@@ -15,15 +15,6 @@ use switchboard_router::labelling::{self, Labelled, MultipleChoice};
 /// How many alternatives to read at the answer position of a multiple-choice question: enough to
 /// find every option letter among a small model's likely next tokens.
 const TOP_ALTERNATIVES: usize = 20;
-
-pub struct LabelArgs {
-    pub data: PathBuf,
-    pub model: Option<PathBuf>,
-    pub gsm8k: usize,
-    pub questions: Option<PathBuf>,
-    pub max_tokens: usize,
-    pub out: PathBuf,
-}
 
 pub fn label(args: LabelArgs) -> anyhow::Result<()> {
     let model = match args.model {

@@ -36,19 +36,7 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
-        Command::Route {
-            text,
-            json,
-            config,
-            heads,
-            nearest,
-        } => router::route(router::RouteArgs {
-            text,
-            json,
-            config,
-            heads,
-            nearest,
-        }),
+        Command::Route(args) => router::route(args),
         Command::Router { command } => match command {
             RouterCommand::Train {
                 data,
@@ -70,21 +58,7 @@ fn main() -> anyhow::Result<()> {
                 target_share,
                 plot.as_deref(),
             ),
-            RouterCommand::Label {
-                data,
-                model,
-                gsm8k,
-                questions,
-                max_tokens,
-                out,
-            } => label::label(label::LabelArgs {
-                data,
-                model,
-                gsm8k,
-                questions,
-                max_tokens,
-                out,
-            }),
+            RouterCommand::Label(args) => label::label(args),
         },
         Command::Check { config } => {
             let loaded = Config::load(&config)?;

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use switchboard_gateway::api::ChatMessage;
 use switchboard_gateway::classify;
+use switchboard_gateway::cli::RouteArgs;
 use switchboard_gateway::config::Config;
 use switchboard_gateway::model_store::{ModelStore, Package};
 use switchboard_router::batcher::{BatchSettings, EmbeddingService};
@@ -25,14 +26,6 @@ use switchboard_router::training::{self, EmbeddingCache};
 
 /// The embedding model the shipped heads read.
 const EMBEDDER: &str = "all-minilm-l6-v2";
-
-pub struct RouteArgs {
-    pub text: Option<String>,
-    pub json: bool,
-    pub config: Option<PathBuf>,
-    pub heads: Option<PathBuf>,
-    pub nearest: usize,
-}
 
 pub fn route(args: RouteArgs) -> anyhow::Result<()> {
     let config = args.config.as_deref().map(Config::load).transpose()?;
