@@ -154,7 +154,7 @@ impl Classifier {
             text: e.text.clone(),
             domain: e.domain.clone(),
             hard: Some(e.hard),
-            similarity: cosine(embedding, &e.vector.unit()),
+            similarity: cosine(embedding, e.vector.unit()),
         });
         let custom = self.custom.iter().flat_map(|d| {
             d.examples

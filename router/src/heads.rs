@@ -46,11 +46,15 @@ pub struct Heads {
     pub provenance: serde_json::Value,
 }
 
-/// A unit vector scaled so that its largest component is ±127: a quarter of the size of floats,
-/// and cosines stay within about 0.001.
+/// A unit vector stored scaled so that its largest component is ±127: a quarter of the size of
+/// floats in the file, and cosines stay within about 0.001. The unit vector is decoded once, when
+/// the file is read, since every request compares itself with the topics.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct QuantizedVector(Vec<i8>);
+#[serde(from = "Vec<i8>", into = "Vec<i8>")]
+pub struct QuantizedVector {
+    stored: Vec<i8>,
+    unit: Vec<f32>,
+}
 
 impl QuantizedVector {
     pub fn new(vector: &[f32]) -> Self {
@@ -58,27 +62,39 @@ impl QuantizedVector {
             .iter()
             .fold(0f32, |m, v| m.max(v.abs()))
             .max(f32::MIN_POSITIVE);
-        Self(
-            vector
-                .iter()
-                .map(|v| (v / largest * 127.0).round() as i8)
-                .collect(),
-        )
+        let stored: Vec<i8> = vector
+            .iter()
+            .map(|v| (v / largest * 127.0).round() as i8)
+            .collect();
+        stored.into()
     }
 
-    /// The unit vector back.
-    pub fn unit(&self) -> Vec<f32> {
-        let v: Vec<f32> = self.0.iter().map(|&q| f32::from(q)).collect();
-        let norm = dot(&v, &v).sqrt().max(f32::MIN_POSITIVE);
-        v.iter().map(|x| x / norm).collect()
+    /// The unit vector.
+    pub fn unit(&self) -> &[f32] {
+        &self.unit
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.stored.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.stored.is_empty()
+    }
+}
+
+impl From<Vec<i8>> for QuantizedVector {
+    fn from(stored: Vec<i8>) -> Self {
+        let v: Vec<f32> = stored.iter().map(|&q| f32::from(q)).collect();
+        let norm = dot(&v, &v).sqrt().max(f32::MIN_POSITIVE);
+        let unit = v.iter().map(|x| x / norm).collect();
+        Self { stored, unit }
+    }
+}
+
+impl From<QuantizedVector> for Vec<i8> {
+    fn from(vector: QuantizedVector) -> Self {
+        vector.stored
     }
 }
 
@@ -113,7 +129,7 @@ pub fn topic_prior(topics: &[TopicPrior], embedding: &[f32]) -> f32 {
     }
     let logits: Vec<f32> = topics
         .iter()
-        .map(|t| dot(&t.centroid.unit(), embedding) / TOPIC_TEMPERATURE)
+        .map(|t| dot(t.centroid.unit(), embedding) / TOPIC_TEMPERATURE)
         .collect();
     softmax(&logits)
         .iter()
@@ -363,7 +379,7 @@ mod tests {
             .collect();
         let norm = dot(&embedding, &embedding).sqrt();
         let unit: Vec<f32> = embedding.iter().map(|v| v / norm).collect();
-        assert!(dot(&unit, &QuantizedVector::new(&unit).unit()) > 0.999);
+        assert!(dot(&unit, QuantizedVector::new(&unit).unit()) > 0.999);
     }
 
     #[test]
