@@ -3,10 +3,9 @@
 
 use axum::http::HeaderValue;
 use switchboard_router::conversation::{Speaker, Turn};
-use switchboard_router::language::{self, Language};
-use switchboard_router::pii::{self, PiiKind};
+use switchboard_router::pii::PiiKind;
 
-use crate::api::{ChatCompletionRequest, ChatMessage, Role};
+use crate::api::{ChatMessage, Role};
 
 /// The conversation as the router reads it.
 pub fn turns(messages: &[ChatMessage]) -> Vec<Turn> {
@@ -25,28 +24,6 @@ pub fn turns(messages: &[ChatMessage]) -> Vec<Turn> {
             })
         })
         .collect()
-}
-
-/// The language of the last user message.
-pub fn language(request: &ChatCompletionRequest) -> Option<Language> {
-    let last_user = request
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.role == Role::User)?;
-    language::detect(&last_user.content.as_ref()?.text())
-}
-
-/// The distinct kinds of private data in the request's messages, in a fixed order.
-pub fn private_data(request: &ChatCompletionRequest) -> Vec<PiiKind> {
-    distinct(
-        request
-            .messages
-            .iter()
-            .filter_map(|m| m.content.as_ref())
-            .flat_map(|content| pii::scan(&content.text()))
-            .map(|finding| finding.kind),
-    )
 }
 
 /// Kinds sorted, each once.

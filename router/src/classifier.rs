@@ -37,6 +37,20 @@ impl Scores {
     }
 }
 
+/// Private data in every turn, tool results included: `(turn index, finding)`.
+pub fn private_data(turns: &[Turn]) -> Vec<(usize, Finding)> {
+    turns
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| pii::scan(&t.text).into_iter().map(move |f| (i, f)))
+        .collect()
+}
+
+/// The language of the last user turn.
+pub fn language_of(turns: &[Turn]) -> Option<Language> {
+    last_user(turns).and_then(language::detect)
+}
+
 /// An example that a request resembles, to explain its scores.
 #[derive(Debug, Clone)]
 pub struct Neighbour {
@@ -114,16 +128,11 @@ impl Classifier {
             }
         };
         let (complexity, domains) = self.score(&embedding, turns);
-        let pii = turns
-            .iter()
-            .enumerate()
-            .flat_map(|(i, t)| pii::scan(&t.text).into_iter().map(move |f| (i, f)))
-            .collect();
         Ok(Scores {
             complexity,
             domains,
-            language: last_user(turns).and_then(language::detect),
-            pii,
+            language: language_of(turns),
+            pii: private_data(turns),
             tokens,
             embedding,
         })

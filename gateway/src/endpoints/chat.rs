@@ -9,7 +9,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use switchboard_router::classifier::Classifier;
+use switchboard_router::classifier::{Classifier, language_of, private_data};
+use switchboard_router::pii::Finding;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -123,14 +124,13 @@ async fn classify(
     record: &mut RequestRecord,
 ) {
     let started = Instant::now();
+    let turns = crate::classify::turns(&request.messages);
+    let distinct_kinds =
+        |pii: &[(usize, Finding)]| crate::classify::distinct(pii.iter().map(|(_, f)| f.kind));
     if let Some(classifier) = classifier {
-        match classifier
-            .classify(&crate::classify::turns(&request.messages))
-            .await
-        {
+        match classifier.classify(&turns).await {
             Ok(scores) => {
-                record.private_data =
-                    crate::classify::distinct(scores.pii.iter().map(|(_, f)| f.kind));
+                record.private_data = distinct_kinds(&scores.pii);
                 record.language = scores.language.map(|l| l.code);
                 record.classification = Some(Classification {
                     complexity: scores.complexity,
@@ -142,8 +142,8 @@ async fn classify(
             Err(error) => tracing::warn!(%error, "the router could not score the request"),
         }
     }
-    record.private_data = crate::classify::private_data(request);
-    record.language = crate::classify::language(request).map(|l| l.code);
+    record.private_data = distinct_kinds(&private_data(&turns));
+    record.language = language_of(&turns).map(|l| l.code);
 }
 
 async fn answer<'a>(
