@@ -166,13 +166,13 @@ impl ChatCompletionRequest {
                 }
             }
         }
-        if let Some(value) = self.extra.get("top_logprobs").filter(|v| !v.is_null()) {
-            if value.as_u64().is_none_or(|n| n > 20) {
-                return Err((
-                    "top_logprobs",
-                    "'top_logprobs' must be an integer between 0 and 20".to_owned(),
-                ));
-            }
+        if let Some(value) = self.extra.get("top_logprobs").filter(|v| !v.is_null())
+            && value.as_u64().is_none_or(|n| n > 20)
+        {
+            return Err((
+                "top_logprobs",
+                "'top_logprobs' must be an integer between 0 and 20".to_owned(),
+            ));
         }
         if self.stream_options.is_some() && !self.is_stream() {
             return Err((

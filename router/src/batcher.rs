@@ -1,6 +1,7 @@
-//! Micro-batching for the embedder: requests that arrive within a short window (or until a
-//! batch is full) are embedded together on the embedder's own thread, sorted by length so that
-//! texts of a sub-batch pad to similar lengths. A bounded queue in front refuses work when full.
+//! Micro-batching for the embedder: requests that queue while a forward pass runs are embedded
+//! together in the next one, on the embedder's own thread; the encoder lays a batch's texts end
+//! to end, so a batch costs what its tokens cost, with no padding. A bounded queue in front
+//! refuses work when full.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -12,7 +13,8 @@ use crate::embedder::{Embed, Embedded, EmbedderError};
 
 #[derive(Debug, Clone, Copy)]
 pub struct BatchSettings {
-    /// How long the first request of a batch waits for company.
+    /// How long the first request of a batch waits for company. Zero by default: an idle
+    /// embedder starts at once, and under load batches form from what queues meanwhile.
     pub window: Duration,
     /// Texts in one forward pass.
     pub max_batch: usize,
@@ -23,7 +25,7 @@ pub struct BatchSettings {
 impl Default for BatchSettings {
     fn default() -> Self {
         Self {
-            window: Duration::from_millis(1),
+            window: Duration::ZERO,
             max_batch: 16,
             queue: 256,
         }
@@ -102,14 +104,13 @@ fn run(embedder: &dyn Embed, jobs: &Receiver<Job>, settings: BatchSettings) {
     }
 }
 
-/// Embeds every text of the batch, shortest first in sub-batches, and replies to each job.
+/// Embeds every text of the batch, `max_batch` texts per forward pass, and replies to each job.
 fn answer(embedder: &dyn Embed, batch: Vec<Job>, max_batch: usize) {
-    let mut order: Vec<(usize, usize)> = batch
+    let order: Vec<(usize, usize)> = batch
         .iter()
         .enumerate()
         .flat_map(|(j, job)| (0..job.texts.len()).map(move |t| (j, t)))
         .collect();
-    order.sort_by_key(|&(j, t)| batch[j].texts[t].len());
     let mut results: Vec<Embedded> = batch
         .iter()
         .map(|job| Embedded {

@@ -122,7 +122,7 @@ fn written_requests() -> Vec<Example> {
 
 /// Whether a text falls in the validation split.
 pub fn in_validation(text: &str) -> bool {
-    stable_hash(text) % VALIDATION_ONE_IN == 0
+    stable_hash(text).is_multiple_of(VALIDATION_ONE_IN)
 }
 
 fn example(source: String, text: String, hard: bool, domain: Option<&'static str>) -> Example {
@@ -413,7 +413,7 @@ mod tests {
             stable_hash("reset my password")
         );
         let validation = (0..10_000)
-            .filter(|i| stable_hash(&format!("text {i}")) % VALIDATION_ONE_IN == 0)
+            .filter(|i| stable_hash(&format!("text {i}")).is_multiple_of(VALIDATION_ONE_IN))
             .count();
         assert!((1_800..2_200).contains(&validation), "{validation}");
     }

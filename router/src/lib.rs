@@ -2,8 +2,8 @@
 //!
 //! - [`classifier`]: a conversation in, [`Scores`](classifier::Scores) out;
 //! - what it reads: [`conversation`] (the routing text), [`features`] (cheap text features),
-//!   [`embedder`] (all-MiniLM-L6-v2, micro-batched by [`batcher`], repeats served by
-//!   [`recent`]), [`pii`], [`language`];
+//!   [`embedder`] (all-MiniLM-L6-v2 on our own BERT forward pass, [`encoder`]; micro-batched by
+//!   [`batcher`], repeats served by [`recent`]), [`pii`], [`language`];
 //! - what it decides with: [`heads`] (trained complexity and domain heads) and [`domain`]
 //!   (custom domains by example);
 //! - how the heads are made and judged: [`dataset`], [`labelling`] (labels for your own local
@@ -15,6 +15,7 @@ pub mod conversation;
 pub mod dataset;
 pub mod domain;
 pub mod embedder;
+pub mod encoder;
 pub mod evaluation;
 pub mod features;
 pub mod fit;

@@ -202,7 +202,7 @@ fn luhn(digits: &[u32]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The number ranges the Social Security Administration never assigns are not SSNs.

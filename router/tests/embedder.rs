@@ -5,6 +5,7 @@ mod common;
 
 use serde::Deserialize;
 use switchboard_router::embedder::{BertEmbedder, Embed, MAX_TOKENS, cosine};
+use switchboard_router::encoder::Isa;
 
 #[derive(Deserialize)]
 struct Reference {
@@ -19,7 +20,13 @@ struct Sentence {
 
 #[test]
 fn embeddings_match_sentence_transformers_alone_and_in_a_batch() {
-    let embedder = BertEmbedder::load(&common::model_dir()).unwrap();
+    for isa in Isa::supported() {
+        let embedder = BertEmbedder::load_with(&common::model_dir(), 2, isa).unwrap();
+        matches_sentence_transformers(&embedder, isa);
+    }
+}
+
+fn matches_sentence_transformers(embedder: &BertEmbedder, isa: Isa) {
     assert_eq!(embedder.dimensions(), 384);
     let reference: Reference = serde_json::from_str(include_str!("reference/minilm.json")).unwrap();
     assert_eq!(reference.sentences.len(), 20);
@@ -34,11 +41,15 @@ fn embeddings_match_sentence_transformers_alone_and_in_a_batch() {
         let norm: f32 = alone.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "unit length: {norm}");
         let similarity = cosine(alone, &sentence.vector);
-        assert!(similarity >= 0.999, "{similarity} for {:?}", sentence.text);
+        assert!(
+            similarity >= 0.999,
+            "{isa:?}: {similarity} for {:?}",
+            sentence.text
+        );
         let batch_similarity = cosine(from_batch, &sentence.vector);
         assert!(
             batch_similarity >= 0.999,
-            "{batch_similarity} in a batch for {:?}",
+            "{isa:?}: {batch_similarity} in a batch for {:?}",
             sentence.text
         );
     }

@@ -17,6 +17,7 @@ use switchboard_router::classifier::{Classifier, Neighbour, Scores};
 use switchboard_router::conversation::Turn;
 use switchboard_router::dataset::{self, Caps, Example};
 use switchboard_router::embedder::{BertEmbedder, Embed};
+use switchboard_router::encoder::ARITHMETIC;
 use switchboard_router::evaluation::{self, threshold_for_share};
 use switchboard_router::fit::Settings;
 use switchboard_router::heads::Heads;
@@ -187,7 +188,7 @@ fn embedded_examples(data: &Path, labels: &[PathBuf]) -> anyhow::Result<Embedded
         .parent()
         .unwrap_or(store.root())
         .join("cache")
-        .join(format!("router-embeddings-{EMBEDDER}.bin"));
+        .join(format!("router-embeddings-{EMBEDDER}-{ARITHMETIC}.bin"));
     let mut cache = EmbeddingCache::open(&cache_path, embedder.dimensions())?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("embedding {bar:40} {pos}/{len} texts, {eta} left")
