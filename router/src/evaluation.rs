@@ -273,7 +273,9 @@ pub fn evaluate(
                 "topic prior alone (a component of the head)",
                 positions
                     .iter()
-                    .map(|&p| crate::heads::topic_prior(&heads.topics, &embeddings[evaluated[p]]))
+                    .map(|&p| {
+                        crate::heads::topic_match(&heads.topics, &embeddings[evaluated[p]]).prior
+                    })
                     .collect(),
             ));
         }

@@ -16,7 +16,7 @@ use crate::features;
 pub const DEFAULT: &str = include_str!("../heads/heads.json");
 
 /// Bumped when the input layout changes, so that an old file is refused instead of misread.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeadsError {
@@ -107,35 +107,53 @@ pub struct Exemplar {
     pub vector: QuantizedVector,
 }
 
-/// How often requests about one topic were hard, and where the topic lies in embedding space.
-/// The topics are MMLU's 57 subjects: a question's nearest subjects say more about whether a
-/// small model fails it than its wording does, and a linear head over the raw embedding cannot
-/// express "the share of hard questions near here".
+/// What escalating gains in one region of topic space, and where the region lies. The regions
+/// are MMLU's 57 subjects, each split by k-means into up to 8 groups of questions: a question's
+/// nearest regions say more about whether the large model would answer it better than its
+/// wording does, and a linear head over the raw embedding cannot express "the gain near here".
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicPrior {
+    /// The subject the region belongs to.
     pub topic: String,
-    /// The share of the topic's training examples that were hard.
+    /// The expected gain of the strong model over the weak one on the region's training
+    /// questions (share only the strong one got right, minus share only the weak one got
+    /// right), shrunk toward the subject's: in [-1, 1].
     pub rate: f32,
     pub centroid: QuantizedVector,
 }
 
 /// How sharply a request's similarity to the topics picks the nearest ones.
-const TOPIC_TEMPERATURE: f32 = 0.03;
+const TOPIC_TEMPERATURE: f32 = 0.05;
 
-/// The hard rate near `embedding`: the topics' rates weighted by a softmax of their cosines.
-pub fn topic_prior(topics: &[TopicPrior], embedding: &[f32]) -> f32 {
+/// How a request sits among the topics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TopicMatch {
+    /// The topics' gains weighted by a softmax of their cosines with the request.
+    pub prior: f32,
+    /// The cosine of the nearest topic: how much the request looks like an exam question at all.
+    pub nearness: f32,
+}
+
+pub fn topic_match(topics: &[TopicPrior], embedding: &[f32]) -> TopicMatch {
     if topics.is_empty() {
-        return 0.0;
+        return TopicMatch {
+            prior: 0.0,
+            nearness: 0.0,
+        };
     }
-    let logits: Vec<f32> = topics
+    let cosines: Vec<f32> = topics
         .iter()
-        .map(|t| dot(t.centroid.unit(), embedding) / TOPIC_TEMPERATURE)
+        .map(|t| dot(t.centroid.unit(), embedding))
         .collect();
-    softmax(&logits)
-        .iter()
-        .zip(topics)
-        .map(|(w, t)| w * t.rate)
-        .sum()
+    let logits: Vec<f32> = cosines.iter().map(|c| c / TOPIC_TEMPERATURE).collect();
+    TopicMatch {
+        prior: softmax(&logits)
+            .iter()
+            .zip(topics)
+            .map(|(w, t)| w * t.rate)
+            .sum(),
+        nearness: cosines.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+    }
 }
 
 impl Heads {
@@ -189,47 +207,57 @@ impl Heads {
         let mut x = raw_input(&self.topics, embedding, turns);
         self.standardizer.apply(&mut x);
         let head = dot(&self.complexity.weights, &x) + self.complexity.bias;
-        let prior = topic_prior(&self.topics, embedding);
         Prediction {
-            complexity: self.blend.apply(head, prior),
+            complexity: self.blend.apply(head, topic_match(&self.topics, embedding)),
             domains: self.domain.probabilities(&x),
         }
     }
 }
 
-/// complexity = σ(scale · (head · head_logit + prior · logit(topic prior)) + offset).
+/// complexity = σ(scale · max(head_logit, prior_offset + prior_weight · prior + ln g) + offset),
+/// with the gate g = σ(20 · (nearness − gate_center)).
 ///
-/// The linear head reads the topic prior too, but fitted for log-loss over everyday and hard
-/// traffic together it leaves most of the prior's ranking of exam-style questions unused; the
-/// blend's two weights are chosen by cross-validation on the training split for the best
-/// cost–quality curve on MMLU that keeps everyday traffic apart from hard tasks. `scale` and
-/// `offset` then make the result a probability again (Platt scaling on the same out-of-fold
-/// predictions), so that a threshold of 0.6 means what it says.
+/// Two estimates, and the larger one counts: the head's (fitted for log-loss over everyday and
+/// hard traffic together, it knows a word problem or a proof request is hard, but ranks exam
+/// questions no better than chance among themselves), and the topic's gain, which ranks exam
+/// questions well but means nothing far from every exam topic; the gate fades it out there, so
+/// that everyday requests keep the head's low scores. The gate's center and the prior's offset
+/// and weight are chosen by cross-validation on the training split for the best cost–quality
+/// curve on MMLU that keeps everyday traffic apart from hard tasks and the overall ranking of
+/// hard examples near the head's; `scale` and `offset` then make the result a probability again
+/// (Platt scaling on the same out-of-fold predictions), so that a threshold of 0.6 means what it
+/// says.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Blend {
-    pub head: f32,
-    pub prior: f32,
+    pub gate_center: f32,
+    pub prior_offset: f32,
+    pub prior_weight: f32,
     pub scale: f32,
     pub offset: f32,
 }
 
+/// How fast the gate opens with nearness.
+const GATE_STEEPNESS: f32 = 20.0;
+
 impl Blend {
-    /// The head alone.
+    /// The head alone: a gate centred beyond any cosine stays shut, and the prior's estimate
+    /// lies far below any head logit.
     pub const HEAD: Blend = Blend {
-        head: 1.0,
-        prior: 0.0,
+        gate_center: 2.0,
+        prior_offset: -1000.0,
+        prior_weight: 0.0,
         scale: 1.0,
         offset: 0.0,
     };
 
     /// The blended logit, before calibration.
-    pub fn logit(self, head_logit: f32, topic_prior: f32) -> f32 {
-        let p = topic_prior.clamp(1e-4, 1.0 - 1e-4);
-        self.head * head_logit + self.prior * (p / (1.0 - p)).ln()
+    pub fn logit(self, head_logit: f32, topics: TopicMatch) -> f32 {
+        let log_gate = log_sigmoid(GATE_STEEPNESS * (topics.nearness - self.gate_center));
+        head_logit.max(self.prior_offset + self.prior_weight * topics.prior + log_gate)
     }
 
-    pub fn apply(self, head_logit: f32, topic_prior: f32) -> f32 {
-        sigmoid(self.scale * self.logit(head_logit, topic_prior) + self.offset)
+    pub fn apply(self, head_logit: f32, topics: TopicMatch) -> f32 {
+        sigmoid(self.scale * self.logit(head_logit, topics) + self.offset)
     }
 }
 
@@ -240,7 +268,7 @@ pub fn raw_input(topics: &[TopicPrior], embedding: &[f32], turns: &[Turn]) -> Ve
         .chain(&features::text_features(turns))
         .copied()
         .collect();
-    x.push(topic_prior(topics, embedding));
+    x.push(topic_match(topics, embedding).prior);
     x
 }
 
@@ -331,6 +359,15 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// ln σ(z), without overflow at either end.
+fn log_sigmoid(z: f32) -> f32 {
+    if z >= 0.0 {
+        -(-z).exp().ln_1p()
+    } else {
+        z - z.exp().ln_1p()
+    }
+}
+
 pub fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
@@ -389,21 +426,39 @@ mod tests {
             rate,
             centroid: QuantizedVector::new(v),
         };
-        let topics = [topic(0.9, &[1.0, 0.0]), topic(0.1, &[0.0, 1.0])];
-        assert!((topic_prior(&topics, &[1.0, 0.0]) - 0.9).abs() < 1e-3);
-        assert!((topic_prior(&topics, &[0.0, 1.0]) - 0.1).abs() < 1e-3);
-        assert!((topic_prior(&topics, &[std::f32::consts::FRAC_1_SQRT_2; 2]) - 0.5).abs() < 1e-3);
-        assert_eq!(topic_prior(&[], &[1.0, 0.0]), 0.0);
+        let topics = [topic(0.9, &[1.0, 0.0]), topic(-0.1, &[0.0, 1.0])];
+        let near_first = topic_match(&topics, &[1.0, 0.0]);
+        assert!((near_first.prior - 0.9).abs() < 1e-3);
+        assert!((near_first.nearness - 1.0).abs() < 1e-2);
+        assert!((topic_match(&topics, &[0.0, 1.0]).prior + 0.1).abs() < 1e-3);
+        let between = topic_match(&topics, &[std::f32::consts::FRAC_1_SQRT_2; 2]);
+        assert!((between.prior - 0.4).abs() < 1e-3);
+        assert!((between.nearness - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-2);
+        assert_eq!(topic_match(&[], &[1.0, 0.0]).prior, 0.0);
     }
 
     #[test]
-    fn the_blend_of_the_head_alone_is_the_head() {
-        assert!((Blend::HEAD.apply(1.5, 0.9) - sigmoid(1.5)).abs() < 1e-6);
-        let both = Blend {
-            prior: 1.0,
+    fn the_gate_hands_exam_questions_to_the_prior() {
+        let far = TopicMatch {
+            prior: 0.5,
+            nearness: 0.1,
+        };
+        let near = TopicMatch {
+            prior: 0.5,
+            nearness: 0.9,
+        };
+        assert!((Blend::HEAD.apply(1.5, near) - sigmoid(1.5)).abs() < 1e-6);
+        let gated = Blend {
+            gate_center: 0.4,
+            prior_offset: -1.0,
+            prior_weight: 10.0,
             ..Blend::HEAD
         };
-        assert!(both.apply(0.0, 0.8) > 0.79 && both.apply(0.0, 0.2) < 0.21);
+        // Far from every topic: the head; near one, the larger of the head and the topic's gain.
+        assert!((gated.logit(1.5, far) - 1.5).abs() < 1e-3);
+        assert!((gated.logit(1.5, near) - 4.0).abs() < 1e-3);
+        assert!((gated.logit(6.0, near) - 6.0).abs() < 1e-3);
+        assert!((log_sigmoid(-200.0) + 200.0).abs() < 1e-3 && log_sigmoid(200.0) == 0.0);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - what it decides with: [`heads`] (trained complexity and domain heads) and [`domain`]
 //!   (custom domains by example);
 //! - how the heads are made and judged: [`dataset`], [`labelling`] (labels for your own local
-//!   model), [`fit`], [`training`], [`evaluation`], [`pii_benchmark`].
+//!   model), [`fit`], [`topics`] (the MMLU topic regions of the complexity prior),
+//!   [`training`], [`evaluation`], [`pii_benchmark`].
 
 pub mod batcher;
 pub mod classifier;
@@ -25,4 +26,5 @@ pub mod language;
 pub mod pii;
 pub mod pii_benchmark;
 pub mod recent;
+pub mod topics;
 pub mod training;

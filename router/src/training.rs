@@ -14,9 +14,10 @@ use crate::embedder::{Embed, EmbedderError};
 use crate::evaluation::{CostQuality, auroc, everyday_or_hard};
 use crate::fit::{self, Settings, balanced_weights};
 use crate::heads::{
-    Blend, Exemplar, FORMAT, Heads, Logistic, QuantizedVector, Softmax, Standardizer, TopicPrior,
-    raw_input,
+    Blend, Exemplar, FORMAT, Heads, Logistic, QuantizedVector, Softmax, Standardizer, TopicMatch,
+    raw_input, topic_match,
 };
+use crate::topics::fit_topics;
 
 /// Texts per forward pass while embedding a data set.
 const BATCH: usize = 16;
@@ -134,7 +135,7 @@ pub fn train(
     if training.is_empty() {
         return Err(TrainingError::Empty);
     }
-    let topics = topic_priors(examples, embeddings, &training);
+    let topics = fit_topics(examples, embeddings, &training);
     let raw: Vec<Vec<f32>> = examples
         .iter()
         .zip(embeddings)
@@ -151,7 +152,7 @@ pub fn train(
         .collect();
 
     let complexity = fit_complexity(examples, &inputs, &training, settings);
-    let blend = choose_blend(examples, &inputs, embeddings, &topics, &training, settings);
+    let blend = choose_blend(examples, &inputs, embeddings, &training, settings);
 
     let with_domain: Vec<(usize, usize)> = training
         .iter()
@@ -225,47 +226,47 @@ fn fit_complexity(
 
 /// Folds of the training split for choosing the blend.
 const FOLDS: u64 = 5;
-/// The blends tried: the head's weight, the prior's weight.
-const BLENDS: [(f32, f32); 10] = [
-    (1.0, 0.0),
-    (1.0, 0.5),
-    (1.0, 1.0),
-    (1.0, 1.5),
-    (0.75, 1.0),
-    (0.75, 1.5),
-    (0.75, 2.0),
-    (0.5, 1.0),
-    (0.5, 1.5),
-    (0.5, 2.0),
-];
+/// The blends tried: where the gate opens (the nearness to a topic), and the prior's offset and
+/// weight.
+const GATE_CENTERS: [f32; 5] = [0.3, 0.35, 0.4, 0.45, 0.5];
+const PRIOR_OFFSETS: [f32; 5] = [-2.0, -1.0, 0.0, 1.0, 2.0];
+const PRIOR_WEIGHTS: [f32; 5] = [2.5, 5.0, 10.0, 20.0, 40.0];
 /// What a blend must keep of the separation between everyday traffic and hard tasks.
 const MIN_EVERYDAY_AUROC: f64 = 0.97;
+/// How much of the head's ranking of all hard examples against all easy ones a blend may give
+/// up (AUROC), so that the prior does not bury word problems and proofs under exam questions.
+const MAX_OVERALL_AUROC_LOSS: f64 = 0.02;
 
 /// The blend with the best cost–quality curve on MMLU that keeps everyday traffic and hard
-/// tasks apart (AUROC ≥ [`MIN_EVERYDAY_AUROC`]), judged on out-of-fold predictions: each fold's
-/// head logits come from a head fitted on the other folds, so that the choice sees the head as
-/// it will be on requests it never saw.
+/// tasks apart (AUROC ≥ [`MIN_EVERYDAY_AUROC`]) and all hard examples above easy ones nearly as
+/// well as the head (within [`MAX_OVERALL_AUROC_LOSS`]), judged on out-of-fold predictions: each fold's
+/// head logits and topics come from the other folds, so that the choice sees them as they will
+/// be on requests they never saw (a topic's gain includes its own questions' outcomes).
 fn choose_blend(
     examples: &[Example],
     inputs: &[Vec<f32>],
     embeddings: &[Vec<f32>],
-    topics: &[TopicPrior],
     training: &[usize],
     settings: Settings,
 ) -> Blend {
     let fold = |i: usize| crate::dataset::stable_hash(&examples[i].turns[0].text) / 7 % FOLDS;
     let mut head_logits = vec![0f32; examples.len()];
+    let mut matches = vec![
+        TopicMatch {
+            prior: 0.0,
+            nearness: 0.0
+        };
+        examples.len()
+    ];
     for k in 0..FOLDS {
         let fit_on: Vec<usize> = training.iter().copied().filter(|&i| fold(i) != k).collect();
         let head = fit_complexity(examples, inputs, &fit_on, settings);
+        let topics = fit_topics(examples, embeddings, &fit_on);
         for &i in training.iter().filter(|&&i| fold(i) == k) {
             head_logits[i] = crate::heads::dot(&head.weights, &inputs[i]) + head.bias;
+            matches[i] = topic_match(&topics, &embeddings[i]);
         }
     }
-    let priors: Vec<f32> = embeddings
-        .iter()
-        .map(|v| crate::heads::topic_prior(topics, v))
-        .collect();
 
     let mmlu: Vec<usize> = training
         .iter()
@@ -278,35 +279,49 @@ fn choose_blend(
         .filter_map(|&i| Some((i, everyday_or_hard(&examples[i])?)))
         .collect();
     let labels: Vec<bool> = contrast.iter().map(|c| c.1).collect();
+    let hard: Vec<bool> = training.iter().map(|&i| examples[i].hard).collect();
+    let overall = |score: &dyn Fn(usize) -> f32| {
+        auroc(
+            &training.iter().map(|&i| score(i)).collect::<Vec<_>>(),
+            &hard,
+        )
+        .unwrap_or(0.5)
+    };
+    let head_overall = overall(&|i| head_logits[i]);
 
     let mut best = (Blend::HEAD, f64::NEG_INFINITY);
-    for (head, prior) in BLENDS {
-        let blend = Blend {
-            head,
-            prior,
-            ..Blend::HEAD
-        };
-        let score = |i: usize| blend.apply(head_logits[i], priors[i]);
-        let separation = auroc(
-            &contrast.iter().map(|c| score(c.0)).collect::<Vec<_>>(),
-            &labels,
-        );
-        if separation.is_some_and(|a| a < MIN_EVERYDAY_AUROC) {
-            continue;
-        }
-        let scores: Vec<f32> = mmlu.iter().map(|&i| score(i)).collect();
-        let apgr = CostQuality::of(&scores, &outcomes).map_or(0.0, |c| c.apgr());
-        if apgr > best.1 {
-            best = (blend, apgr);
+    for gate_center in GATE_CENTERS {
+        for prior_offset in PRIOR_OFFSETS {
+            for prior_weight in PRIOR_WEIGHTS {
+                let blend = Blend {
+                    gate_center,
+                    prior_offset,
+                    prior_weight,
+                    ..Blend::HEAD
+                };
+                let score = |i: usize| blend.logit(head_logits[i], matches[i]);
+                let separation = auroc(
+                    &contrast.iter().map(|c| score(c.0)).collect::<Vec<_>>(),
+                    &labels,
+                );
+                if separation.is_some_and(|a| a < MIN_EVERYDAY_AUROC)
+                    || overall(&score) < head_overall - MAX_OVERALL_AUROC_LOSS
+                {
+                    continue;
+                }
+                let scores: Vec<f32> = mmlu.iter().map(|&i| score(i)).collect();
+                let apgr = CostQuality::of(&scores, &outcomes).map_or(0.0, |c| c.apgr());
+                if apgr > best.1 {
+                    best = (blend, apgr);
+                }
+            }
         }
     }
 
     // Platt scaling of the chosen blend's out-of-fold logits.
     let blend = best.0;
-    let logits: Vec<Vec<f32>> = examples
-        .iter()
-        .enumerate()
-        .map(|(i, _)| vec![blend.logit(head_logits[i], priors[i])])
+    let logits: Vec<Vec<f32>> = (0..examples.len())
+        .map(|i| vec![blend.logit(head_logits[i], matches[i])])
         .collect();
     let calibration = fit_complexity(examples, &logits, training, settings);
     Blend {
@@ -314,42 +329,6 @@ fn choose_blend(
         offset: calibration.bias,
         ..blend
     }
-}
-
-/// The hard rate and centroid of each MMLU subject of the training split.
-fn topic_priors(
-    examples: &[Example],
-    embeddings: &[Vec<f32>],
-    training: &[usize],
-) -> Vec<TopicPrior> {
-    let mut topics: Vec<(String, usize, usize, Vec<f32>)> = Vec::new();
-    for &i in training {
-        if examples[i].outcome.is_none() {
-            continue;
-        }
-        let topic = examples[i].source.trim_start_matches("mmlu/");
-        let at = match topics.iter().position(|t| t.0 == topic) {
-            Some(at) => at,
-            None => {
-                topics.push((topic.to_owned(), 0, 0, vec![0.0; embeddings[i].len()]));
-                topics.len() - 1
-            }
-        };
-        let entry = &mut topics[at];
-        entry.1 += usize::from(examples[i].hard);
-        entry.2 += 1;
-        for (sum, v) in entry.3.iter_mut().zip(&embeddings[i]) {
-            *sum += v;
-        }
-    }
-    topics
-        .into_iter()
-        .map(|(topic, hard, count, sum)| TopicPrior {
-            topic,
-            rate: hard as f32 / count as f32,
-            centroid: QuantizedVector::new(&sum),
-        })
-        .collect()
 }
 
 /// The training examples the domain head is surest of, per domain, shortest texts preferred
