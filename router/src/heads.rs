@@ -355,8 +355,26 @@ impl Softmax {
     }
 }
 
+/// Σ aᵢbᵢ, in eight running sums so that the compiler can use vector instructions (a single
+/// running sum fixes the order of the additions and keeps it scalar): every request takes a
+/// few hundred of these against the topics and exemplars.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    const LANES: usize = 8;
+    let (a, b) = (&a[..a.len().min(b.len())], &b[..a.len().min(b.len())]);
+    let mut lanes = [0f32; LANES];
+    let (whole_a, whole_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest: f32 = whole_a
+        .remainder()
+        .iter()
+        .zip(whole_b.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in whole_a.zip(whole_b) {
+        for lane in 0..LANES {
+            lanes[lane] += x[lane] * y[lane];
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
 }
 
 /// ln σ(z), without overflow at either end.
