@@ -74,6 +74,11 @@ impl EmbeddingService {
     }
 
     pub async fn embed(&self, texts: Vec<String>) -> Result<Embedded, BatchError> {
+        self.submit(texts)?.wait().await
+    }
+
+    /// Queues the texts now, so that the caller can do other work while they are embedded.
+    pub fn submit(&self, texts: Vec<String>) -> Result<Pending, BatchError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .try_send(Job { texts, reply })
@@ -81,7 +86,16 @@ impl EmbeddingService {
                 TrySendError::Full(_) => BatchError::Overloaded,
                 TrySendError::Disconnected(_) => BatchError::Stopped,
             })?;
-        answer.await.map_err(|_| BatchError::Stopped)?
+        Ok(Pending(answer))
+    }
+}
+
+/// Texts being embedded.
+pub struct Pending(oneshot::Receiver<Result<Embedded, BatchError>>);
+
+impl Pending {
+    pub async fn wait(self) -> Result<Embedded, BatchError> {
+        self.0.await.map_err(|_| BatchError::Stopped)?
     }
 }
 

@@ -112,13 +112,21 @@ impl Classifier {
 
     pub async fn classify(&self, turns: &[Turn]) -> Result<Scores, BatchError> {
         let text = routing_text(turns);
+        let known = match self.recent.get(&text) {
+            Some(remembered) => Ok(remembered),
+            None => Err(self.embedder.submit(vec![text.clone()])?),
+        };
+        // The messages are read while the embedder works: language detection alone costs about
+        // as much as a fifth of a short text's embedding.
+        let language = language_of(turns);
+        let pii = private_data(turns);
         let Remembered {
             vector: embedding,
             tokens,
-        } = match self.recent.get(&text) {
-            Some(remembered) => remembered,
-            None => {
-                let embedded = self.embedder.embed(vec![text.clone()]).await?;
+        } = match known {
+            Ok(remembered) => remembered,
+            Err(pending) => {
+                let embedded = pending.wait().await?;
                 let remembered = Remembered {
                     vector: embedded.vectors.into_iter().next().unwrap_or_default(),
                     tokens: embedded.tokens.first().copied().unwrap_or(0),
@@ -131,8 +139,8 @@ impl Classifier {
         Ok(Scores {
             complexity,
             domains,
-            language: language_of(turns),
-            pii: private_data(turns),
+            language,
+            pii,
             tokens,
             embedding,
         })
