@@ -28,19 +28,20 @@ pub fn attend(isa: Isa, qkv: &[f32], head: &Head) -> Vec<f32> {
     let stride = 3 * head.hidden;
     let at =
         |token: usize, offset: usize| (head.rows.start + token) * stride + offset + head.column;
+    let row = |j: usize, offset: usize| &qkv[at(j, offset)..at(j, offset) + width];
     let scale = 1.0 / (width as f32).sqrt();
     let mut queries = Vec::with_capacity(length * width);
     for i in 0..length {
-        queries.extend_from_slice(&qkv[at(i, 0)..at(i, 0) + width]);
+        queries.extend_from_slice(row(i, 0));
     }
     queries.iter_mut().for_each(|q| *q *= scale);
     let queries = pack_rows(isa, &queries, width);
-    let keys = Packed::new(length, width, |j, d| qkv[at(j, head.hidden) + d]);
+    let keys = Packed::from_columns((0..length).map(|j| row(j, head.hidden)), width);
     let mut scores = vec![0f32; length * length];
     keys.multiply(isa, &queries, length, &mut scores);
     softmax_rows(isa, &mut scores, length);
     let weights = pack_rows(isa, &scores, length);
-    let values = Packed::new(width, length, |d, j| qkv[at(j, 2 * head.hidden) + d]);
+    let values = Packed::from_rows((0..length).map(|j| row(j, 2 * head.hidden)), width);
     let mut context = vec![0f32; length * width];
     values.multiply(isa, &weights, length, &mut context);
     context

@@ -56,30 +56,51 @@ pub struct Packed {
 }
 
 impl Packed {
-    /// Packs the matrix whose element `(column, k)` is `at(column, k)`.
-    pub fn new(columns: usize, depth: usize, at: impl Fn(usize, usize) -> f32) -> Self {
-        let pairs = depth.div_ceil(2);
-        let value = |c: usize, k: usize| {
-            if c < columns && k < depth {
-                at(c, k)
-            } else {
-                0.0
+    /// Packs a matrix given column by column, each column `depth` values (a linear layer's
+    /// weight rows, an attention head's keys).
+    pub fn from_columns<'a>(
+        columns: impl ExactSizeIterator<Item = &'a [f32]>,
+        depth: usize,
+    ) -> Self {
+        let mut packed = Self::zeros(columns.len(), depth);
+        for (c, column) in columns.enumerate() {
+            debug_assert_eq!(column.len(), depth);
+            let first = (c / COLUMNS) * packed.pairs * COLUMNS + c % COLUMNS;
+            let mut values = column.chunks_exact(2);
+            for (p, two) in values.by_ref().enumerate() {
+                packed.panels[first + p * COLUMNS] = pair(two[0], two[1]);
             }
-        };
-        let panel_count = columns.div_ceil(COLUMNS);
-        let mut panels = Vec::with_capacity(panel_count * pairs * COLUMNS);
-        for panel in 0..panel_count {
-            for p in 0..pairs {
-                for lane in 0..COLUMNS {
-                    let c = panel * COLUMNS + lane;
-                    panels.push(pair(value(c, 2 * p), value(c, 2 * p + 1)));
-                }
+            if let [last] = values.remainder() {
+                packed.panels[first + (packed.pairs - 1) * COLUMNS] = pair(*last, 0.0);
             }
         }
+        packed
+    }
+
+    /// Packs a matrix given along its depth: `rows[k]` holds element k of every column (an
+    /// attention head's values, token by token).
+    pub fn from_rows<'a>(rows: impl ExactSizeIterator<Item = &'a [f32]>, columns: usize) -> Self {
+        let mut packed = Self::zeros(columns, rows.len());
+        let mut rows = rows.peekable();
+        let mut p = 0;
+        while let Some(even) = rows.next() {
+            let odd = rows.next();
+            for (c, &low) in even.iter().enumerate().take(columns) {
+                let high = odd.map_or(0.0, |odd| odd[c]);
+                let at = (c / COLUMNS) * packed.pairs * COLUMNS + p * COLUMNS + c % COLUMNS;
+                packed.panels[at] = pair(low, high);
+            }
+            p += 1;
+        }
+        packed
+    }
+
+    fn zeros(columns: usize, depth: usize) -> Self {
+        let pairs = depth.div_ceil(2);
         Self {
             columns,
             pairs,
-            panels,
+            panels: vec![0; columns.div_ceil(COLUMNS) * pairs * COLUMNS],
         }
     }
 
@@ -159,7 +180,7 @@ impl Linear {
         Self {
             inputs,
             outputs,
-            weights: Packed::new(outputs, inputs, |n, k| weight[n * inputs + k]),
+            weights: Packed::from_columns(weight.chunks_exact(inputs), inputs),
             bias: bias
                 .chunks(COLUMNS)
                 .map(|values| {
@@ -396,6 +417,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_matrix_packs_alike_by_columns_and_by_rows() {
+        // 40 columns (a partial second panel) of depth 7 (an odd last pair).
+        let (columns, depth) = (40, 7);
+        let element = |c: usize, k: usize| (c * 10 + k) as f32 / 8.0;
+        let by_column: Vec<Vec<f32>> = (0..columns)
+            .map(|c| (0..depth).map(|k| element(c, k)).collect())
+            .collect();
+        let by_row: Vec<Vec<f32>> = (0..depth)
+            .map(|k| (0..columns).map(|c| element(c, k)).collect())
+            .collect();
+        let a = Packed::from_columns(by_column.iter().map(Vec::as_slice), depth);
+        let b = Packed::from_rows(by_row.iter().map(Vec::as_slice), columns);
+        assert_eq!(a.panels, b.panels);
+        // Column 33, pair 3: its last value and a zero.
+        let word = a.panels[a.pairs * COLUMNS + 3 * COLUMNS + 1];
+        assert_eq!(unpair(word), (element(33, 6), 0.0));
     }
 
     #[test]
