@@ -38,6 +38,8 @@ pub enum EncoderError {
     UnknownToken { id: u32, vocabulary: usize },
     #[error("a text of {tokens} tokens is longer than the model's {limit} positions")]
     TooLong { tokens: usize, limit: usize },
+    #[error("this CPU lacks the instructions of {0:?}")]
+    Unsupported(Isa),
     #[error("cannot start the encoder's threads: {0}")]
     Threads(String),
 }
@@ -101,12 +103,11 @@ impl BertEncoder {
         Self::load_with(dir, threads, Isa::detect())
     }
 
-    /// As `load`, with kernels for a given instruction set (which the CPU must have).
+    /// As `load`, with the kernels of a given instruction set, which the CPU must have.
     pub fn load_with(dir: &Path, threads: usize, isa: Isa) -> Result<Self, EncoderError> {
-        assert!(
-            isa <= Isa::detect(),
-            "{isa:?} needs instructions this CPU lacks"
-        );
+        if isa > Isa::detect() {
+            return Err(EncoderError::Unsupported(isa));
+        }
         let config = std::fs::read_to_string(dir.join("config.json"))
             .map_err(|e| EncoderError::Config(e.to_string()))?;
         let config: BertConfig =
@@ -116,6 +117,11 @@ impl BertEncoder {
                 "hidden_act {:?}: only gelu is supported",
                 config.hidden_act
             )));
+        }
+        if config.type_vocab_size == 0 {
+            return Err(EncoderError::Config(
+                "type_vocab_size must be at least 1".to_owned(),
+            ));
         }
         if config.num_attention_heads == 0
             || !config
