@@ -67,10 +67,6 @@ impl BertEmbedder {
         let encoder = BertEncoder::load_with(dir, threads, isa).map_err(|e| fail(e.to_string()))?;
         Ok(Self { encoder, tokenizer })
     }
-
-    pub fn encoder(&self) -> &BertEncoder {
-        &self.encoder
-    }
 }
 
 impl Embed for BertEmbedder {

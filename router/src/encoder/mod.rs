@@ -201,10 +201,6 @@ impl BertEncoder {
         &self.config
     }
 
-    pub fn isa(&self) -> Isa {
-        self.isa
-    }
-
     /// One unit vector per text (token ids with the special tokens, already truncated): the
     /// mean of the last layer's token states, L2-normalised, as sentence-transformers does.
     pub fn encode(&self, texts: &[&[u32]]) -> Result<Vec<Vec<f32>>, EncoderError> {
@@ -251,30 +247,18 @@ impl BertEncoder {
             layer
                 .attention_output
                 .forward(isa, &context, &mut projected, Activation::Identity);
-            let norm = &layer.attention_norm;
-            math::add_and_normalize(
-                isa,
-                &mut states,
-                &projected,
-                &norm.gamma,
-                &norm.beta,
-                norm.eps,
-            );
+            layer
+                .attention_norm
+                .add_and_normalize(isa, &mut states, &projected);
             layer
                 .up
                 .forward(isa, &states, &mut intermediate, Activation::Gelu);
             layer
                 .down
                 .forward(isa, &intermediate, &mut projected, Activation::Identity);
-            let norm = &layer.output_norm;
-            math::add_and_normalize(
-                isa,
-                &mut states,
-                &projected,
-                &norm.gamma,
-                &norm.beta,
-                norm.eps,
-            );
+            layer
+                .output_norm
+                .add_and_normalize(isa, &mut states, &projected);
         }
         spans
             .iter()
@@ -299,8 +283,7 @@ impl BertEncoder {
                 );
             }
         }
-        let norm = &table.norm;
-        math::layer_norm(self.isa, &mut states, &norm.gamma, &norm.beta, norm.eps);
+        table.norm.normalize(self.isa, &mut states);
         states
     }
 

@@ -3,6 +3,8 @@
 use safetensors::{Dtype, SafeTensors};
 
 use super::EncoderError;
+use super::cpu::Isa;
+use super::math;
 use super::matmul::Linear;
 
 /// The tensors of one checkpoint, found by name with or without the `bert.` prefix that some
@@ -94,4 +96,16 @@ pub struct Norm {
     pub gamma: Vec<f32>,
     pub beta: Vec<f32>,
     pub eps: f32,
+}
+
+impl Norm {
+    /// Each row of `rows` becomes `layer_norm(row)`.
+    pub fn normalize(&self, isa: Isa, rows: &mut [f32]) {
+        math::layer_norm(isa, rows, &self.gamma, &self.beta, self.eps);
+    }
+
+    /// Each row of `rows` becomes `layer_norm(row + residual)`.
+    pub fn add_and_normalize(&self, isa: Isa, rows: &mut [f32], residual: &[f32]) {
+        math::add_and_normalize(isa, rows, residual, &self.gamma, &self.beta, self.eps);
+    }
 }
