@@ -1,0 +1,472 @@
+//! The routing decision: a pure function of the request's facts, the tenant's rules and state,
+//! and the capacity of both routes. The rules, highest precedence first:
+//!
+//! 1. refusals nothing can avoid: the tenant's budget is spent and its rule is `reject` (402);
+//!    the request holds private data and the rule is `reject` (400);
+//! 2. what must stay on this machine: private data under `local_only`, a spent budget under
+//!    `local_only` — answered by the local tier (or the local model the client named), else
+//!    refused, never sent away;
+//! 3. the client named a model (not the routing model): that model;
+//! 4. for the routing model, the preferred tier: a context beyond the local model's (remote),
+//!    the client's `x-switchboard-route` when its tenant may force one, a language the local
+//!    models do not serve (remote), the domain's `route`, then the complexity band (with the
+//!    domain's own bounds, its `escalate_to`, and at least the tier the conversation escalated
+//!    to before);
+//! 5. feasibility: a remote tier needs a provider with a key and room under the tenant's
+//!    escalation cap, else the local tier answers (or, when the request cannot be local, it is
+//!    refused); a local tier needs room in the local queue, else the request spills to the
+//!    first remote tier (when `when_local_busy: spill` and step 5's remote conditions hold) or
+//!    is refused with 503.
+
+use std::fmt;
+
+use crate::routing::{Routing, TierId};
+use crate::spec::{BudgetAction, BusyRule, ForcedRoute, LongContextRule, PrivateDataRule};
+use crate::tenant::{EscalationCount, Spend, TenantRules, Window};
+
+/// What the router made of the request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scores<'a> {
+    pub complexity: f64,
+    /// The most likely domain.
+    pub domain: &'a str,
+}
+
+/// Which model the client asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// The routing model (`auto`): the policy chooses.
+    Routing,
+    /// A model by its name, answered where it runs.
+    Named { local: bool },
+}
+
+/// The facts of one request that the decision reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestFacts<'a> {
+    pub asked: Asked,
+    /// `None` when the router is off or could not score the request.
+    pub scores: Option<Scores<'a>>,
+    /// ISO 639-1, when the language could be told.
+    pub language: Option<&'a str>,
+    pub private_data: bool,
+    /// Prompt tokens plus the completion's allowance, against the local model's window.
+    pub context: ContextNeed,
+    /// `x-switchboard-route`, when the client sent it.
+    pub forced: Option<ForcedRoute>,
+    /// The tier this conversation escalated to within the sticky window.
+    pub sticky_tier: Option<TierId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextNeed {
+    pub tokens: u64,
+    pub local_window: u64,
+}
+
+impl ContextNeed {
+    pub fn fits_locally(&self) -> bool {
+        self.tokens <= self.local_window
+    }
+}
+
+/// The tenant's standing, from the ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantState {
+    pub spend: Spend,
+    pub escalations: EscalationCount,
+}
+
+/// What both routes can take now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// The local model's queue is full.
+    pub local_busy: bool,
+    /// Some provider of the remote tiers has its key.
+    pub remote_available: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub target: Target,
+    pub reason: Reason,
+    /// Private data is to be replaced by placeholders before the request leaves.
+    pub redact: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The models of a tier, tried in order.
+    Tier(TierId),
+    /// The model the client named.
+    Named,
+    /// Not answered.
+    Refuse(Refusal),
+}
+
+/// Why a request is not answered; each maps to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 402: the tenant's budget is spent and its rule is `reject`.
+    BudgetSpent,
+    /// 400: the request holds private data and the rule is `reject`.
+    PrivateData,
+    /// 400: too long for the local model, and it may not (or cannot) leave.
+    TooLongForLocal,
+    /// 503: the local queue is full and the request may not (or cannot) spill.
+    LocalBusy,
+    /// 429: it must escalate, and the tenant's escalation cap is reached.
+    EscalationCap,
+    /// 503: it must escalate, and no remote provider has a key.
+    NoRemote,
+}
+
+/// Why a request went where it went: a closed set, each printed for people.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reason {
+    /// The complexity band. `lower` is the bound it reached (escalations), else `upper` the
+    /// one it stayed under; `domain` when the bound is that domain's own.
+    Complexity {
+        complexity: f64,
+        lower: Option<f64>,
+        upper: Option<f64>,
+        domain: Option<String>,
+    },
+    /// The router did not score the request: the lowest tier.
+    Unscored,
+    DomainEscalatesTo {
+        domain: String,
+        tier: String,
+    },
+    DomainRoute {
+        domain: String,
+        route: ForcedRoute,
+    },
+    StickyConversation {
+        tier: String,
+    },
+    ClientForced(ForcedRoute),
+    ClientNamedModel,
+    LongContext {
+        tokens: u64,
+        local_window: u64,
+    },
+    Language {
+        code: String,
+    },
+    PrivateData {
+        rule: PrivateDataRule,
+    },
+    BudgetSpent {
+        window: Window,
+        action: BudgetAction,
+    },
+    EscalationCapReached {
+        share: f64,
+        cap: f64,
+    },
+    RemoteOff,
+    LocalBusy {
+        spilled: bool,
+    },
+}
+
+impl Reason {
+    /// A short fixed label, for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Reason::Complexity { .. } => "complexity",
+            Reason::Unscored => "unscored",
+            Reason::DomainEscalatesTo { .. } | Reason::DomainRoute { .. } => "domain",
+            Reason::StickyConversation { .. } => "sticky_conversation",
+            Reason::ClientForced(_) => "client_forced",
+            Reason::ClientNamedModel => "client_named_model",
+            Reason::LongContext { .. } => "long_context",
+            Reason::Language { .. } => "language",
+            Reason::PrivateData { .. } => "private_data",
+            Reason::BudgetSpent { .. } => "budget_spent",
+            Reason::EscalationCapReached { .. } => "escalation_cap",
+            Reason::RemoteOff => "remote_off",
+            Reason::LocalBusy { .. } => "local_busy",
+        }
+    }
+}
+
+/// ASCII only: it goes into the `x-switchboard-reason` header.
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Complexity {
+                complexity,
+                lower,
+                upper,
+                domain,
+            } => {
+                match (lower, upper) {
+                    (Some(lower), _) => write!(f, "complexity {complexity:.2} >= {lower:.2}")?,
+                    (None, Some(upper)) => write!(f, "complexity {complexity:.2} < {upper:.2}")?,
+                    (None, None) => write!(f, "complexity {complexity:.2}")?,
+                }
+                match domain {
+                    Some(domain) => write!(f, " for domain {domain}"),
+                    None => Ok(()),
+                }
+            }
+            Reason::Unscored => f.write_str("not scored by the router: lowest tier"),
+            Reason::DomainEscalatesTo { domain, tier } => {
+                write!(f, "domain {domain} escalates to {tier}")
+            }
+            Reason::DomainRoute { domain, route } => {
+                write!(f, "domain {domain} always {}", route.as_str())
+            }
+            Reason::StickyConversation { tier } => {
+                write!(f, "conversation stays on {tier}")
+            }
+            Reason::ClientForced(route) => write!(f, "client forced {}", route.as_str()),
+            Reason::ClientNamedModel => f.write_str("client named the model"),
+            Reason::LongContext {
+                tokens,
+                local_window,
+            } => write!(
+                f,
+                "{tokens} tokens exceed the local context of {local_window}"
+            ),
+            Reason::Language { code } => write!(f, "language {code} not served locally"),
+            Reason::PrivateData { rule } => f.write_str(match rule {
+                PrivateDataRule::LocalOnly => "private data found: local only",
+                PrivateDataRule::Reject => "private data found: rejected",
+                PrivateDataRule::Redact | PrivateDataRule::Allow => "private data found",
+            }),
+            Reason::BudgetSpent { window, action } => write!(
+                f,
+                "{} budget spent: {}",
+                window.as_str(),
+                match action {
+                    BudgetAction::LocalOnly => "local only",
+                    BudgetAction::Reject => "rejected",
+                }
+            ),
+            Reason::EscalationCapReached { share, cap } => write!(
+                f,
+                "escalation share {:.0}% at the cap of {:.0}%: local",
+                share * 100.0,
+                cap * 100.0
+            ),
+            Reason::RemoteOff => f.write_str("remote tier off (no provider key): local"),
+            Reason::LocalBusy { spilled: true } => f.write_str("local queue full: spill"),
+            Reason::LocalBusy { spilled: false } => f.write_str("local queue full"),
+        }
+    }
+}
+
+/// Decides where one request goes. Pure: the same facts give the same decision.
+pub fn decide(
+    routing: &Routing,
+    tenant: &TenantRules,
+    request: &RequestFacts<'_>,
+    state: &TenantState,
+    capacity: Capacity,
+) -> Decision {
+    let spent = tenant
+        .budget
+        .and_then(|b| b.spent(state.spend).map(|w| (w, b.when_spent)));
+    let refuse = |refusal, reason| Decision {
+        target: Target::Refuse(refusal),
+        reason,
+        redact: false,
+    };
+
+    // 1. Refusals nothing can avoid.
+    if let Some((window, action @ BudgetAction::Reject)) = spent {
+        return refuse(Refusal::BudgetSpent, Reason::BudgetSpent { window, action });
+    }
+    let private_rule = routing.private_data;
+    if request.private_data && private_rule == PrivateDataRule::Reject {
+        return refuse(
+            Refusal::PrivateData,
+            Reason::PrivateData { rule: private_rule },
+        );
+    }
+
+    // 2. What must stay on this machine.
+    let must_stay = if request.private_data && private_rule == PrivateDataRule::LocalOnly {
+        Some(Reason::PrivateData { rule: private_rule })
+    } else {
+        spent.map(|(window, action)| Reason::BudgetSpent { window, action })
+    };
+    if let Some(reason) = must_stay {
+        let target = match request.asked {
+            Asked::Named { local: true } => Target::Named,
+            _ if !request.context.fits_locally() => {
+                return refuse(Refusal::TooLongForLocal, reason);
+            }
+            _ => Target::Tier(routing.top_local()),
+        };
+        if capacity.local_busy {
+            return refuse(Refusal::LocalBusy, reason);
+        }
+        return Decision {
+            target,
+            reason,
+            redact: false,
+        };
+    }
+    let redact_if_remote =
+        |remote: bool| remote && request.private_data && private_rule == PrivateDataRule::Redact;
+
+    // 3. The client named a model.
+    if let Asked::Named { local } = request.asked {
+        return Decision {
+            target: Target::Named,
+            reason: Reason::ClientNamedModel,
+            redact: redact_if_remote(!local),
+        };
+    }
+
+    // 4. The preferred tier.
+    let (preferred, reason) = preferred_tier(routing, tenant, request);
+
+    // 5. Feasibility.
+    let escalations = state.escalations;
+    let may_escalate = || -> Result<(), Reason> {
+        if !capacity.remote_available {
+            Err(Reason::RemoteOff)
+        } else if !escalations.allows_one_more(tenant.escalation_cap) {
+            Err(Reason::EscalationCapReached {
+                share: escalations.share(),
+                cap: tenant.escalation_cap.unwrap_or(1.0),
+            })
+        } else {
+            Ok(())
+        }
+    };
+    if !routing.is_local(preferred) {
+        return match may_escalate() {
+            Ok(()) => Decision {
+                target: Target::Tier(preferred),
+                reason,
+                redact: redact_if_remote(true),
+            },
+            Err(blocked) if !request.context.fits_locally() => {
+                let refusal = match blocked {
+                    Reason::RemoteOff => Refusal::NoRemote,
+                    _ => Refusal::EscalationCap,
+                };
+                refuse(refusal, blocked)
+            }
+            Err(_) if capacity.local_busy => refuse(Refusal::LocalBusy, reason),
+            Err(blocked) => Decision {
+                target: Target::Tier(routing.top_local()),
+                reason: blocked,
+                redact: false,
+            },
+        };
+    }
+    if capacity.local_busy {
+        let spill = routing.when_local_busy == BusyRule::Spill;
+        return match routing.first_remote() {
+            Some(remote) if spill && may_escalate().is_ok() => Decision {
+                target: Target::Tier(remote),
+                reason: Reason::LocalBusy { spilled: true },
+                redact: redact_if_remote(true),
+            },
+            _ => refuse(Refusal::LocalBusy, Reason::LocalBusy { spilled: false }),
+        };
+    }
+    Decision {
+        target: Target::Tier(preferred),
+        reason,
+        redact: false,
+    }
+}
+
+/// Step 4: the tier a request for the routing model would go to with room everywhere.
+fn preferred_tier(
+    routing: &Routing,
+    tenant: &TenantRules,
+    request: &RequestFacts<'_>,
+) -> (TierId, Reason) {
+    let domain = request.scores.map(|s| s.domain);
+    let rule = domain.and_then(|d| routing.domains.get(d).map(|rule| (d, rule)));
+    let (band, band_reason) = match request.scores {
+        Some(scores) => {
+            let band = routing.band(scores.complexity, scores.domain);
+            let reason = Reason::Complexity {
+                complexity: scores.complexity,
+                lower: band.lower,
+                upper: band.upper,
+                domain: band.domain_bound.then(|| scores.domain.to_owned()),
+            };
+            (band.tier, reason)
+        }
+        None => (TierId(0), Reason::Unscored),
+    };
+    // Where an escalation of this request goes: its domain's tier, else at least the first
+    // remote one.
+    let escalation = |at_least: TierId| -> TierId {
+        match rule.and_then(|(_, r)| r.escalate_to) {
+            Some(tier) => tier,
+            None => routing.first_remote().map_or(at_least, |r| r.max(at_least)),
+        }
+    };
+
+    if !request.context.fits_locally() && routing.long_context == LongContextRule::Remote {
+        let reason = Reason::LongContext {
+            tokens: request.context.tokens,
+            local_window: request.context.local_window,
+        };
+        return (escalation(band), reason);
+    }
+    if tenant.may_force_route
+        && let Some(route) = request.forced
+    {
+        let tier = match route {
+            ForcedRoute::Local => routing.top_local(),
+            ForcedRoute::Remote => escalation(band),
+        };
+        return (tier, Reason::ClientForced(route));
+    }
+    if let Some(code) = request.language
+        && !routing.local_languages.is_empty()
+        && !routing.local_languages.contains(code)
+    {
+        let reason = Reason::Language {
+            code: code.to_owned(),
+        };
+        return (escalation(band), reason);
+    }
+    if let Some((domain, rule)) = rule
+        && let Some(route) = rule.route
+    {
+        let tier = match route {
+            ForcedRoute::Local => routing.top_local(),
+            ForcedRoute::Remote => escalation(band),
+        };
+        let reason = Reason::DomainRoute {
+            domain: domain.to_owned(),
+            route,
+        };
+        return (tier, reason);
+    }
+    let (mut tier, mut reason) = (band, band_reason);
+    if !routing.is_local(tier)
+        && let Some((domain, rule)) = rule
+        && let Some(to) = rule.escalate_to
+    {
+        tier = to;
+        reason = Reason::DomainEscalatesTo {
+            domain: domain.to_owned(),
+            tier: routing.tier(to).name.clone(),
+        };
+    }
+    if let Some(sticky) = request.sticky_tier
+        && sticky > tier
+        && sticky.0 < routing.tiers.len()
+    {
+        tier = sticky;
+        reason = Reason::StickyConversation {
+            tier: routing.tier(sticky).name.clone(),
+        };
+    }
+    (tier, reason)
+}
