@@ -12,6 +12,8 @@ use switchboard_router::pii::PiiKind;
 
 use crate::api::Usage;
 use crate::metrics::{Metrics, UNCLASSIFIED, UNKNOWN};
+use crate::policy::{Costs, Policy};
+use crate::standing::Reservation;
 
 /// `status` of a request whose client disconnected first (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -23,6 +25,17 @@ pub struct Classification {
     pub complexity: f32,
     pub domain: String,
     pub took: Duration,
+}
+
+/// What was found in a request before it was answered: the facts its route is decided on.
+#[derive(Debug, Clone, Default)]
+pub struct Findings {
+    /// The kinds of private data found in the request (never the data).
+    pub private_data: Vec<PiiKind>,
+    /// The language of the last user message (ISO 639-1), when it could be told.
+    pub language: Option<&'static str>,
+    /// What the router made of the request, when it scored it.
+    pub classification: Option<Classification>,
 }
 
 pub struct RequestRecord {
@@ -38,12 +51,11 @@ pub struct RequestRecord {
     pub error_code: Option<&'static str>,
     pub usage: Option<Usage>,
     pub first_token: Option<Duration>,
-    /// The kinds of private data found in the request (never the data).
-    pub private_data: Vec<PiiKind>,
-    /// The language of the last user message (ISO 639-1), when it could be told.
-    pub language: Option<&'static str>,
-    /// What the router made of the request, when it scored it.
-    pub classification: Option<Classification>,
+    pub findings: Findings,
+    /// Why the policy sent it where it went (for the log line and the header).
+    pub reason: Option<String>,
+    /// The prices it is settled at, and the estimate held against its tenant's budget.
+    pub settlement: Option<Settlement>,
     /// Held until the request settles: its slot in the in-flight limit.
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -65,9 +77,9 @@ impl RequestRecord {
             error_code: None,
             usage: None,
             first_token: None,
-            private_data: Vec::new(),
-            language: None,
-            classification: None,
+            findings: Findings::default(),
+            reason: None,
+            settlement: None,
             _permit: None,
         }
     }
@@ -85,21 +97,67 @@ impl RequestRecord {
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
+
+    /// What the answer cost so far, by the tokens known now.
+    pub fn costs(&self) -> Option<Costs> {
+        let usage = self.usage.as_ref()?;
+        Some(self.settlement.as_ref()?.policy.costs(&self.model, usage))
+    }
+
+    /// Prices the answer and settles the tenant's reservation; metrics follow.
+    fn settle_costs(&mut self) {
+        let costs = self.costs();
+        let Some(settlement) = self.settlement.take() else {
+            return;
+        };
+        let m = &self.metrics;
+        let tenant = self.tenant.as_str();
+        if let Some(costs) = costs {
+            m.cost
+                .with_label_values(&[tenant, self.route, &self.model])
+                .inc_by(costs.actual.as_dollars());
+            m.counterfactual_cost
+                .with_label_values(&[tenant])
+                .inc_by(costs.counterfactual.as_dollars());
+            m.savings
+                .with_label_values(&[tenant])
+                .add(costs.savings().as_dollars());
+        }
+        if let Some(reservation) = settlement.reservation {
+            let actual = costs.map_or(switchboard_policies::Usd::ZERO, |c| c.actual);
+            let state = reservation.settle(actual, crate::api::unix_now());
+            let budget = settlement.policy.tenant(tenant).budget;
+            if let Some(remaining) = budget.and_then(|b| b.remaining(state.spend)) {
+                m.budget_remaining
+                    .with_label_values(&[tenant])
+                    .set(remaining.as_dollars());
+            }
+        }
+    }
+}
+
+/// How a request is settled: at the prices of the policy it started with, releasing the
+/// estimate it held.
+pub struct Settlement {
+    pub policy: Arc<Policy>,
+    pub reservation: Option<Reservation>,
 }
 
 impl Drop for RequestRecord {
     fn drop(&mut self) {
+        self.settle_costs();
         let m = &self.metrics;
         m.in_flight.dec();
         let status = self.status.to_string();
         let domain = self
+            .findings
             .classification
             .as_ref()
             .map_or(UNCLASSIFIED, |c| c.domain.as_str());
         m.requests
             .with_label_values(&[&self.tenant, self.route, &self.model, domain, &status])
             .inc();
-        if let Some(c) = &self.classification {
+        if let Some(c) = &self.findings.classification {
             m.router_decision.observe(c.took.as_secs_f64());
             m.router_complexity
                 .with_label_values(&[domain])
@@ -114,7 +172,7 @@ impl Drop for RequestRecord {
                 .with_label_values(&[self.route, &self.model])
                 .observe(first.as_secs_f64());
         }
-        for kind in &self.private_data {
+        for kind in &self.findings.private_data {
             m.pii_detections.with_label_values(&[kind.as_str()]).inc();
         }
         if let Some(usage) = self.usage {
@@ -137,10 +195,11 @@ impl Drop for RequestRecord {
             first_token_ms = self.first_token.map(|d| d.as_millis() as u64),
             prompt_tokens = self.usage.map(|u| u.prompt_tokens),
             completion_tokens = self.usage.map(|u| u.completion_tokens),
-            private_data = %crate::classify::kinds_list(&self.private_data),
-            language = self.language.unwrap_or("-"),
-            complexity = self.classification.as_ref().map(|c| c.complexity),
+            private_data = %crate::classify::kinds_list(&self.findings.private_data),
+            language = self.findings.language.unwrap_or("-"),
+            complexity = self.findings.classification.as_ref().map(|c| c.complexity),
             domain,
+            reason = self.reason.as_deref().unwrap_or("-"),
             "request settled"
         );
     }

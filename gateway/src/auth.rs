@@ -192,6 +192,9 @@ mod tests {
             api_key_hashes: keys.iter().map(|k| KeyHash::of(k).to_string()).collect(),
             allowed_models: models.iter().map(|m| m.to_string()).collect(),
             rate_limit: None,
+            budget: None,
+            max_escalation_share: None,
+            may_force_route: false,
         }
     }
 

@@ -129,6 +129,11 @@ impl Catalog {
         &self.providers
     }
 
+    /// A remote model on its provider, usable or not.
+    pub fn target(&self, model: &str) -> Option<&Target> {
+        self.chains.get(model).and_then(|chain| chain.first())
+    }
+
     /// The chain of a model that can answer now (some target has its key).
     pub fn usable_chain(&self, model: &str) -> Option<&[Target]> {
         self.chains

@@ -22,11 +22,11 @@ pub struct Cli {
 pub enum Command {
     /// Serve the OpenAI-compatible API.
     Serve {
-        /// The configuration file.
+        /// The policy file: models, tenants, routing.
         #[arg(
             long,
             short,
-            default_value = "switchboard.yaml",
+            default_value = "policies/default.yaml",
             env = "SWITCHBOARD_CONFIG"
         )]
         config: PathBuf,
@@ -36,10 +36,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
-    /// Check a configuration file and print every problem found.
-    Check {
-        #[arg(default_value = "switchboard.yaml")]
-        config: PathBuf,
+    /// Policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Client API keys.
     Keys {
@@ -101,6 +101,15 @@ pub enum RouterCommand {
     /// `router train --labels`: GSM8K problems (final number) and multiple-choice questions
     /// (the option letter with the highest log-probability).
     Label(LabelArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy file and print every problem found, each at its line and column.
+    Check {
+        #[arg(default_value = "policies/default.yaml")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,9 +1,10 @@
-//! The gateway's configuration file (`switchboard.yaml`): where it listens, its limits, the
-//! upstream providers with their models and prices, and the tenants with their key hashes.
+//! The policy file (`policies/default.yaml` ships): where the gateway listens, its limits, the
+//! upstream providers with their models and prices, the local models, the tenants with their
+//! key hashes and budgets, and the routing rules.
 //!
 //! Parsing is strict (unknown keys are errors, so a typo never silently falls back to a default),
-//! and [`Config::validate`] reports every cross-reference problem at once, each with the path of
-//! the offending entry.
+//! and [`Config::validate`] reports every cross-reference problem at once, each at the line and
+//! column of the offending entry, with a hint.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -11,6 +12,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchboard_policies::Price;
+use switchboard_policies::problems::{KeyPath, Location, Problem, locate};
+use switchboard_policies::spec::{BudgetSpec, RoutingSpec};
 
 use crate::auth::KeyHash;
 
@@ -36,6 +40,9 @@ pub struct Config {
     /// Scoring every chat request (complexity, domain); off when absent.
     #[serde(default)]
     pub router: Option<RouterConfig>,
+    /// Where requests for the routing model (`auto`) go; off when absent.
+    #[serde(default)]
+    pub routing: Option<RoutingSpec>,
 }
 
 /// The router: which embedding model it reads requests with, its heads, its custom domains.
@@ -239,14 +246,6 @@ pub struct EmbeddingModelConfig {
     pub path: Option<std::path::PathBuf>,
 }
 
-/// USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    pub input_per_mtok: f64,
-    pub output_per_mtok: f64,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
@@ -257,6 +256,15 @@ pub struct TenantConfig {
     pub allowed_models: Vec<String>,
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Daily and monthly spending limits, and what happens when one is spent.
+    #[serde(default)]
+    pub budget: Option<BudgetSpec>,
+    /// The largest share of its routed requests that may escalate, over a UTC day.
+    #[serde(default)]
+    pub max_escalation_share: Option<f64>,
+    /// Whether its clients' `x-switchboard-route: local|remote` is obeyed.
+    #[serde(default)]
+    pub may_force_route: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -277,8 +285,35 @@ pub enum ConfigError {
         path: String,
         source: serde_yaml::Error,
     },
-    #[error("{path} has {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))]
-    Invalid { path: String, problems: Vec<String> },
+    #[error("{path} has {} problem(s):\n{}", problems.len(), located(path, problems))]
+    Invalid {
+        path: String,
+        problems: Vec<(Option<Location>, Problem)>,
+    },
+}
+
+/// `file:line:column: path: message (hint: …)`, one per line.
+fn located(file: &str, problems: &[(Option<Location>, Problem)]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|(location, problem)| match location {
+            Some(at) => format!("  {file}:{at}: {problem}"),
+            None => format!("  {file}: {problem}"),
+        })
+        .collect();
+    lines.join("\n")
+}
+
+impl ConfigError {
+    /// The problems of an invalid file, for tests and tools.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid { problems, .. } => {
+                problems.iter().map(|(_, p)| p.to_string()).collect()
+            }
+            other => vec![other.to_string()],
+        }
+    }
 }
 
 impl Config {
@@ -298,10 +333,17 @@ impl Config {
             path: origin.to_owned(),
             source,
         })?;
-        let problems = config.validate();
+        let mut problems = config.validate();
+        if let Err(policy_problems) = crate::policy::Policy::from_config(&config) {
+            problems.extend(policy_problems);
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
+            let problems = problems
+                .into_iter()
+                .map(|problem| (locate(text, &problem.path), problem))
+                .collect();
             Err(ConfigError::Invalid {
                 path: origin.to_owned(),
                 problems,
@@ -310,169 +352,178 @@ impl Config {
     }
 
     /// Every problem that parsing alone cannot catch: duplicates, dangling references, values
-    /// out of range.
-    pub fn validate(&self) -> Vec<String> {
+    /// out of range. The routing rules and tenants' budgets are checked by
+    /// [`crate::policy::Policy::from_config`].
+    pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
+        let root = KeyPath::root();
+        let mut problem =
+            |path: KeyPath, message: String| problems.push(Problem::new(path, message));
         let limits = &self.limits;
+        let at = root.key("limits");
         if limits.max_body_bytes == 0 {
-            problems.push("limits.max_body_bytes must be above 0".to_owned());
+            problem(at.key("max_body_bytes"), "must be above 0".to_owned());
         }
         if limits.max_in_flight == 0 {
-            problems.push("limits.max_in_flight must be above 0".to_owned());
+            problem(at.key("max_in_flight"), "must be above 0".to_owned());
         }
         if limits.request_timeout.is_zero() {
-            problems.push("limits.request_timeout must be above 0".to_owned());
+            problem(at.key("request_timeout"), "must be above 0".to_owned());
         }
         if self.upstream.retry.max_attempts == 0 {
-            problems.push("upstream.retry.max_attempts must be at least 1".to_owned());
+            let at = root.key("upstream").key("retry").key("max_attempts");
+            problem(at, "must be at least 1".to_owned());
         }
 
         let mut provider_names = HashSet::new();
         let mut model_owner: HashMap<&str, usize> = HashMap::new();
         for (p, provider) in self.providers.iter().enumerate() {
-            let at = format!("providers[{p}] ({})", provider.name);
+            let at = root.key("providers").index(p);
             if provider.name.is_empty() {
-                problems.push(format!("providers[{p}].name is empty"));
+                problem(at.key("name"), "is empty".to_owned());
             }
             if !provider_names.insert(provider.name.as_str()) {
-                problems.push(format!("{at}: provider name is used twice"));
+                let message = format!("provider name '{}' is used twice", provider.name);
+                problem(at.key("name"), message);
             }
+            let base_url = at.key("base_url");
             match reqwest::Url::parse(&provider.base_url) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                Ok(url) => problems.push(format!(
-                    "{at}.base_url: scheme '{}' is not http or https",
-                    url.scheme()
-                )),
-                Err(e) => problems.push(format!("{at}.base_url: {e}")),
+                Ok(url) => problem(
+                    base_url,
+                    format!("scheme '{}' is not http or https", url.scheme()),
+                ),
+                Err(e) => problem(base_url, e.to_string()),
             }
             if let Some(var) = &provider.api_key_env
                 && (var.is_empty() || var.contains('='))
             {
-                problems.push(format!(
-                    "{at}.api_key_env must be the NAME of an environment variable"
-                ));
+                problem(
+                    at.key("api_key_env"),
+                    "must be the NAME of an environment variable".to_owned(),
+                );
             }
-            for name in provider
+            for (name, header) in provider
                 .headers
                 .keys()
-                .chain(provider.api_key_header.as_ref())
+                .map(|name| (name, at.key("headers").key(name)))
+                .chain(
+                    provider
+                        .api_key_header
+                        .iter()
+                        .map(|n| (n, at.key("api_key_header"))),
+                )
             {
                 if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    problems.push(format!("{at}: '{name}' is not a valid header name"));
+                    problem(header, format!("'{name}' is not a valid header name"));
                 }
             }
             for (name, value) in &provider.headers {
                 if reqwest::header::HeaderValue::from_str(value).is_err() {
-                    problems.push(format!("{at}.headers.{name}: not a valid header value"));
+                    let message = "not a valid header value".to_owned();
+                    problem(at.key("headers").key(name), message);
                 }
             }
             if provider.models.is_empty() {
-                problems.push(format!("{at}.models is empty"));
+                problem(at.key("models"), "is empty".to_owned());
             }
             for (m, model) in provider.models.iter().enumerate() {
+                let at = at.key("models").index(m);
                 if model_owner.insert(&model.name, p).is_some() {
-                    problems.push(format!(
-                        "{at}.models[{m}]: model name '{}' is used twice",
-                        model.name
-                    ));
-                }
-                let valid = |usd: f64| usd.is_finite() && usd >= 0.0;
-                if !valid(model.price.input_per_mtok) || !valid(model.price.output_per_mtok) {
-                    problems.push(format!(
-                        "{at}.models[{m}] ({}): prices must be finite and not negative",
-                        model.name
-                    ));
+                    let message = format!("model name '{}' is used twice", model.name);
+                    problem(at.key("name"), message);
                 }
                 if model.default_max_tokens == Some(0) {
-                    problems.push(format!(
-                        "{at}.models[{m}] ({}): default_max_tokens must be above 0",
-                        model.name
-                    ));
+                    problem(at.key("default_max_tokens"), "must be above 0".to_owned());
                 }
             }
         }
         for (p, provider) in self.providers.iter().enumerate() {
             for (m, model) in provider.models.iter().enumerate() {
                 let mut seen = HashSet::new();
-                for fallback in &model.fallbacks {
+                for (f, fallback) in model.fallbacks.iter().enumerate() {
+                    let at = root.key("providers").index(p).key("models").index(m);
+                    let at = at.key("fallbacks").index(f);
                     if fallback == &model.name {
-                        problems.push(format!(
-                            "providers[{p}].models[{m}] ({}): a model cannot fall back to itself",
-                            model.name
-                        ));
+                        problem(at.clone(), "a model cannot fall back to itself".to_owned());
                     } else if !model_owner.contains_key(fallback.as_str()) {
-                        problems.push(format!(
-                            "providers[{p}].models[{m}] ({}): fallback '{fallback}' is not a configured model",
-                            model.name
-                        ));
+                        let message = format!("fallback '{fallback}' is not a configured model");
+                        problem(at.clone(), message);
                     }
                     if !seen.insert(fallback) {
-                        problems.push(format!(
-                            "providers[{p}].models[{m}] ({}): fallback '{fallback}' is listed twice",
-                            model.name
-                        ));
+                        problem(at, format!("fallback '{fallback}' is listed twice"));
                     }
                 }
             }
         }
 
         for (l, local) in self.local_models.iter().enumerate() {
-            let at = format!("local_models[{l}] ({})", local.name);
+            let at = root.key("local_models").index(l);
             if model_owner.insert(&local.name, usize::MAX).is_some() {
-                problems.push(format!("{at}: model name '{}' is used twice", local.name));
+                let message = format!("model name '{}' is used twice", local.name);
+                problem(at.key("name"), message);
             }
             match (&local.default_model, &local.path) {
                 (Some(id), None) => {
                     if crate::model_store::Package::named(id).is_none_or(|p| p.id != "smollm2") {
-                        problems.push(format!(
-                            "{at}.default_model: '{id}' is not a default language model (known: smollm2)"
-                        ));
+                        problem(
+                            at.key("default_model"),
+                            format!("'{id}' is not a default language model (known: smollm2)"),
+                        );
                     }
                 }
                 (None, Some(_)) => {}
-                _ => problems.push(format!("{at}: give exactly one of default_model and path")),
+                _ => problem(
+                    at.clone(),
+                    "give exactly one of default_model and path".to_owned(),
+                ),
             }
             if local.queue_capacity == 0 {
-                problems.push(format!("{at}.queue_capacity must be above 0"));
+                problem(at.key("queue_capacity"), "must be above 0".to_owned());
             }
         }
 
         for (e, embedding) in self.embedding_models.iter().enumerate() {
-            let at = format!("embedding_models[{e}] ({})", embedding.name);
+            let at = root.key("embedding_models").index(e);
             if model_owner.insert(&embedding.name, usize::MAX).is_some() {
-                problems.push(format!(
-                    "{at}: model name '{}' is used twice",
-                    embedding.name
-                ));
+                let message = format!("model name '{}' is used twice", embedding.name);
+                problem(at.key("name"), message);
             }
             match (&embedding.default_model, &embedding.path) {
-                (Some(id), None) if id != "all-minilm-l6-v2" => problems.push(format!(
-                    "{at}.default_model: '{id}' is not a default embedding model (known: all-minilm-l6-v2)"
-                )),
+                (Some(id), None) if id != "all-minilm-l6-v2" => problem(
+                    at.key("default_model"),
+                    format!("'{id}' is not a default embedding model (known: all-minilm-l6-v2)"),
+                ),
                 (Some(_), None) | (None, Some(_)) => {}
-                _ => problems.push(format!("{at}: give exactly one of default_model and path")),
+                _ => problem(at, "give exactly one of default_model and path".to_owned()),
             }
         }
 
         if let Some(router) = &self.router {
+            let at = root.key("router");
             if !self
                 .embedding_models
                 .iter()
                 .any(|m| m.name == router.embedding_model)
             {
-                problems.push(format!(
-                    "router.embedding_model: '{}' is not one of embedding_models",
-                    router.embedding_model
-                ));
+                problem(
+                    at.key("embedding_model"),
+                    format!(
+                        "'{}' is not one of embedding_models",
+                        router.embedding_model
+                    ),
+                );
             }
             for (name, examples) in &router.domains {
+                let at = at.key("domains").key(name);
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    problems.push(format!(
-                        "router.domains: '{name}' is not a domain name (letters, digits and _)"
-                    ));
+                    problem(
+                        at.clone(),
+                        format!("'{name}' is not a domain name (letters, digits and _)"),
+                    );
                 }
                 if examples.iter().all(|e| e.trim().is_empty()) {
-                    problems.push(format!("router.domains.{name}: give at least one example"));
+                    problem(at, "give at least one example".to_owned());
                 }
             }
         }
@@ -480,39 +531,45 @@ impl Config {
         let mut tenant_names = HashSet::new();
         let mut hashes = HashSet::new();
         for (t, tenant) in self.tenants.iter().enumerate() {
-            let at = format!("tenants[{t}] ({})", tenant.name);
+            let at = root.key("tenants").index(t);
             if tenant.name.is_empty() {
-                problems.push(format!("tenants[{t}].name is empty"));
+                problem(at.key("name"), "is empty".to_owned());
             }
             if !tenant_names.insert(tenant.name.as_str()) {
-                problems.push(format!("{at}: tenant name is used twice"));
+                let message = format!("tenant name '{}' is used twice", tenant.name);
+                problem(at.key("name"), message);
             }
             if tenant.api_key_hashes.is_empty() {
-                problems.push(format!("{at}.api_key_hashes is empty"));
+                problem(at.key("api_key_hashes"), "is empty".to_owned());
             }
-            for hash in &tenant.api_key_hashes {
+            for (h, hash) in tenant.api_key_hashes.iter().enumerate() {
+                let at = at.key("api_key_hashes").index(h);
                 match hash.parse::<KeyHash>() {
                     Ok(parsed) => {
                         if !hashes.insert(parsed) {
-                            problems.push(format!("{at}: key hash {hash} is used twice"));
+                            problem(at, format!("key hash {hash} is used twice"));
                         }
                     }
-                    Err(e) => problems.push(format!("{at}.api_key_hashes: {e}")),
+                    Err(e) => problem(at, e.to_string()),
                 }
             }
-            for model in &tenant.allowed_models {
-                if model != "*" && !model_owner.contains_key(model.as_str()) {
-                    problems.push(format!(
-                        "{at}.allowed_models: '{model}' is not a configured model"
-                    ));
+            for (m, model) in tenant.allowed_models.iter().enumerate() {
+                let routing_model = self.routing.as_ref().map(|r| r.model.as_str());
+                if model != "*"
+                    && !model_owner.contains_key(model.as_str())
+                    && Some(model.as_str()) != routing_model
+                {
+                    problem(
+                        at.key("allowed_models").index(m),
+                        format!("'{model}' is not a configured model"),
+                    );
                 }
             }
             if let Some(limit) = tenant.rate_limit
                 && limit.requests_per_minute == 0
             {
-                problems.push(format!(
-                    "{at}.rate_limit.requests_per_minute must be above 0"
-                ));
+                let at = at.key("rate_limit").key("requests_per_minute");
+                problem(at, "must be above 0".to_owned());
             }
         }
         problems
@@ -595,9 +652,7 @@ tenants:
             .replace("allowed_models: [\"*\"]", "allowed_models: [ghost]")
             .replace("sha256:2c26", "sha256:zz26")
             .replace("https://api.anthropic.com", "ftp://x");
-        let Err(ConfigError::Invalid { problems, .. }) = Config::from_yaml(&text, "test") else {
-            panic!("expected validation errors");
-        };
+        let problems = Config::from_yaml(&text, "test").unwrap_err().problems();
         let all = problems.join("\n");
         assert!(
             all.contains("fallback 'nope' is not a configured model"),
@@ -616,9 +671,7 @@ tenants:
             "allowed_models: [\"*\"]",
             "allowed_models: [\"*\"]\n  - name: beta\n    api_key_hashes: [\"sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\"]\n    allowed_models: []",
         );
-        let Err(ConfigError::Invalid { problems, .. }) = Config::from_yaml(&text, "test") else {
-            panic!("expected validation errors");
-        };
+        let problems = Config::from_yaml(&text, "test").unwrap_err().problems();
         let all = problems.join("\n");
         assert!(
             all.contains("model name 'gpt-4o-mini' is used twice"),
@@ -633,9 +686,7 @@ tenants:
         let text = format!(
             "{VALID}router:\n  embedding_model: ghost\n  domains:\n    payroll: []\n    \"bad name\": [x]\n"
         );
-        let Err(ConfigError::Invalid { problems, .. }) = Config::from_yaml(&text, "test") else {
-            panic!("expected validation errors");
-        };
+        let problems = Config::from_yaml(&text, "test").unwrap_err().problems();
         let all = problems.join("\n");
         assert!(
             all.contains("'ghost' is not one of embedding_models"),
@@ -647,5 +698,49 @@ tenants:
         );
         assert!(all.contains("'bad name' is not a domain name"), "{all}");
         assert_eq!(problems.len(), 3, "{all}");
+    }
+
+    #[test]
+    fn routing_problems_are_reported_at_their_line_and_column() {
+        let text = format!(
+            "{VALID}local_models:\n  - {{ name: slm, path: /models/slm.gguf }}\nrouting:\n  reference_model: gpt-4o-mini\n  tiers:\n    - {{ name: local, below: 0.4, targets: [slm] }}\n    - {{ name: remote, targets: [gpt-4o-mini, claude-hiaku] }}\n"
+        );
+        let error = Config::from_yaml(&text, "policy.yaml")
+            .unwrap_err()
+            .to_string();
+        let line = text
+            .lines()
+            .position(|l| l.contains("claude-hiaku"))
+            .unwrap()
+            + 1;
+        let column = text
+            .lines()
+            .nth(line - 1)
+            .unwrap()
+            .find("claude-hiaku")
+            .unwrap()
+            + 1;
+        assert!(
+            error.contains(&format!(
+                "policy.yaml:{line}:{column}: routing.tiers[1].targets[1]: 'claude-hiaku' is not a configured model (hint: configured models: claude-haiku, gpt-4o-mini, slm)"
+            )),
+            "{error}"
+        );
+
+        let budget = text.replace("claude-hiaku", "claude-haiku").replace(
+            "allowed_models: [\"*\"]",
+            "allowed_models: [\"*\"]\n    budget: { monthly_usd: 10 }",
+        );
+        assert!(Config::from_yaml(&budget, "policy.yaml").is_ok());
+        let without_routing = budget.split("routing:").next().unwrap();
+        let problems = Config::from_yaml(without_routing, "p")
+            .unwrap_err()
+            .problems();
+        assert_eq!(
+            problems,
+            [
+                "tenants[0].budget: a budget needs a `routing:` section (hint: routing names the local tier that a spent budget falls back to)"
+            ]
+        );
     }
 }

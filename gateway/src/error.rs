@@ -38,6 +38,16 @@ pub enum ApiError {
     UpstreamTimeout { message: String },
     #[error("Switchboard is shutting down.")]
     ShuttingDown,
+    #[error("{message}")]
+    BudgetSpent {
+        message: String,
+        /// Until the spent window turns.
+        retry_after: Duration,
+    },
+    #[error(
+        "The request holds private data ({kinds}), and this gateway's policy refuses such requests. Remove it and retry."
+    )]
+    PrivateDataRefused { kinds: String },
 }
 
 impl ApiError {
@@ -50,7 +60,10 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } | ApiError::PrivateDataRefused { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::BudgetSpent { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ModelNotFound(_) | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -67,11 +80,13 @@ impl ApiError {
     fn kind(&self) -> &'static str {
         match self {
             ApiError::BadRequest { .. }
+            | ApiError::PrivateDataRefused { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::NotFound { .. }
             | ApiError::PayloadTooLarge { .. } => "invalid_request_error",
             ApiError::Unauthorized => "authentication_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
+            ApiError::BudgetSpent { .. } => "insufficient_quota",
             ApiError::Overloaded { .. }
             | ApiError::Unavailable { .. }
             | ApiError::ShuttingDown
@@ -94,6 +109,8 @@ impl ApiError {
             ApiError::ShuttingDown => "shutting_down",
             ApiError::UpstreamFailed { .. } => "upstream_error",
             ApiError::UpstreamTimeout { .. } => "upstream_timeout",
+            ApiError::BudgetSpent { .. } => "budget_exceeded",
+            ApiError::PrivateDataRefused { .. } => "private_data_refused",
         }
     }
 
@@ -102,6 +119,7 @@ impl ApiError {
             ApiError::RateLimited { retry_after, .. } => *retry_after,
             ApiError::Overloaded { retry_after } => Some(*retry_after),
             ApiError::ShuttingDown => Some(Duration::from_secs(1)),
+            ApiError::BudgetSpent { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

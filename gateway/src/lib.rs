@@ -2,10 +2,13 @@
 //!
 //! A request's way through this crate:
 //! [`endpoints`] (HTTP routes) → [`auth`] (key → tenant) → [`api`] (parse, validate) →
-//! [`classify`] (what the router finds: private data) →
+//! [`classify`] (what the router finds: scores, private data, language) →
+//! [`routing`] (the facts the policy decides on, the decision, the models that carry it out;
+//! the rules themselves are in the `switchboard-policies` crate, the policy in force in
+//! [`policy`], tenants' spend and reservations in [`standing`]) →
 //! [`catalog`] (model → local engine or remote fallback chain) → [`providers`] (the local
 //! engine; remote retries, fallbacks, wire formats) →
-//! [`accounting`] (metrics and the request's log line, settled once).
+//! [`accounting`] (cost, metrics and the request's log line, settled once).
 
 pub mod accounting;
 pub mod api;
@@ -18,7 +21,10 @@ pub mod endpoints;
 pub mod error;
 pub mod metrics;
 pub mod model_store;
+pub mod policy;
 pub mod providers;
 pub mod rate_limit;
+pub mod routing;
 pub mod server;
+pub mod standing;
 pub mod telemetry;

@@ -4,8 +4,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Label value for requests whose tenant or model is not known (failed auth, unknown model).
@@ -43,6 +43,18 @@ pub struct Metrics {
     /// `switchboard_router_cache_lookups_total{result}`: routing texts found (`hit`) or not
     /// (`miss`) among the recently embedded ones.
     pub router_cache_lookups: IntCounterVec,
+    /// `switchboard_cost_usd_total{tenant,route,model}`: what answered requests cost.
+    pub cost: CounterVec,
+    /// `switchboard_counterfactual_cost_usd_total{tenant}`: what they would have cost at the
+    /// policy's reference model.
+    pub counterfactual_cost: CounterVec,
+    /// `switchboard_savings_usd_total{tenant}`: counterfactual minus actual. A gauge, since a
+    /// route dearer than the reference makes it go down.
+    pub savings: GaugeVec,
+    /// `switchboard_escalations_total{tenant,reason}`: routed requests sent to a remote tier.
+    pub escalations: IntCounterVec,
+    /// `switchboard_budget_remaining_usd{tenant}`: what is left of the tighter budget window.
+    pub budget_remaining: GaugeVec,
 }
 
 /// Scoring takes about a millisecond for short texts and tens of milliseconds for long ones
@@ -150,6 +162,48 @@ impl Metrics {
             "Routing texts looked up among the recently embedded ones, by result (hit, miss).",
             &["result"],
         );
+        let cost = register(
+            &registry,
+            CounterVec::new(
+                Opts::new("cost_usd_total", "What answered requests cost, in USD."),
+                &["tenant", "route", "model"],
+            ),
+        );
+        let counterfactual_cost = register(
+            &registry,
+            CounterVec::new(
+                Opts::new(
+                    "counterfactual_cost_usd_total",
+                    "What answered requests would have cost at the policy's reference model, in USD.",
+                ),
+                &["tenant"],
+            ),
+        );
+        let savings = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "savings_usd_total",
+                    "Counterfactual cost minus actual cost, in USD (negative when routes cost more than the reference).",
+                ),
+                &["tenant"],
+            ),
+        );
+        let escalations = counter(
+            "escalations_total",
+            "Routed requests sent to a remote tier, by tenant and the reason for it.",
+            &["tenant", "reason"],
+        );
+        let budget_remaining = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "budget_remaining_usd",
+                    "What is left of the tenant's tighter budget window, in USD.",
+                ),
+                &["tenant"],
+            ),
+        );
         let build_info = register(
             &registry,
             IntGaugeVec::new(
@@ -175,6 +229,11 @@ impl Metrics {
             router_decision,
             router_complexity,
             router_cache_lookups,
+            cost,
+            counterfactual_cost,
+            savings,
+            escalations,
+            budget_remaining,
         }
     }
 

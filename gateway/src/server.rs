@@ -2,8 +2,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use switchboard_router::classifier::Classifier;
 use switchboard_router::heads::Heads;
@@ -15,7 +15,9 @@ use crate::catalog::Catalog;
 use crate::config::{Config, Limits};
 use crate::metrics::Metrics;
 use crate::model_store::ModelStore;
+use crate::policy::Policy;
 use crate::providers::{Credentials, RemoteClient};
+use crate::standing::Standings;
 
 /// Everything a request handler needs, shared by all of them.
 pub struct Gateway {
@@ -28,6 +30,10 @@ pub struct Gateway {
     pub classifier: Option<Classifier>,
     /// One permit per request being handled; none left means shed load.
     pub in_flight: Arc<Semaphore>,
+    /// The policy in force; a reload swaps it whole.
+    policy: RwLock<Arc<Policy>>,
+    /// Each tenant's spend and escalations in the current windows.
+    pub standings: Arc<Standings>,
     shutting_down: AtomicBool,
 }
 
@@ -39,6 +45,8 @@ pub enum StartError {
     RouterHeads(#[from] switchboard_router::heads::HeadsError),
     #[error("cannot embed the router's custom domains: {0}")]
     RouterDomains(#[from] switchboard_router::embedder::EmbedderError),
+    #[error("invalid policy: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Policy(Vec<switchboard_policies::problems::Problem>),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -58,7 +66,10 @@ impl Gateway {
         install_crypto_provider();
         let metrics = Arc::new(Metrics::new());
         let catalog = Catalog::new(config, env, store)?;
+        let policy = Policy::from_config(config).map_err(StartError::Policy)?;
         Ok(Self {
+            policy: RwLock::new(Arc::new(policy)),
+            standings: Arc::new(Standings::default()),
             limits: config.limits.clone(),
             classifier: classifier(config, &catalog)?,
             catalog,
@@ -97,6 +108,14 @@ impl Gateway {
                 engine.generated_tokens() as u64,
             );
         }
+    }
+
+    /// The policy in force now; a request keeps the one it started with.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn is_shutting_down(&self) -> bool {

@@ -234,6 +234,11 @@ impl Engine {
         self.queued.load(Ordering::Relaxed)
     }
 
+    /// Whether a request submitted now would be refused as overloaded.
+    pub fn is_full(&self) -> bool {
+        self.queue_depth() >= self.capacity
+    }
+
     /// Tokens generated since the engine started.
     pub fn generated_tokens(&self) -> usize {
         self.shared.generated_tokens.load(Ordering::Relaxed)

@@ -14,14 +14,14 @@ pub enum Step {
 
 /// Where in the file's structure a problem is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Path(Vec<Step>);
+pub struct KeyPath(Vec<Step>);
 
-impl Path {
+impl KeyPath {
     pub fn root() -> Self {
         Self::default()
     }
 
-    /// `routing.tiers` from `Path::root().key("routing").key("tiers")`.
+    /// `routing.tiers` from `KeyPath::root().key("routing").key("tiers")`.
     pub fn key(&self, key: &str) -> Self {
         let mut steps = self.0.clone();
         steps.push(Step::Key(key.to_owned()));
@@ -39,7 +39,7 @@ impl Path {
     }
 }
 
-impl fmt::Display for Path {
+impl fmt::Display for KeyPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, step) in self.0.iter().enumerate() {
             match step {
@@ -55,13 +55,13 @@ impl fmt::Display for Path {
 /// One thing wrong with a file, with what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    pub path: Path,
+    pub path: KeyPath,
     pub message: String,
     pub hint: Option<String>,
 }
 
 impl Problem {
-    pub fn new(path: Path, message: impl Into<String>) -> Self {
+    pub fn new(path: KeyPath, message: impl Into<String>) -> Self {
         Self {
             path,
             message: message.into(),
@@ -100,7 +100,7 @@ impl fmt::Display for Location {
 
 /// Where `path` starts in the YAML `text`; for a path that is not there (a missing key), where
 /// its deepest existing parent starts.
-pub fn locate(text: &str, path: &Path) -> Option<Location> {
+pub fn locate(text: &str, path: &KeyPath) -> Option<Location> {
     (0..=path.steps().len()).rev().find_map(|depth| {
         let seed = Seek(&path.steps()[..depth]);
         // The seeker stops with an error at the node it was looking for: the YAML deserializer
@@ -246,18 +246,18 @@ routing:
   domains: {legal: {route: remote}}
 ";
 
-    fn at(path: &Path) -> String {
+    fn at(path: &KeyPath) -> String {
         locate(TEXT, path).unwrap().to_string()
     }
 
     #[test]
     fn paths_resolve_to_the_line_and_column_of_their_node() {
-        let tiers = Path::root().key("routing").key("tiers");
-        assert_eq!(at(&Path::root().key("listen")), "1:9");
+        let tiers = KeyPath::root().key("routing").key("tiers");
+        assert_eq!(at(&KeyPath::root().key("listen")), "1:9");
         assert_eq!(at(&tiers.index(0).key("targets").index(1)), "5:21");
         assert_eq!(at(&tiers.index(1).key("targets").index(1)), "9:11");
         assert_eq!(at(&tiers.index(1)), "6:7");
-        let legal = Path::root().key("routing").key("domains").key("legal");
+        let legal = KeyPath::root().key("routing").key("domains").key("legal");
         assert_eq!(at(&legal.key("route")), "10:28");
         assert_eq!(
             tiers.index(1).key("targets").to_string(),
@@ -267,8 +267,12 @@ routing:
 
     #[test]
     fn a_missing_node_resolves_to_its_deepest_parent() {
-        let missing = Path::root().key("routing").key("tiers").index(7).key("x");
+        let missing = KeyPath::root()
+            .key("routing")
+            .key("tiers")
+            .index(7)
+            .key("x");
         assert_eq!(at(&missing), "4:5");
-        assert_eq!(at(&Path::root().key("nothing")), "1:1");
+        assert_eq!(at(&KeyPath::root().key("nothing")), "1:1");
     }
 }

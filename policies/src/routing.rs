@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::money::Price;
-use crate::problems::{Path, Problem};
+use crate::problems::{KeyPath, Problem};
 use crate::spec::{
     BusyRule, ForcedRoute, LongContextRule, PrivateDataRule, RemoteFailureRule, RoutingSpec,
 };
@@ -74,7 +74,7 @@ impl Routing {
     /// each at its path under `at`.
     pub fn build(
         spec: &RoutingSpec,
-        at: &Path,
+        at: &KeyPath,
         models: &BTreeMap<String, ModelFacts>,
         domains: Option<&BTreeSet<String>>,
     ) -> Result<Routing, Vec<Problem>> {
@@ -280,7 +280,7 @@ impl Routing {
                 .zip(&below)
                 .filter_map(|(tier, own)| own.or(tier.below))
                 .collect();
-            if effective.windows(2).any(|w| w[0] >= w[1]) {
+            if !rule.below.is_empty() && effective.windows(2).any(|w| w[0] >= w[1]) {
                 problems.push(
                     Problem::new(here.key("below"), "with these bounds the bands overlap")
                         .hint("each tier's bound must stay above the one of the tier before"),

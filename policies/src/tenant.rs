@@ -2,7 +2,7 @@
 //! and the state the decision reads: what it has spent, how much of its traffic escalated.
 
 use crate::money::Usd;
-use crate::problems::{Path, Problem};
+use crate::problems::{KeyPath, Problem};
 use crate::spec::{BudgetAction, BudgetSpec};
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -95,7 +95,7 @@ impl TenantRules {
         budget: Option<&BudgetSpec>,
         escalation_cap: Option<f64>,
         may_force_route: bool,
-        at: &Path,
+        at: &KeyPath,
     ) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
         let budget = budget.map(|spec| {
@@ -222,7 +222,7 @@ mod tests {
             monthly_usd: None,
             when_spent: BudgetAction::Reject,
         };
-        let at = Path::root().key("tenants").index(2);
+        let at = KeyPath::root().key("tenants").index(2);
         let problems = TenantRules::build(Some(&spec), Some(1.5), false, &at).unwrap_err();
         let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert_eq!(all.len(), 2, "{all:?}");

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use switchboard_policies::decision::{
     Asked, Capacity, ContextNeed, RequestFacts, Scores, TenantState,
 };
-use switchboard_policies::problems::Path;
+use switchboard_policies::problems::KeyPath;
 use switchboard_policies::spec::{BudgetAction, ForcedRoute, RoutingSpec};
 use switchboard_policies::tenant::{Budget, EscalationCount, Spend};
 use switchboard_policies::{
@@ -60,7 +60,7 @@ fn routing_from(text: &str) -> Result<Routing, Vec<String>> {
     let spec: RoutingSpec = serde_yaml::from_str(text).unwrap();
     Routing::build(
         &spec,
-        &Path::root().key("routing"),
+        &KeyPath::root().key("routing"),
         &models(),
         Some(&domains()),
     )

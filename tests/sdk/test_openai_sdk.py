@@ -88,6 +88,11 @@ router:
       - "The heating in meeting room 3 is broken"
       - "Can someone fix the light in the second floor kitchen?"
       - "The badge reader at the north entrance does not work"
+routing:
+  reference_model: claude-test
+  tiers:
+    - {{ name: local, below: 0.35, targets: [smollm2] }}
+    - {{ name: remote, targets: [gpt-test] }}
 tenants:
   - name: sdk
     api_key_hashes: ["{key_hash}"]
@@ -145,7 +150,7 @@ def test_stream(gateway, model, upstream):
 
 def test_models(gateway):
     ids = sorted(m.id for m in gateway.client().models.list())
-    assert ids == ["claude-test", "gpt-test", "minilm", "smollm2"]
+    assert ids == ["auto", "claude-test", "gpt-test", "minilm", "smollm2"]
 
 
 def test_embeddings(gateway):
@@ -274,6 +279,31 @@ def scored(gateway, text):
         model="gpt-test", messages=[{"role": "user", "content": text}]
     )
     return float(raw.headers["x-switchboard-complexity"]), raw.headers["x-switchboard-domain"]
+
+
+def test_auto_routes_by_complexity_with_costs_in_headers(gateway):
+    def ask(text):
+        raw = gateway.client().chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": text}], max_tokens=6, temperature=0,
+        )
+        return raw.headers, raw.parse()
+
+    headers, answer = ask("How do I reset my VPN password?")
+    assert headers["x-switchboard-route"] == "local" and answer.model == "smollm2"
+    assert headers["x-switchboard-reason"].startswith("complexity")
+    assert float(headers["x-switchboard-cost-usd"]) == 0
+    usage = answer.usage
+    assert float(headers["x-switchboard-savings-usd"]) == pytest.approx(
+        (usage.prompt_tokens * 3 + usage.completion_tokens * 15) / 1e6, abs=1e-9)
+
+    headers, answer = ask("Write a Python function that merges two sorted linked lists in O(n) time.")
+    assert headers["x-switchboard-route"] == "remote" and headers["x-switchboard-model"] == "gpt-test"
+    assert answer.choices[0].message.content.startswith("gpt-upstream says:")
+    # gpt-test ($0.15 / $0.60) against the reference claude-test ($3 / $15).
+    cost, saved = float(headers["x-switchboard-cost-usd"]), float(headers["x-switchboard-savings-usd"])
+    usage = answer.usage
+    assert cost == pytest.approx((usage.prompt_tokens * 0.15 + usage.completion_tokens * 0.6) / 1e6, abs=1e-9)
+    assert saved == pytest.approx((usage.prompt_tokens * 2.85 + usage.completion_tokens * 14.4) / 1e6, abs=1e-9)
 
 
 def test_router_scores_every_request(gateway):

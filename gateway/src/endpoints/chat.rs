@@ -15,11 +15,13 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{admit, failed, parse_json, read_body, request_id, tag_with_id};
-use crate::accounting::{Classification, RequestRecord};
+use crate::accounting::{Classification, Findings, RequestRecord, Settlement};
 use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
+use crate::policy::Costs;
 use crate::providers::local::LocalModel;
 use crate::providers::{ChunkStream, StreamChunk, StreamStart, Target, UpstreamError};
+use crate::routing::{self, Route};
 use crate::server::Gateway;
 
 pub async fn chat_completions(
@@ -34,12 +36,16 @@ pub async fn chat_completions(
     let answered = answer(&gateway, &headers, body, &mut record)
         .instrument(span)
         .await;
-    let private_data = crate::classify::header_value(&record.private_data);
-    let language = record.language;
-    let classification = record.classification.clone();
+    let private_data = crate::classify::header_value(&record.findings.private_data);
+    let language = record.findings.language;
+    let classification = record.findings.classification.clone();
+    let reason = record.reason.clone();
     let mut response = match answered {
-        Ok(Answer::Complete(response)) => {
+        Ok(Answer::Complete(mut response)) => {
             record.status = response.status().as_u16();
+            if let Some(costs) = record.costs() {
+                add_cost_headers(response.headers_mut(), &costs);
+            }
             response
         }
         Ok(Answer::Stream {
@@ -51,7 +57,7 @@ pub async fn chat_completions(
                 pending: Some(start.first),
                 rest: start.rest,
                 include_usage,
-                provider: by.provider.to_owned(),
+                provider: by.provider.clone(),
                 metrics: gateway.metrics.clone(),
             };
             // From here on the stream settles the record, when it ends or is dropped.
@@ -69,6 +75,11 @@ pub async fn chat_completions(
             .headers_mut()
             .insert("x-switchboard-language", value);
     }
+    if let Some(reason) = reason.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        response
+            .headers_mut()
+            .insert("x-switchboard-reason", reason);
+    }
     if let Some(c) = classification {
         let headers = response.headers_mut();
         let complexity = HeaderValue::from_str(&format!("{:.3}", c.complexity));
@@ -80,49 +91,57 @@ pub async fn chat_completions(
     response
 }
 
-enum Answer<'a> {
+enum Answer {
     Complete(Response),
     /// The first chunk is in; the response is built around the stream by the caller, which
     /// owns the request's record.
     Stream {
         start: StreamStart,
-        by: AnsweredBy<'a>,
+        by: AnsweredBy,
         include_usage: bool,
     },
 }
 
 /// Who answered, for the `x-switchboard-*` headers and the request's record.
-struct AnsweredBy<'a> {
+struct AnsweredBy {
     route: &'static str,
-    provider: &'a str,
-    model: &'a str,
+    provider: String,
+    model: String,
 }
 
-impl AnsweredBy<'_> {
+impl AnsweredBy {
     fn note_in(&self, record: &mut RequestRecord) {
         record.route = self.route;
-        record.provider = Some(self.provider.to_owned());
+        record.provider = Some(self.provider.clone());
+        record.model = self.model.clone();
     }
-}
 
-impl<'a> From<&'a Target> for AnsweredBy<'a> {
-    fn from(target: &'a Target) -> Self {
+    fn local(model: &LocalModel) -> Self {
         Self {
-            route: "remote",
-            provider: &target.provider.name,
-            model: &target.model.name,
+            route: "local",
+            provider: "local".to_owned(),
+            model: model.name.clone(),
         }
     }
 }
 
-/// Notes in the record what the router finds. Without a router (or when it cannot score the
+impl From<&Target> for AnsweredBy {
+    fn from(target: &Target) -> Self {
+        Self {
+            route: "remote",
+            provider: target.provider.name.clone(),
+            model: target.model.name.clone(),
+        }
+    }
+}
+
+/// What the router finds in the request. Without a router (or when it cannot score the
 /// request: its queue is full) the request is still scanned for private data and its language,
 /// and answered unscored.
-async fn classify(
+pub(super) async fn classify(
     classifier: Option<&Classifier>,
     request: &ChatCompletionRequest,
-    record: &mut RequestRecord,
-) {
+) -> Findings {
     let started = Instant::now();
     let turns = crate::classify::turns(&request.messages);
     let distinct_kinds =
@@ -130,90 +149,140 @@ async fn classify(
     if let Some(classifier) = classifier {
         match classifier.classify(&turns).await {
             Ok(scores) => {
-                record.private_data = distinct_kinds(&scores.pii);
-                record.language = scores.language.map(|l| l.code);
-                record.classification = Some(Classification {
-                    complexity: scores.complexity,
-                    domain: scores.top_domain().to_owned(),
-                    took: started.elapsed(),
-                });
-                return;
+                return Findings {
+                    private_data: distinct_kinds(&scores.pii),
+                    language: scores.language.map(|l| l.code),
+                    classification: Some(Classification {
+                        complexity: scores.complexity,
+                        domain: scores.top_domain().to_owned(),
+                        took: started.elapsed(),
+                    }),
+                };
             }
             Err(error) => tracing::warn!(%error, "the router could not score the request"),
         }
     }
-    record.private_data = distinct_kinds(&private_data(&turns));
-    record.language = language_of(&turns).map(|l| l.code);
+    Findings {
+        private_data: distinct_kinds(&private_data(&turns)),
+        language: language_of(&turns).map(|l| l.code),
+        classification: None,
+    }
 }
 
-async fn answer<'a>(
-    gateway: &'a Gateway,
+async fn answer(
+    gateway: &Gateway,
     headers: &HeaderMap,
     body: Body,
     record: &mut RequestRecord,
-) -> Result<Answer<'a>, ApiError> {
+) -> Result<Answer, ApiError> {
     let tenant = admit(gateway, headers, record)?;
     let bytes = read_body(body, headers, gateway.limits.max_body_bytes).await?;
-    let request = parse(&bytes)?;
+    let mut request = parse(&bytes)?;
     drop(bytes);
-    classify(gateway.classifier.as_ref(), &request, record).await;
+    record.findings = classify(gateway.classifier.as_ref(), &request).await;
 
     if !tenant.may_use(&request.model) {
         return Err(ApiError::ModelNotFound(request.model));
     }
-    if let Some(local) = gateway.catalog.local(&request.model) {
-        record.model = request.model.clone();
-        return answer_locally(local, &request, record).await;
-    }
-    let Some(chain) = gateway.catalog.usable_chain(&request.model) else {
-        if gateway.catalog.contains(&request.model) {
-            return Err(ApiError::Unavailable {
-                message: format!(
-                    "The model '{}' has no provider with an API key; ask your operator to set it.",
-                    request.model
-                ),
-            });
+    let policy = gateway.policy();
+    let plan = routing::plan(
+        gateway,
+        &policy,
+        &tenant,
+        &request,
+        headers,
+        &record.findings,
+    );
+    let plan = plan.await?;
+    if let Some(decision) = &plan.decision {
+        record.reason = Some(decision.reason.to_string());
+        if plan.reservation.as_ref().and_then(|r| r.routed()) == Some(true) {
+            gateway
+                .metrics
+                .escalations
+                .with_label_values(&[&tenant.name, decision.reason.label()])
+                .inc();
         }
-        return Err(ApiError::ModelNotFound(request.model));
-    };
-    record.model = request.model.clone();
+    }
+    let redact = plan.decision.as_ref().is_some_and(|d| d.redact);
+    record.settlement = Some(Settlement {
+        policy: policy.clone(),
+        reservation: plan.reservation,
+    });
 
+    let chain = match plan.route {
+        Route::Local(local) => return answer_locally(&local, &request, record).await,
+        Route::Remote(chain) => chain,
+    };
+    // Until a target answers, the request counts against the first one (a client that goes
+    // away meanwhile is recorded there).
+    if let Some(first) = chain.first() {
+        AnsweredBy::from(first).note_in(record);
+    }
+    // The local fallback sees the request as the client sent it.
+    let unredacted = redact.then(|| {
+        let original = request.messages.clone();
+        crate::classify::redact(&mut request.messages);
+        original
+    });
     let deadline = Instant::now() + gateway.limits.request_timeout;
     let remote = &gateway.remote;
-    if request.is_stream() {
-        let answered = remote
-            .stream(chain, &request, deadline)
-            .await
-            .map_err(|f| f.error.into_api_error(&f.provider))?;
-        let by = AnsweredBy::from(answered.target);
-        by.note_in(record);
-        return Ok(Answer::Stream {
-            start: answered.value,
-            by,
-            include_usage: request.wants_usage_chunk(),
-        });
+    let failed = if request.is_stream() {
+        match remote.stream(&chain, &request, deadline).await {
+            Ok(answered) => {
+                let by = AnsweredBy::from(answered.target);
+                by.note_in(record);
+                return Ok(Answer::Stream {
+                    start: answered.value,
+                    by,
+                    include_usage: request.wants_usage_chunk(),
+                });
+            }
+            Err(failed) => failed,
+        }
+    } else {
+        match remote.complete(&chain, &request, deadline).await {
+            Ok(answered) => {
+                let by = AnsweredBy::from(answered.target);
+                by.note_in(record);
+                record.usage = answered.value.usage;
+                return Ok(Answer::Complete(json_response(answered.value.body, &by)));
+            }
+            Err(failed) => failed,
+        }
+    };
+    match plan.local_fallback {
+        Some(local) => {
+            let from = chain.first().map_or("", |t| t.model.name.as_str());
+            tracing::warn!(
+                kind = failed.error.kind(),
+                from,
+                to = %local.name,
+                "every remote target failed: answering locally"
+            );
+            gateway
+                .metrics
+                .fallbacks
+                .with_label_values(&[from, &local.name, failed.error.kind()])
+                .inc();
+            if let Some(reason) = &mut record.reason {
+                reason.push_str("; remote failed: local");
+            }
+            if let Some(messages) = unredacted {
+                request.messages = messages;
+            }
+            answer_locally(&local, &request, record).await
+        }
+        None => Err(failed.error.into_api_error(&failed.provider)),
     }
-
-    let answered = remote
-        .complete(chain, &request, deadline)
-        .await
-        .map_err(|f| f.error.into_api_error(&f.provider))?;
-    let by = AnsweredBy::from(answered.target);
-    by.note_in(record);
-    record.usage = answered.value.usage;
-    Ok(Answer::Complete(json_response(answered.value.body, &by)))
 }
 
-async fn answer_locally<'a>(
-    local: &'a Arc<LocalModel>,
+async fn answer_locally(
+    local: &Arc<LocalModel>,
     request: &ChatCompletionRequest,
     record: &mut RequestRecord,
-) -> Result<Answer<'a>, ApiError> {
-    let by = AnsweredBy {
-        route: "local",
-        provider: "local",
-        model: &local.name,
-    };
+) -> Result<Answer, ApiError> {
+    let by = AnsweredBy::local(local);
     by.note_in(record);
     if request.is_stream() {
         let mut rest = local.stream(request).await?;
@@ -237,7 +306,7 @@ async fn answer_locally<'a>(
     Ok(Answer::Complete(json_response(completion.body, &by)))
 }
 
-fn json_response(body: Bytes, by: &AnsweredBy<'_>) -> Response {
+fn json_response(body: Bytes, by: &AnsweredBy) -> Response {
     let mut response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -249,7 +318,7 @@ fn json_response(body: Bytes, by: &AnsweredBy<'_>) -> Response {
 }
 
 /// Parses and validates a chat completion request.
-fn parse(bytes: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
+pub(super) fn parse(bytes: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
     let request: ChatCompletionRequest = parse_json(bytes)?;
     request
         .validate()
@@ -257,11 +326,11 @@ fn parse(bytes: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
     Ok(request)
 }
 
-fn add_route_headers(headers: &mut HeaderMap, by: &AnsweredBy<'_>) {
+fn add_route_headers(headers: &mut HeaderMap, by: &AnsweredBy) {
     let pairs = [
         ("x-switchboard-route", by.route),
-        ("x-switchboard-provider", by.provider),
-        ("x-switchboard-model", by.model),
+        ("x-switchboard-provider", &by.provider),
+        ("x-switchboard-model", &by.model),
     ];
     for (name, value) in pairs {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -270,7 +339,21 @@ fn add_route_headers(headers: &mut HeaderMap, by: &AnsweredBy<'_>) {
     }
 }
 
-fn sse_response(body: Body, by: &AnsweredBy<'_>) -> Response {
+/// What a complete answer cost and saved, in USD. A stream's headers leave before its tokens
+/// are counted; its cost is in the metrics and the request's log line.
+fn add_cost_headers(headers: &mut HeaderMap, costs: &Costs) {
+    let pairs = [
+        ("x-switchboard-cost-usd", costs.actual),
+        ("x-switchboard-savings-usd", costs.savings()),
+    ];
+    for (name, amount) in pairs {
+        if let Ok(value) = HeaderValue::from_str(&amount.to_string()) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+fn sse_response(body: Body, by: &AnsweredBy) -> Response {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(

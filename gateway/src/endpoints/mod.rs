@@ -2,6 +2,7 @@
 
 mod chat;
 mod embeddings;
+mod explain;
 mod health;
 mod models;
 
@@ -22,6 +23,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/route/explain", post(explain::explain))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::retrieve))
         .route("/healthz", get(health::healthz))

@@ -1,4 +1,5 @@
-//! `GET /v1/models`: the models the caller's key may use and that can answer now.
+//! `GET /v1/models`: the models the caller's key may use and that can answer now, and the
+//! routing model (`auto`) when the policy routes.
 
 use std::sync::Arc;
 
@@ -25,13 +26,23 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = authenticate(&gateway, &headers)?;
-    let data: Vec<Value> = gateway
-        .catalog
-        .usable_models()
+    let data: Vec<Value> = models(&gateway)
+        .into_iter()
         .filter(|(name, _)| tenant.may_use(name))
-        .map(|(name, owner)| model_object(name, owner))
+        .map(|(name, owner)| model_object(&name, owner))
         .collect();
     Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// Every model that can answer now, by name, with its owner (`local`, the provider's name, or
+/// `switchboard` for the routing model).
+fn models(gateway: &Gateway) -> Vec<(String, &str)> {
+    let routing = gateway.policy().routing.as_ref().map(|r| r.model.clone());
+    let routing = routing.into_iter().map(|name| (name, "switchboard"));
+    let catalog = gateway.catalog.usable_models();
+    routing
+        .chain(catalog.map(|(name, owner)| (name.to_owned(), owner)))
+        .collect()
 }
 
 pub async fn retrieve(
@@ -40,10 +51,9 @@ pub async fn retrieve(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = authenticate(&gateway, &headers)?;
-    gateway
-        .catalog
-        .usable_models()
+    models(&gateway)
+        .into_iter()
         .find(|(name, _)| *name == id && tenant.may_use(name))
-        .map(|(name, owner)| Json(model_object(name, owner)))
+        .map(|(name, owner)| Json(model_object(&name, owner)))
         .ok_or(ApiError::ModelNotFound(id))
 }

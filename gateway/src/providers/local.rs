@@ -130,7 +130,43 @@ fn completion_id() -> String {
     format!("chatcmpl-local-{:016x}", fastrand::u64(..))
 }
 
+/// Room in the template for each turn's role markers, when the prompt is bounded by its bytes.
+const TEMPLATE_BYTES_PER_TURN: u64 = 16;
+const TEMPLATE_BYTES: u64 = 256;
+
 impl LocalModel {
+    /// The tokens `request` needs in this model's context: its prompt and its completion
+    /// allowance. A token is at least one byte, so when the bytes already fit they bound the
+    /// count; only a request near the window is tokenized exactly.
+    pub async fn context_need(
+        self: &Arc<Self>,
+        request: &ChatCompletionRequest,
+    ) -> Result<u64, ApiError> {
+        let allowance = request.max_output_tokens().map_or(0, u64::from);
+        let bytes: u64 = request
+            .messages
+            .iter()
+            .map(|m| {
+                m.content.as_ref().map_or(0, |c| c.text().len() as u64) + TEMPLATE_BYTES_PER_TURN
+            })
+            .sum();
+        let bound = bytes + TEMPLATE_BYTES + allowance;
+        let window = self.engine.info().context_length as u64;
+        let Ok(generation) = generation_request(request).map(|g| g.turns) else {
+            // Not a request this model could take anyway (tools, n > 1): the bound will do.
+            return Ok(bound);
+        };
+        if bound <= window {
+            return Ok(bound);
+        }
+        let model = self.clone();
+        let prompt = tokio::task::spawn_blocking(move || model.engine.prompt_tokens(&generation))
+            .await
+            .map_err(|e| generation_failed(&e.to_string()))?
+            .map_err(submit_error)?;
+        Ok(prompt.len() as u64 + allowance)
+    }
+
     /// Queues a generation. Rendering and tokenizing a long conversation takes a while, so it
     /// runs on a blocking thread, not on the async workers.
     async fn submit(self: &Arc<Self>, request: GenerationRequest) -> Result<Generation, ApiError> {

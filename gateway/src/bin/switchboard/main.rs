@@ -9,7 +9,9 @@ use std::io::Read;
 use anyhow::Context;
 use clap::Parser;
 use switchboard_gateway::auth::{KeyHash, generate_key};
-use switchboard_gateway::cli::{Cli, Command, KeysCommand, ModelsCommand, RouterCommand};
+use switchboard_gateway::cli::{
+    Cli, Command, KeysCommand, ModelsCommand, PolicyCommand, RouterCommand,
+};
 use switchboard_gateway::config::Config;
 use switchboard_gateway::model_store::{DEFAULT_PACKAGES, ModelStore, Package};
 use switchboard_gateway::server::{Server, shutdown_signal};
@@ -60,12 +62,16 @@ fn main() -> anyhow::Result<()> {
             ),
             RouterCommand::Label(args) => label::label(args),
         },
-        Command::Check { config } => {
-            let loaded = Config::load(&config)?;
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => {
+            let loaded = Config::load(&file)?;
+            let tiers = loaded.routing.as_ref().map_or(0, |r| r.tiers.len());
             println!(
-                "{}: ok ({} providers, {} tenants)",
-                config.display(),
+                "{}: ok ({} providers, {} local models, {} tenants, {tiers} routing tiers)",
+                file.display(),
                 loaded.providers.len(),
+                loaded.local_models.len(),
                 loaded.tenants.len()
             );
             Ok(())

@@ -1,0 +1,89 @@
+//! `POST /v1/route/explain`: the same body as a chat completion; the router's scores and the
+//! policy's decision come back, and nothing is generated, reserved or counted.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::chat::{classify, parse};
+use super::{authenticate, read_body};
+use crate::error::ApiError;
+use crate::routing::{self, Route};
+use crate::server::Gateway;
+
+pub async fn explain(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match explained(&gateway, &headers, body).await {
+        Ok(json) => axum::Json(json).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn explained(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    if gateway.is_shutting_down() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let tenant = authenticate(gateway, headers)?;
+    let bytes = read_body(body, headers, gateway.limits.max_body_bytes).await?;
+    let request = parse(&bytes)?;
+    if !tenant.may_use(&request.model) {
+        return Err(ApiError::ModelNotFound(request.model));
+    }
+    let findings = classify(gateway.classifier.as_ref(), &request).await;
+    let scores = json!({
+        "complexity": findings.classification.as_ref().map(|c| c.complexity),
+        "domain": findings.classification.as_ref().map(|c| c.domain.as_str()),
+        "language": findings.language,
+        "private_data": findings.private_data.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+    });
+    let policy = gateway.policy();
+    let explained =
+        routing::explain(gateway, &policy, &tenant, &request, headers, &findings).await?;
+    let decision = match explained {
+        None => json!({
+            "route": "named",
+            "reason": "no routing section: the named model answers",
+            "models": [request.model],
+        }),
+        Some((decision, route)) => {
+            let (route, models, refusal) = match route {
+                Ok(Route::Local(model)) => ("local", vec![model.name.clone()], None),
+                Ok(Route::Remote(chain)) => (
+                    "remote",
+                    chain.iter().map(|t| t.model.name.clone()).collect(),
+                    None,
+                ),
+                Err(error) => ("refused", Vec::new(), Some(error.body()["error"].clone())),
+            };
+            let tier = match decision.target {
+                switchboard_policies::Target::Tier(tier) => {
+                    policy.routing.as_ref().map(|r| r.tier(tier).name.clone())
+                }
+                _ => None,
+            };
+            json!({
+                "route": route,
+                "tier": tier,
+                "models": models,
+                "reason": decision.reason.to_string(),
+                "reason_code": decision.reason.label(),
+                "redact": decision.redact,
+                "refusal": refusal,
+            })
+        }
+    };
+    Ok(json!({
+        "object": "route.explanation",
+        "model": request.model,
+        "tenant": tenant.name,
+        "scores": scores,
+        "decision": decision,
+    }))
+}

@@ -1,0 +1,330 @@
+//! Requests for `auto` routed by the policy, end to end: the real router scores them, the real
+//! local model answers what stays here, the fake upstreams stand in for the cloud.
+
+mod support;
+
+use std::time::Duration;
+
+use fake_upstream::{Behaviour, FakeUpstream};
+use serde_json::{Value, json};
+use support::*;
+use switchboard_gateway::auth::KeyHash;
+
+const THRIFTY_KEY: &str = "sk-thrifty-test";
+const FRUGAL_KEY: &str = "sk-frugal-test";
+
+const EASY: &str = "How do I reset my VPN password?";
+const HARD: &str = "Write a Python function that merges two sorted linked lists in O(n) time and explain its complexity.";
+
+/// The standard fakes and models, the local SLM and the router, and a policy of three tiers:
+/// `smollm2` below 0.35, `solo` (OpenAI fake) below 0.7, `claude-test` (Anthropic fake) above,
+/// with `claude-test` as the reference. Two more tenants with a budget of a millionth of a
+/// dollar a day: `thrifty` is refused once it is spent, `frugal` is kept local (and may force
+/// a route).
+async fn routed_gateway(
+    private_data: &str,
+    queue_capacity: usize,
+) -> (TestGateway, FakeUpstream, FakeUpstream) {
+    let openai = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
+    let anthropic = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
+    let extra = format!(
+        r#"  - name: thrifty
+    api_key_hashes: ["{thrifty}"]
+    allowed_models: ["*"]
+    budget: {{ daily_usd: 0.000001, when_spent: reject }}
+  - name: frugal
+    api_key_hashes: ["{frugal}"]
+    allowed_models: ["*"]
+    budget: {{ daily_usd: 0.000001, when_spent: local_only }}
+    may_force_route: true
+local_models:
+  - name: smollm2
+    default_model: smollm2
+    queue_capacity: {queue_capacity}
+embedding_models:
+  - name: minilm
+    default_model: all-minilm-l6-v2
+router:
+  embedding_model: minilm
+routing:
+  reference_model: claude-test
+  tiers:
+    - {{ name: local, below: 0.35, targets: [smollm2] }}
+    - {{ name: cheap, below: 0.7, targets: [solo] }}
+    - {{ name: frontier, targets: [claude-test] }}
+  private_data: {private_data}
+  when_local_busy: spill
+  when_remote_fails: local
+"#,
+        thrifty = KeyHash::of(THRIFTY_KEY),
+        frugal = KeyHash::of(FRUGAL_KEY),
+    );
+    let gateway = TestGateway::start(&config(&openai, &anthropic, &extra)).await;
+    (gateway, openai, anthropic)
+}
+
+fn auto(text: &str) -> Value {
+    json!({
+        "model": "auto",
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": 8,
+        "temperature": 0,
+    })
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+    response.headers()[name].to_str().unwrap()
+}
+
+fn dollars(response: &reqwest::Response, name: &str) -> f64 {
+    header(response, name).parse().unwrap()
+}
+
+#[tokio::test]
+async fn easy_requests_stay_local_and_hard_ones_escalate_with_their_costs() {
+    let (gateway, openai, anthropic) = routed_gateway("local_only", 4).await;
+
+    let easy = gateway.chat(ACME_KEY, &auto(EASY)).send().await.unwrap();
+    assert_eq!(easy.status(), 200);
+    assert_eq!(header(&easy, "x-switchboard-route"), "local");
+    assert_eq!(header(&easy, "x-switchboard-model"), "smollm2");
+    assert!(
+        header(&easy, "x-switchboard-reason").starts_with("complexity 0.0"),
+        "{:?}",
+        easy.headers()
+    );
+    assert!(header(&easy, "x-switchboard-reason").ends_with("< 0.35"));
+    assert_eq!(header(&easy, "x-switchboard-domain"), "it_helpdesk");
+    assert_eq!(dollars(&easy, "x-switchboard-cost-usd"), 0.0);
+    let saved = dollars(&easy, "x-switchboard-savings-usd");
+    let answer: Value = easy.json().await.unwrap();
+    let (prompt, completion) = (
+        answer["usage"]["prompt_tokens"].as_f64().unwrap(),
+        answer["usage"]["completion_tokens"].as_f64().unwrap(),
+    );
+    // The counterfactual: the same tokens at claude-test's $3 / $15 per million.
+    let reference = (prompt * 3.0 + completion * 15.0) / 1e6;
+    assert!((saved - reference).abs() < 1e-9, "{saved} vs {reference}");
+
+    let hard = gateway.chat(ACME_KEY, &auto(HARD)).send().await.unwrap();
+    assert_eq!(hard.status(), 200);
+    assert_eq!(header(&hard, "x-switchboard-route"), "remote");
+    assert_eq!(header(&hard, "x-switchboard-model"), "claude-test");
+    assert_eq!(header(&hard, "x-switchboard-domain"), "coding");
+    let reason = header(&hard, "x-switchboard-reason");
+    assert!(
+        reason.starts_with("complexity 0.9") && reason.ends_with(">= 0.70"),
+        "{reason}"
+    );
+    // Answered by the reference model itself: it costs what it would have, and saves nothing.
+    assert!(dollars(&hard, "x-switchboard-cost-usd") > 0.0);
+    assert_eq!(dollars(&hard, "x-switchboard-savings-usd"), 0.0);
+    assert_eq!(anthropic.stats().requests, 1);
+
+    // A named model is the client's choice.
+    let named = gateway.chat(ACME_KEY, &hello("solo")).send().await.unwrap();
+    assert_eq!(header(&named, "x-switchboard-model"), "solo");
+    assert_eq!(
+        header(&named, "x-switchboard-reason"),
+        "client named the model"
+    );
+    // solo ($1 / $2) is cheaper than the reference: a saving.
+    assert!(dollars(&named, "x-switchboard-savings-usd") > 0.0);
+    assert_eq!(openai.stats().requests, 1);
+
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"switchboard_escalations_total{reason="complexity",tenant="acme"}"#
+        ),
+        Some(1.0)
+    );
+    let counterfactual = sample(
+        &metrics,
+        r#"switchboard_counterfactual_cost_usd_total{tenant="acme"}"#,
+    )
+    .unwrap();
+    let cost = sample(
+        &metrics,
+        r#"switchboard_cost_usd_total{model="claude-test",route="remote",tenant="acme"}"#,
+    )
+    .unwrap();
+    let savings = sample(&metrics, r#"switchboard_savings_usd_total{tenant="acme"}"#).unwrap();
+    assert!(counterfactual > cost && cost > 0.0);
+    assert!((savings - (counterfactual - cost - solo_cost(&metrics))).abs() < 1e-9);
+}
+
+fn solo_cost(metrics: &str) -> f64 {
+    sample(
+        metrics,
+        r#"switchboard_cost_usd_total{model="solo",route="remote",tenant="acme"}"#,
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn private_data_stays_local_or_leaves_redacted() {
+    let (gateway, _openai, anthropic) = routed_gateway("local_only", 4).await;
+    let text = format!("{HARD} Send it to jane.doe@example.com when done.");
+    let mut forced = gateway.chat(FRUGAL_KEY, &auto(&text));
+    forced = forced.header("x-switchboard-route", "remote");
+    let response = forced.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-switchboard-route"), "local");
+    assert_eq!(
+        header(&response, "x-switchboard-reason"),
+        "private data found: local only"
+    );
+    assert_eq!(header(&response, "x-switchboard-pii"), "email");
+    // A named remote model does not take it either.
+    let mut named = auto(&text);
+    named["model"] = json!("claude-test");
+    let response = gateway.chat(ACME_KEY, &named).send().await.unwrap();
+    assert_eq!(header(&response, "x-switchboard-route"), "local");
+    assert_eq!(anthropic.stats().requests, 0, "nothing private left");
+    drop(gateway);
+
+    let (gateway, _openai, anthropic) = routed_gateway("redact", 4).await;
+    let response = gateway.chat(ACME_KEY, &auto(&text)).send().await.unwrap();
+    assert_eq!(header(&response, "x-switchboard-route"), "remote");
+    let received = anthropic.received();
+    let sent = received[0].body["messages"][0]["content"].to_string();
+    assert!(sent.contains("Send it to [EMAIL] when done."), "{sent}");
+    assert!(!sent.contains("jane.doe"), "{sent}");
+    drop(gateway);
+
+    let (gateway, _openai, anthropic) = routed_gateway("reject", 4).await;
+    let response = gateway.chat(ACME_KEY, &auto(&text)).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "private_data_refused");
+    assert!(!body.to_string().contains("jane.doe"));
+    assert_eq!(anthropic.stats().requests, 0);
+}
+
+#[tokio::test]
+async fn a_spent_budget_refuses_or_keeps_requests_local() {
+    let (gateway, _openai, anthropic) = routed_gateway("local_only", 4).await;
+    // The first escalation fits (nothing is spent yet) and spends the budget.
+    let first = gateway.chat(THRIFTY_KEY, &auto(HARD)).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-switchboard-route"), "remote");
+    let refused = gateway.chat(THRIFTY_KEY, &auto(EASY)).send().await.unwrap();
+    assert_eq!(refused.status(), 402);
+    let retry_after: u64 = header(&refused, "retry-after").parse().unwrap();
+    assert!((1..=86_400).contains(&retry_after));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "budget_exceeded");
+    assert_eq!(body["error"]["type"], "insufficient_quota");
+
+    let first = gateway.chat(FRUGAL_KEY, &auto(HARD)).send().await.unwrap();
+    assert_eq!(header(&first, "x-switchboard-route"), "remote");
+    let kept = gateway.chat(FRUGAL_KEY, &auto(HARD)).send().await.unwrap();
+    assert_eq!(kept.status(), 200);
+    assert_eq!(header(&kept, "x-switchboard-route"), "local");
+    assert_eq!(
+        header(&kept, "x-switchboard-reason"),
+        "daily budget spent: local only"
+    );
+    assert_eq!(anthropic.stats().requests, 2);
+
+    let metrics = gateway.metrics().await;
+    let remaining = sample(
+        &metrics,
+        r#"switchboard_budget_remaining_usd{tenant="frugal"}"#,
+    )
+    .unwrap();
+    assert!(remaining < 0.0, "{remaining}");
+}
+
+#[tokio::test]
+async fn a_failed_remote_tier_falls_back_to_the_local_model() {
+    let (gateway, _openai, anthropic) = routed_gateway("local_only", 4).await;
+    anthropic.push(vec![Behaviour::fail(500); 3]);
+    let response = gateway.chat(ACME_KEY, &auto(HARD)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-switchboard-route"), "local");
+    assert!(header(&response, "x-switchboard-reason").ends_with("; remote failed: local"));
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"switchboard_fallbacks_total{from="claude-test",reason="server_error",to="smollm2"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_full_local_queue_spills_to_the_first_remote_tier() {
+    let (gateway, openai, _anthropic) = routed_gateway("local_only", 1).await;
+    let mut long = auto("Count from one to one hundred.");
+    long["model"] = json!("smollm2");
+    long["max_tokens"] = json!(300);
+    long["stream"] = json!(true);
+    let mut running = gateway.chat(ACME_KEY, &long).send().await.unwrap();
+    assert_eq!(header(&running, "x-switchboard-route"), "local");
+    assert!(running.chunk().await.unwrap().is_some());
+    let waiting = tokio::spawn(gateway.chat(ACME_KEY, &auto(EASY)).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let spilled = gateway.chat(ACME_KEY, &auto(EASY)).send().await.unwrap();
+    assert_eq!(spilled.status(), 200);
+    assert_eq!(header(&spilled, "x-switchboard-route"), "remote");
+    assert_eq!(header(&spilled, "x-switchboard-model"), "solo");
+    assert_eq!(
+        header(&spilled, "x-switchboard-reason"),
+        "local queue full: spill"
+    );
+    assert_eq!(openai.stats().requests, 1);
+    drop(running);
+    assert_eq!(waiting.await.unwrap().unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn explain_decides_without_answering_and_clients_may_force_a_route() {
+    let (gateway, openai, anthropic) = routed_gateway("local_only", 4).await;
+    let explain = |key: &'static str, body: Value| {
+        gateway
+            .http
+            .post(gateway.url("/v1/route/explain"))
+            .bearer_auth(key)
+            .json(&body)
+    };
+    let response = explain(ACME_KEY, auto(HARD)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let explained: Value = response.json().await.unwrap();
+    assert_eq!(explained["decision"]["route"], "remote", "{explained}");
+    assert_eq!(explained["decision"]["tier"], "frontier");
+    assert_eq!(explained["decision"]["models"], json!(["claude-test"]));
+    assert_eq!(explained["decision"]["reason_code"], "complexity");
+    assert_eq!(explained["scores"]["domain"], "coding");
+    assert!(explained["scores"]["complexity"].as_f64().unwrap() > 0.7);
+
+    let forced = explain(FRUGAL_KEY, auto(EASY))
+        .header("x-switchboard-route", "remote")
+        .send()
+        .await
+        .unwrap();
+    let forced: Value = forced.json().await.unwrap();
+    assert_eq!(forced["decision"]["reason"], "client forced remote");
+    assert_eq!(forced["decision"]["models"], json!(["solo"]));
+    // acme may not force a route: its header is ignored.
+    let ignored = explain(ACME_KEY, auto(EASY)).header("x-switchboard-route", "remote");
+    let ignored: Value = ignored.send().await.unwrap().json().await.unwrap();
+    assert_eq!(ignored["decision"]["route"], "local");
+    let bad = explain(ACME_KEY, auto(EASY)).header("x-switchboard-route", "cloud");
+    assert_eq!(bad.send().await.unwrap().status(), 400);
+
+    assert_eq!(
+        openai.stats().requests + anthropic.stats().requests,
+        0,
+        "nothing generated"
+    );
+    let metrics = gateway.metrics().await;
+    assert!(
+        !metrics.contains("switchboard_requests_total{"),
+        "explanations are not requests"
+    );
+}
