@@ -162,7 +162,8 @@ pub enum Reason {
         action: BudgetAction,
     },
     EscalationCapReached {
-        share: f64,
+        /// The share of escalated requests had this one escalated too.
+        share_after: f64,
         cap: f64,
     },
     RemoteOff,
@@ -246,10 +247,10 @@ impl fmt::Display for Reason {
                     BudgetAction::Reject => "rejected",
                 }
             ),
-            Reason::EscalationCapReached { share, cap } => write!(
+            Reason::EscalationCapReached { share_after, cap } => write!(
                 f,
-                "escalation share {:.0}% at the cap of {:.0}%: local",
-                share * 100.0,
+                "escalating would raise the share to {:.0}%, over the cap of {:.0}%: local",
+                share_after * 100.0,
                 cap * 100.0
             ),
             Reason::RemoteOff => f.write_str("remote tier off (no provider key): local"),
@@ -333,7 +334,7 @@ pub fn decide(
             Err(Reason::RemoteOff)
         } else if !escalations.allows_one_more(tenant.escalation_cap) {
             Err(Reason::EscalationCapReached {
-                share: escalations.share(),
+                share_after: escalations.share_with_one_more(),
                 cap: tenant.escalation_cap.unwrap_or(1.0),
             })
         } else {

@@ -80,12 +80,9 @@ impl EscalationCount {
         cap.is_none_or(|cap| (self.escalated + 1) as f64 <= cap * (self.routed + 1) as f64)
     }
 
-    pub fn share(&self) -> f64 {
-        if self.routed == 0 {
-            0.0
-        } else {
-            self.escalated as f64 / self.routed as f64
-        }
+    /// The share of escalated requests if one more request escalated.
+    pub fn share_with_one_more(&self) -> f64 {
+        (self.escalated + 1) as f64 / (self.routed + 1) as f64
     }
 }
 

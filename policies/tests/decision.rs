@@ -419,7 +419,7 @@ fn every_rule_and_its_precedence() {
                 "escalation cap reached",
                 facts(0.9, "it_helpdesk"),
                 Target::Tier(LOCAL),
-                "escalation share 33% at the cap of 25%: local",
+                "escalating would raise the share to 50%, over the cap of 25%: local",
             )
         },
         Row {
@@ -445,7 +445,7 @@ fn every_rule_and_its_precedence() {
                 "cap reached and too long for local",
                 with(facts(0.9, "it_helpdesk"), &|f| f.context = long),
                 Target::Refuse(Refusal::EscalationCap),
-                "escalation share 33% at the cap of 25%: local",
+                "escalating would raise the share to 50%, over the cap of 25%: local",
             )
         },
         Row {
