@@ -11,9 +11,11 @@ use tokio::time::Instant;
 use switchboard_router::pii::PiiKind;
 
 use crate::api::Usage;
+use crate::ledger::{Entry, Ledger};
 use crate::metrics::{Metrics, UNCLASSIFIED, UNKNOWN};
 use crate::policy::{Costs, Policy};
 use crate::standing::Reservation;
+use switchboard_policies::Usd;
 
 /// `status` of a request whose client disconnected first (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -42,6 +44,10 @@ pub struct RequestRecord {
     metrics: Arc<Metrics>,
     pub request_id: String,
     started: Instant,
+    /// Unix milliseconds at arrival, for the ledger.
+    arrived_ms: u64,
+    /// Where the request is recorded when it settles.
+    ledger: Option<Arc<Ledger>>,
     pub tenant: String,
     pub model: String,
     pub route: &'static str,
@@ -52,8 +58,9 @@ pub struct RequestRecord {
     pub usage: Option<Usage>,
     pub first_token: Option<Duration>,
     pub findings: Findings,
-    /// Why the policy sent it where it went (for the log line and the header).
+    /// Why the policy sent it where it went (for the log line and the header), and its label.
     pub reason: Option<String>,
+    pub reason_code: Option<&'static str>,
     /// The prices it is settled at, and the estimate held against its tenant's budget.
     pub settlement: Option<Settlement>,
     /// Held until the request settles: its slot in the in-flight limit.
@@ -69,6 +76,8 @@ impl RequestRecord {
             metrics,
             request_id,
             started,
+            arrived_ms: unix_millis(),
+            ledger: None,
             tenant: UNKNOWN.to_owned(),
             model: UNKNOWN.to_owned(),
             route: "remote",
@@ -79,9 +88,16 @@ impl RequestRecord {
             first_token: None,
             findings: Findings::default(),
             reason: None,
+            reason_code: None,
             settlement: None,
             _permit: None,
         }
+    }
+
+    /// Records the request in `ledger` when it settles (once it has a tenant).
+    pub fn kept_in(mut self, ledger: &Arc<Ledger>) -> Self {
+        self.ledger = Some(ledger.clone());
+        self
     }
 
     pub fn hold(&mut self, permit: OwnedSemaphorePermit) {
@@ -104,12 +120,14 @@ impl RequestRecord {
         Some(self.settlement.as_ref()?.policy.costs(&self.model, usage))
     }
 
-    /// Prices the answer and settles the tenant's reservation; metrics follow.
-    fn settle_costs(&mut self) {
+    /// Prices the answer and settles the tenant's reservation; metrics follow. Returns the
+    /// costs and, for a routed request, whether it escalated.
+    fn settle_costs(&mut self) -> (Option<Costs>, Option<bool>) {
         let costs = self.costs();
         let Some(settlement) = self.settlement.take() else {
-            return;
+            return (costs, None);
         };
+        let escalated = settlement.reservation.as_ref().and_then(|r| r.routed());
         let m = &self.metrics;
         let tenant = self.tenant.as_str();
         if let Some(costs) = costs {
@@ -124,7 +142,7 @@ impl RequestRecord {
                 .add(costs.savings().as_dollars());
         }
         if let Some(reservation) = settlement.reservation {
-            let actual = costs.map_or(switchboard_policies::Usd::ZERO, |c| c.actual);
+            let actual = costs.map_or(Usd::ZERO, |c| c.actual);
             let state = reservation.settle(actual, crate::api::unix_now());
             let budget = settlement.policy.tenant(tenant).budget;
             if let Some(remaining) = budget.and_then(|b| b.remaining(state.spend)) {
@@ -133,7 +151,48 @@ impl RequestRecord {
                     .set(remaining.as_dollars());
             }
         }
+        (costs, escalated)
     }
+
+    /// Appends the request to the ledger; a failure to write is logged, never the client's.
+    fn write_to_ledger(&self, costs: Option<Costs>, escalated: Option<bool>, elapsed: Duration) {
+        let Some(ledger) = &self.ledger else {
+            return;
+        };
+        if self.tenant == UNKNOWN {
+            return;
+        }
+        let usage = self.usage.unwrap_or_default();
+        let classification = self.findings.classification.as_ref();
+        let entry = Entry {
+            request_id: self.request_id.clone(),
+            at_ms: self.arrived_ms,
+            tenant: self.tenant.clone(),
+            route: self.route.to_owned(),
+            model: self.model.clone(),
+            domain: classification.map(|c| c.domain.clone()),
+            complexity: classification.map(|c| c.complexity),
+            reason: self.reason.clone(),
+            reason_code: self.reason_code.map(str::to_owned),
+            escalated,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost: costs.map_or(Usd::ZERO, |c| c.actual),
+            counterfactual: costs.map_or(Usd::ZERO, |c| c.counterfactual),
+            duration_ms: elapsed.as_millis() as u64,
+            first_token_ms: self.first_token.map(|d| d.as_millis() as u64),
+            status: self.status,
+        };
+        if let Err(error) = ledger.record(&entry) {
+            tracing::error!(request_id = %self.request_id, %error, "cannot write the ledger");
+        }
+    }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How a request is settled: at the prices of the policy it started with, releasing the
@@ -145,7 +204,8 @@ pub struct Settlement {
 
 impl Drop for RequestRecord {
     fn drop(&mut self) {
-        self.settle_costs();
+        let (costs, escalated) = self.settle_costs();
+        self.write_to_ledger(costs, escalated, self.started.elapsed());
         let m = &self.metrics;
         m.in_flight.dec();
         let status = self.status.to_string();

@@ -72,6 +72,8 @@ pub fn generate_key() -> String {
 #[derive(Debug)]
 pub struct Tenant {
     pub name: String,
+    /// May read every tenant's usage.
+    pub admin: bool,
     allowed_models: AllowedModels,
     pub rate_limiter: Option<RateLimiter>,
 }
@@ -125,6 +127,7 @@ impl Authenticator {
             };
             let tenant = Arc::new(Tenant {
                 name: config.name.clone(),
+                admin: config.admin,
                 allowed_models,
                 rate_limiter: config.rate_limit.map(RateLimiter::per_minute),
             });
@@ -195,6 +198,7 @@ mod tests {
             budget: None,
             max_escalation_share: None,
             may_force_route: false,
+            admin: false,
         }
     }
 

@@ -36,6 +36,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// Requests, local share, cost, counterfactual, savings, latency and feedback from the
+    /// ledger, by tenant, domain, route or model.
+    Report(ReportArgs),
     /// Policy files.
     Policy {
         #[command(subcommand)]
@@ -131,6 +134,32 @@ pub enum KeysCommand {
     Hash,
     /// Make a new random key and print it with its hash.
     Generate,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// How far back: 7d, 24h, 30m…
+    #[arg(long, default_value = "7d")]
+    pub since: String,
+    #[arg(long, value_enum, default_value_t = crate::report::GroupBy::Tenant)]
+    pub by: crate::report::GroupBy,
+    #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
+    pub format: crate::report::Format,
+    /// The policy file whose ledger to read (when no gateway holds it).
+    #[arg(
+        long,
+        short,
+        default_value = "policies/default.yaml",
+        env = "SWITCHBOARD_CONFIG"
+    )]
+    pub config: PathBuf,
+    /// Ask a running gateway instead (its ledger is locked while it runs), with the key in
+    /// `$SWITCHBOARD_API_KEY` (an admin tenant's key sees every tenant).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Only this tenant (with `--url`, for an admin key).
+    #[arg(long)]
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -43,6 +43,44 @@ pub struct Config {
     /// Where requests for the routing model (`auto`) go; off when absent.
     #[serde(default)]
     pub routing: Option<RoutingSpec>,
+    /// The durable record of every request.
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+/// Where the ledger lives and how often it reaches the disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// A directory; `$SWITCHBOARD_HOME/ledger` (else `~/.local/share/switchboard/ledger`)
+    /// when absent.
+    pub path: Option<std::path::PathBuf>,
+    /// sled writes its log to disk this often; a crash loses at most this much.
+    pub flush_every_ms: u64,
+    /// Write to disk after every request (an fsync each).
+    pub sync: bool,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            flush_every_ms: 500,
+            sync: false,
+        }
+    }
+}
+
+impl LedgerConfig {
+    pub fn path(&self) -> std::path::PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(crate::ledger::default_path)
+    }
+
+    pub fn open(&self) -> Result<crate::ledger::Ledger, crate::ledger::LedgerError> {
+        crate::ledger::Ledger::open(&self.path(), self.flush_every_ms, self.sync)
+    }
 }
 
 /// The router: which embedding model it reads requests with, its heads, its custom domains.
@@ -265,6 +303,9 @@ pub struct TenantConfig {
     /// Whether its clients' `x-switchboard-route: local|remote` is obeyed.
     #[serde(default)]
     pub may_force_route: bool,
+    /// Whether its keys may read every tenant's usage (`GET /v1/usage`).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -48,6 +48,8 @@ pub enum ApiError {
         "The request holds private data ({kinds}), and this gateway's policy refuses such requests. Remove it and retry."
     )]
     PrivateDataRefused { kinds: String },
+    #[error("No request of yours has the id '{0}'.")]
+    UnknownRequest(String),
 }
 
 impl ApiError {
@@ -65,7 +67,9 @@ impl ApiError {
             }
             ApiError::BudgetSpent { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::ModelNotFound(_) | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::ModelNotFound(_)
+            | ApiError::NotFound { .. }
+            | ApiError::UnknownRequest(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded { .. } | ApiError::Unavailable { .. } | ApiError::ShuttingDown => {
@@ -81,6 +85,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. }
             | ApiError::PrivateDataRefused { .. }
+            | ApiError::UnknownRequest(_)
             | ApiError::ModelNotFound(_)
             | ApiError::NotFound { .. }
             | ApiError::PayloadTooLarge { .. } => "invalid_request_error",
@@ -111,6 +116,7 @@ impl ApiError {
             ApiError::UpstreamTimeout { .. } => "upstream_timeout",
             ApiError::BudgetSpent { .. } => "budget_exceeded",
             ApiError::PrivateDataRefused { .. } => "private_data_refused",
+            ApiError::UnknownRequest(_) => "request_not_found",
         }
     }
 

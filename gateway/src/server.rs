@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use crate::auth::Authenticator;
 use crate::catalog::Catalog;
 use crate::config::{Config, Limits};
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::model_store::ModelStore;
 use crate::policy::Policy;
@@ -23,7 +24,8 @@ use crate::standing::Standings;
 pub struct Gateway {
     pub limits: Limits,
     pub catalog: Catalog,
-    pub auth: Authenticator,
+    /// The tenants' keys; a reload swaps them whole.
+    auth: RwLock<Arc<Authenticator>>,
     pub remote: RemoteClient,
     pub metrics: Arc<Metrics>,
     /// Scores chat requests; `None` when the config has no `router`.
@@ -32,8 +34,11 @@ pub struct Gateway {
     pub in_flight: Arc<Semaphore>,
     /// The policy in force; a reload swaps it whole.
     policy: RwLock<Arc<Policy>>,
+
     /// Each tenant's spend and escalations in the current windows.
     pub standings: Arc<Standings>,
+    /// Every finished request.
+    pub ledger: Arc<Ledger>,
     shutting_down: AtomicBool,
 }
 
@@ -47,6 +52,8 @@ pub enum StartError {
     RouterDomains(#[from] switchboard_router::embedder::EmbedderError),
     #[error("invalid policy: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Policy(Vec<switchboard_policies::problems::Problem>),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -67,13 +74,17 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new());
         let catalog = Catalog::new(config, env, store)?;
         let policy = Policy::from_config(config).map_err(StartError::Policy)?;
+        let ledger = config.ledger.open()?;
+        let standings = Standings::default();
+        restore(&standings, &ledger)?;
         Ok(Self {
             policy: RwLock::new(Arc::new(policy)),
-            standings: Arc::new(Standings::default()),
+            standings: Arc::new(standings),
+            ledger: Arc::new(ledger),
             limits: config.limits.clone(),
             classifier: classifier(config, &catalog)?,
             catalog,
-            auth: Authenticator::new(&config.tenants),
+            auth: RwLock::new(Arc::new(Authenticator::new(&config.tenants))),
             remote: RemoteClient::new(&config.upstream, metrics.clone())?,
             metrics,
             in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
@@ -118,6 +129,22 @@ impl Gateway {
             .clone()
     }
 
+    /// The tenants' keys in force now.
+    pub fn auth(&self) -> Arc<Authenticator> {
+        self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts a validated config's tenants and routing rules in force.
+    pub(crate) fn replace_policy(&self, config: &Config) {
+        // Validated: building the policy cannot fail here.
+        if let Ok(policy) = Policy::from_config(config) {
+            // The policy first: a new tenant's key works only once its rules are in force.
+            *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+            let auth = Arc::new(Authenticator::new(&config.tenants));
+            *self.auth.write().unwrap_or_else(|e| e.into_inner()) = auth;
+        }
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
     }
@@ -139,15 +166,42 @@ impl Gateway {
                 "the remote tier is off: no provider has a key, so no request can be escalated"
             );
         }
-        if self.auth.accepts_demo_key() {
+        if self.auth().accepts_demo_key() {
             tracing::warn!(
                 "the demo key from the README is active: anyone who can reach this port can use it; remove the demo tenant before exposing Switchboard"
             );
         }
-        if self.auth.tenants().is_empty() {
+        if self.auth().tenants().is_empty() {
             tracing::warn!("no tenant is configured: every request will get 401");
         }
     }
+}
+
+/// Fills the tenants' standings with this month's records: a restart forgets no spend.
+fn restore(standings: &Standings, ledger: &Ledger) -> Result<(), crate::ledger::LedgerError> {
+    use switchboard_policies::tenant::calendar;
+    let today = calendar::day(crate::api::unix_now());
+    let month = calendar::month(today);
+    // The first day of this month: at most 30 days back.
+    let first = (today.saturating_sub(30)..=today)
+        .find(|&d| calendar::month(d) == month)
+        .unwrap_or(today);
+    let mut restored = 0usize;
+    for entry in ledger.since(first * 86_400_000) {
+        let entry = entry?;
+        let settled = crate::standing::Settled {
+            unix_seconds: entry.at_ms / 1000,
+            cost: entry.cost,
+            routed: entry.escalated,
+        };
+        standings.add(&entry.tenant, settled, today);
+        restored += 1;
+    }
+    tracing::info!(
+        records = restored,
+        "tenants' spend restored from the ledger"
+    );
+    Ok(())
 }
 
 /// The router of the config, reading requests with one of the catalog's embedders.
@@ -246,7 +300,11 @@ impl Server {
             grace_secs = grace.as_secs_f64(),
             "shutting down: no new connections, finishing in-flight requests"
         );
-        match tokio::time::timeout(grace, serve).await {
+        let served = tokio::time::timeout(grace, serve).await;
+        if let Err(error) = gateway.ledger.flush() {
+            tracing::error!(%error, "cannot flush the ledger at shutdown");
+        }
+        match served {
             Ok(result) => {
                 tracing::info!("shut down cleanly");
                 result

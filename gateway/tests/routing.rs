@@ -20,13 +20,24 @@ const HARD: &str = "Write a Python function that merges two sorted linked lists 
 /// `smollm2` below 0.35, `solo` (OpenAI fake) below 0.7, `claude-test` (Anthropic fake) above,
 /// with `claude-test` as the reference. Two more tenants with a budget of a millionth of a
 /// dollar a day: `thrifty` is refused once it is spent, `frugal` is kept local (and may force
-/// a route).
+/// a route, and is an admin: it may read every tenant's usage).
 async fn routed_gateway(
     private_data: &str,
     queue_capacity: usize,
 ) -> (TestGateway, FakeUpstream, FakeUpstream) {
     let openai = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
     let anthropic = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
+    let config = routed_config(&openai, &anthropic, private_data, queue_capacity);
+    let gateway = TestGateway::start(&config).await;
+    (gateway, openai, anthropic)
+}
+
+fn routed_config(
+    openai: &FakeUpstream,
+    anthropic: &FakeUpstream,
+    private_data: &str,
+    queue_capacity: usize,
+) -> String {
     let extra = format!(
         r#"  - name: thrifty
     api_key_hashes: ["{thrifty}"]
@@ -37,6 +48,7 @@ async fn routed_gateway(
     allowed_models: ["*"]
     budget: {{ daily_usd: 0.000001, when_spent: local_only }}
     may_force_route: true
+    admin: true
 local_models:
   - name: smollm2
     default_model: smollm2
@@ -59,8 +71,7 @@ routing:
         thrifty = KeyHash::of(THRIFTY_KEY),
         frugal = KeyHash::of(FRUGAL_KEY),
     );
-    let gateway = TestGateway::start(&config(&openai, &anthropic, &extra)).await;
-    (gateway, openai, anthropic)
+    config(openai, anthropic, &extra)
 }
 
 fn auto(text: &str) -> Value {
@@ -327,4 +338,200 @@ async fn explain_decides_without_answering_and_clients_may_force_a_route() {
         !metrics.contains("switchboard_requests_total{"),
         "explanations are not requests"
     );
+}
+
+#[tokio::test]
+async fn the_ledger_survives_a_restart_and_its_reports_add_up() {
+    let openai = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
+    let anthropic = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
+    let config = routed_config(&openai, &anthropic, "local_only", 4);
+    let mut gateway = TestGateway::start(&config).await;
+
+    let mut made = Vec::new();
+    let mut send = async |key: &str, body: Value| {
+        let response = gateway.chat(key, &body).send().await.unwrap();
+        made.push(header(&response, "x-request-id").to_owned());
+        response
+    };
+    let easy = send(ACME_KEY, auto(EASY)).await;
+    assert_eq!(header(&easy, "x-switchboard-route"), "local");
+    let easy_id = header(&easy, "x-request-id").to_owned();
+    assert_eq!(send(ACME_KEY, auto(HARD)).await.status(), 200);
+    assert_eq!(send(ACME_KEY, hello("solo")).await.status(), 200);
+    let mut bad = auto(EASY);
+    bad["temperature"] = json!(5);
+    assert_eq!(send(ACME_KEY, bad).await.status(), 400);
+    assert_eq!(send(GLOBEX_KEY, hello("solo")).await.status(), 200);
+    assert_eq!(send(THRIFTY_KEY, auto(HARD)).await.status(), 200);
+
+    let feedback = |key: &str, body: Value| {
+        gateway
+            .http
+            .post(gateway.url("/v1/feedback"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    let verdict = json!({"request_id": easy_id, "score": 1, "comment": "spot on"});
+    assert_eq!(
+        feedback(ACME_KEY, verdict.clone()).await.unwrap().status(),
+        200
+    );
+    let theirs = feedback(GLOBEX_KEY, verdict).await.unwrap();
+    assert_eq!(
+        theirs.status(),
+        404,
+        "another tenant's request is not found"
+    );
+    let out_of_range = json!({"request_id": easy_id, "score": 3});
+    assert_eq!(
+        feedback(ACME_KEY, out_of_range).await.unwrap().status(),
+        400
+    );
+
+    // Restart on the same ledger.
+    gateway.shutdown();
+    gateway.task.take().unwrap().await.unwrap().unwrap();
+    drop(gateway);
+    let gateway = TestGateway::start(&config).await;
+
+    // thrifty spent its day's budget before the restart: it still has.
+    let refused = gateway.chat(THRIFTY_KEY, &auto(EASY)).send().await.unwrap();
+    assert_eq!(refused.status(), 402);
+    made.push(header(&refused, "x-request-id").to_owned());
+
+    let usage = |key: &'static str, query: &'static str| {
+        let url = gateway.url(&format!("/v1/usage?{query}"));
+        let request = gateway.http.get(url).bearer_auth(key);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    // A tenant sees its own requests only, whatever it asks for.
+    let own = usage(ACME_KEY, "by=route&tenant=globex").await;
+    assert_eq!(own["total"]["requests"], 4, "{own}");
+    assert_eq!(own["total"]["errors"], 1);
+    assert_eq!(own["total"]["feedback"], 1);
+    assert_eq!(own["total"]["feedback_mean"], 1.0);
+    let routes: Vec<&str> = own["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(routes, ["local", "remote"]);
+    // An admin sees everyone, and the rows add up to the total.
+    let all = usage(FRUGAL_KEY, "by=tenant&since=1d").await;
+    assert_eq!(all["total"]["requests"], made.len(), "{all}");
+    let rows = all["rows"].as_array().unwrap();
+    let tenants: Vec<&str> = rows.iter().map(|r| r["group"].as_str().unwrap()).collect();
+    assert_eq!(tenants, ["acme", "globex", "thrifty"]);
+    for column in ["requests", "cost_usd", "counterfactual_usd", "savings_usd"] {
+        let sum: f64 = rows.iter().map(|r| r[column].as_f64().unwrap()).sum();
+        let total = all["total"][column].as_f64().unwrap();
+        assert!((sum - total).abs() < 1e-12, "{column}: {sum} vs {total}");
+    }
+    let bad = gateway
+        .http
+        .get(gateway.url("/v1/usage?by=planet"))
+        .bearer_auth(ACME_KEY);
+    assert_eq!(bad.send().await.unwrap().status(), 400);
+
+    // The ledger holds exactly the requests made, before and after the restart.
+    let mut gateway = gateway;
+    gateway.shutdown();
+    gateway.task.take().unwrap().await.unwrap().unwrap();
+    drop(gateway);
+    let parsed = switchboard_gateway::config::Config::from_yaml(&config, "test").unwrap();
+    let ledger = parsed.ledger.open().unwrap();
+    let mut recorded: Vec<String> = ledger.since(0).map(|e| e.unwrap().request_id).collect();
+    recorded.sort();
+    made.sort();
+    assert_eq!(recorded, made);
+}
+
+#[tokio::test]
+async fn a_changed_policy_file_is_reloaded_and_a_bad_one_refused() {
+    let openai = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
+    let anthropic = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
+    let original = routed_config(&openai, &anthropic, "local_only", 4);
+    let path = fresh_ledger_dir().with_extension("yaml");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &original).unwrap();
+    let gateway = TestGateway::start(&original).await;
+    let watcher = switchboard_gateway::reload::watch(
+        gateway.gateway.clone(),
+        path.clone(),
+        original.clone(),
+        Duration::from_millis(50),
+    );
+    let watcher = tokio::spawn(watcher);
+    let explain = async |key: &str| {
+        let request = gateway.http.post(gateway.url("/v1/route/explain"));
+        let response = request
+            .bearer_auth(key)
+            .json(&auto(EASY))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap_or_default())
+    };
+    assert_eq!(explain(ACME_KEY).await.0, 200);
+    let write_and_wait = async |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        // Modification times can be coarse: make sure this write is seen as a change.
+        let later = std::time::SystemTime::now() + Duration::from_secs(1);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    };
+
+    // A new key for acme and a routing change: both in force without a restart.
+    let new_key = "sk-acme-rotated";
+    let reloaded = original
+        .replace(
+            &format!("[\"{}\"]", KeyHash::of(ACME_KEY)),
+            &format!("[\"{}\"]", KeyHash::of(new_key)),
+        )
+        .replace(
+            "when_remote_fails: local",
+            "when_remote_fails: local\n  domains: { it_helpdesk: { route: remote } }",
+        );
+    write_and_wait(&reloaded).await;
+    assert_eq!(explain(ACME_KEY).await.0, 401, "the old key is gone");
+    let (status, explained) = explain(new_key).await;
+    assert_eq!(status, 200);
+    assert_eq!(explained["decision"]["route"], "remote", "{explained}");
+
+    // An invalid file, and one that changes a section only a restart applies: refused, and
+    // the policy in force keeps serving.
+    write_and_wait(&reloaded.replace("targets: [solo]", "targets: [ghost]")).await;
+    assert_eq!(explain(new_key).await.0, 200);
+    write_and_wait(&reloaded.replace("queue_capacity: 4", "queue_capacity: 5")).await;
+    assert_eq!(explain(new_key).await.0, 200);
+    assert_eq!(explain(ACME_KEY).await.0, 401);
+    let refused = gateway.gateway.reload(
+        &switchboard_gateway::reload::restart_sections(&original),
+        &reloaded.replace("queue_capacity: 4", "queue_capacity: 5"),
+        "policy.yaml",
+    );
+    assert_eq!(
+        refused.unwrap_err().to_string(),
+        "local_models changed: restart the gateway to apply it (the policy in force is unchanged)"
+    );
+    let invalid = gateway.gateway.reload(
+        &switchboard_gateway::reload::restart_sections(&original),
+        &reloaded.replace("targets: [solo]", "targets: [ghost]"),
+        "policy.yaml",
+    );
+    let message = invalid.unwrap_err().to_string();
+    assert!(
+        message.contains("routing.tiers[1].targets[0]: 'ghost' is not a configured model"),
+        "{message}"
+    );
+    assert!(message.contains("policy.yaml:"), "{message}");
+    watcher.abort();
 }

@@ -54,8 +54,11 @@ def gateway(fake, tmp_path_factory):
         [BIN / "switchboard", "keys", "hash"],
         input=CLIENT_KEY, capture_output=True, text=True, check=True,
     ).stdout.strip()
-    config = tmp_path_factory.mktemp("gateway") / "switchboard.yaml"
+    config = tmp_path_factory.mktemp("gateway") / "policy.yaml"
+    ledger = tmp_path_factory.mktemp("ledger")
     config.write_text(f"""
+ledger:
+  path: {ledger}
 upstream:
   retry: {{ max_attempts: 2, initial_backoff: 0.01, max_backoff: 0.02 }}
 providers:

@@ -229,10 +229,12 @@ fn start_fake(bin: &Path) -> anyhow::Result<(Process, String)> {
 fn start_gateway(bin: &Path, fake_url: &str) -> anyhow::Result<(Process, String)> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let config = std::env::temp_dir().join(format!("switchboard-bench-{port}.yaml"));
+    let ledger = std::env::temp_dir().join(format!("switchboard-bench-ledger-{port}"));
     std::fs::write(
         &config,
         format!(
-            "providers:\n  - name: fake\n    kind: openai\n    base_url: {fake_url}/v1\n    models:\n      - name: bench-model\n        price: {{ input_per_mtok: 1, output_per_mtok: 2 }}\ntenants:\n  - name: bench\n    api_key_hashes: [\"{CLIENT_KEY_HASH}\"]\n    allowed_models: [\"*\"]\n"
+            "ledger:\n  path: {}\nproviders:\n  - name: fake\n    kind: openai\n    base_url: {fake_url}/v1\n    models:\n      - name: bench-model\n        price: {{ input_per_mtok: 1, output_per_mtok: 2 }}\ntenants:\n  - name: bench\n    api_key_hashes: [\"{CLIENT_KEY_HASH}\"]\n    allowed_models: [\"*\"]\n",
+            ledger.display()
         ),
     )?;
     let child = Command::new(bin.join("switchboard"))

@@ -31,7 +31,8 @@ pub async fn chat_completions(
 ) -> Response {
     let started = Instant::now();
     let id = request_id(&headers);
-    let mut record = RequestRecord::start(gateway.metrics.clone(), id.clone(), started);
+    let mut record =
+        RequestRecord::start(gateway.metrics.clone(), id.clone(), started).kept_in(&gateway.ledger);
     let span = tracing::info_span!("request", request_id = %id);
     let answered = answer(&gateway, &headers, body, &mut record)
         .instrument(span)
@@ -196,6 +197,7 @@ async fn answer(
     let plan = plan.await?;
     if let Some(decision) = &plan.decision {
         record.reason = Some(decision.reason.to_string());
+        record.reason_code = Some(decision.reason.label());
         if plan.reservation.as_ref().and_then(|r| r.routed()) == Some(true) {
             gateway
                 .metrics

@@ -5,6 +5,7 @@ mod embeddings;
 mod explain;
 mod health;
 mod models;
+mod usage;
 
 use std::sync::Arc;
 
@@ -24,6 +25,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/route/explain", post(explain::explain))
+        .route("/v1/usage", get(usage::usage))
+        .route("/v1/feedback", post(usage::feedback))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::retrieve))
         .route("/healthz", get(health::healthz))
@@ -66,7 +69,7 @@ fn authenticate(
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    gateway.auth.authenticate(header).map_err(|reason| {
+    gateway.auth().authenticate(header).map_err(|reason| {
         tracing::info!(%reason, "request not authenticated");
         ApiError::Unauthorized
     })

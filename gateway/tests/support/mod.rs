@@ -107,6 +107,8 @@ pub fn config(openai: &FakeUpstream, anthropic: &FakeUpstream, extra: &str) -> S
 limits:
   request_timeout: 3
   shutdown_grace: 5
+ledger:
+  path: {ledger}
 upstream:
   connect_timeout: 1
   read_timeout: 2
@@ -151,7 +153,15 @@ tenants:
         anthropic_url = anthropic.anthropic_base_url(),
         acme = KeyHash::of(ACME_KEY),
         globex = KeyHash::of(GLOBEX_KEY),
+        ledger = fresh_ledger_dir().display(),
     )
+}
+
+/// A directory of its own for each gateway's ledger, under the target directory.
+pub fn fresh_ledger_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("ledgers")
+        .join(format!("{:016x}", fastrand::u64(..)))
 }
 
 /// Two fakes and a gateway in front of them.

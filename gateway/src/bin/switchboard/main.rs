@@ -2,6 +2,7 @@
 
 mod label;
 mod plot;
+mod report;
 mod router;
 
 use std::io::Read;
@@ -14,6 +15,7 @@ use switchboard_gateway::cli::{
 };
 use switchboard_gateway::config::Config;
 use switchboard_gateway::model_store::{DEFAULT_PACKAGES, ModelStore, Package};
+use switchboard_gateway::reload;
 use switchboard_gateway::server::{Server, shutdown_signal};
 use switchboard_gateway::telemetry;
 
@@ -25,7 +27,10 @@ fn main() -> anyhow::Result<()> {
             log_format,
         } => {
             telemetry::init(log_format);
-            let config = Config::load(&config)?;
+            let path = config;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let config = Config::from_yaml(&text, &path.display().to_string())?;
             let addr = listen.unwrap_or(config.listen);
             fetch_missing_models(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -34,11 +39,19 @@ fn main() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(async {
                 let server = Server::bind(&config, addr).await?;
+                let reloads =
+                    reload::watch(server.gateway().clone(), path, text, reload::POLL_INTERVAL);
+                tokio::spawn(reloads);
                 server.run(shutdown_signal()).await?;
                 anyhow::Ok(())
             })
         }
         Command::Route(args) => router::route(args),
+        Command::Report(args) => {
+            // reqwest is built without a default TLS backend.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            report::report(args)
+        }
         Command::Router { command } => match command {
             RouterCommand::Train {
                 data,

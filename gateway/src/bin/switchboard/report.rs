@@ -1,0 +1,59 @@
+//! `switchboard report`: the ledger's figures, read from the ledger itself or from a running
+//! gateway's `GET /v1/usage`.
+
+use anyhow::Context;
+use switchboard_gateway::cli::ReportArgs;
+use switchboard_gateway::config::Config;
+use switchboard_gateway::ledger::LedgerError;
+use switchboard_gateway::report::{self, Report};
+
+pub fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let since = report::parse_since(&args.since).map_err(anyhow::Error::msg)?;
+    let report = match &args.url {
+        Some(url) => ask_gateway(url, &args)?,
+        None => {
+            let config = Config::load(&args.config)?;
+            let ledger = config.ledger.open().map_err(|error| match error {
+                LedgerError::Locked(path) => anyhow::anyhow!(
+                    "the ledger at {} is held by a running gateway: ask it with --url http://HOST:PORT (key in $SWITCHBOARD_API_KEY)",
+                    path.display()
+                ),
+                other => other.into(),
+            })?;
+            let now = switchboard_gateway::api::unix_now();
+            let since_ms = now.saturating_sub(since.as_secs()) * 1000;
+            report::build(&ledger, since_ms, args.by, args.tenant.as_deref())?
+        }
+    };
+    print!("{}", report::render(&report, args.format));
+    Ok(())
+}
+
+fn ask_gateway(url: &str, args: &ReportArgs) -> anyhow::Result<Report> {
+    let key = std::env::var("SWITCHBOARD_API_KEY")
+        .context("set SWITCHBOARD_API_KEY to a key of the gateway (an admin tenant's sees all)")?;
+    let mut usage = reqwest::Url::parse(&format!("{}/v1/usage", url.trim_end_matches('/')))
+        .with_context(|| format!("'{url}' is not a URL"))?;
+    usage
+        .query_pairs_mut()
+        .append_pair("since", &args.since)
+        .append_pair("by", args.by.as_str());
+    if let Some(tenant) = &args.tenant {
+        usage.query_pairs_mut().append_pair("tenant", tenant);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .get(usage)
+            .bearer_auth(key)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let body = response.text().await?;
+        anyhow::ensure!(status.is_success(), "{url} answered {status}: {body}");
+        serde_json::from_str(&body).context("the gateway's answer is not a report")
+    })
+}

@@ -1,0 +1,132 @@
+//! `GET /v1/usage` (the ledger's report: a tenant's own, or any tenant's for an admin key) and
+//! `POST /v1/feedback` (a user's verdict on an answer, kept in the ledger).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{authenticate, parse_json, read_body};
+use crate::error::ApiError;
+use crate::ledger::{Feedback, FeedbackError};
+use crate::report::{self, GroupBy};
+use crate::server::Gateway;
+
+#[derive(Debug, Deserialize)]
+pub struct UsageQuery {
+    since: Option<String>,
+    by: Option<String>,
+    tenant: Option<String>,
+}
+
+pub async fn usage(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(query): Query<UsageQuery>,
+) -> Response {
+    let answer = async {
+        let tenant = authenticate(&gateway, &headers)?;
+        let since = report::parse_since(query.since.as_deref().unwrap_or("7d"))
+            .map_err(|message| ApiError::bad_request(message, Some("since")))?;
+        let by = match query.by.as_deref() {
+            None => GroupBy::Tenant,
+            Some(text) => GroupBy::parse(text).ok_or_else(|| {
+                ApiError::bad_request("'by' must be tenant, domain, route or model.", Some("by"))
+            })?,
+        };
+        // A tenant sees its own requests; an admin key any tenant's, or all.
+        let only = match (tenant.admin, query.tenant) {
+            (true, wanted) => wanted,
+            (false, _) => Some(tenant.name.clone()),
+        };
+        let since_ms = (crate::api::unix_now().saturating_sub(since.as_secs())) * 1000;
+        let ledger = gateway.ledger.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            report::build(&ledger, since_ms, by, only.as_deref())
+        })
+        .await
+        .map_err(|_| ledger_failed())?
+        .map_err(|error| {
+            tracing::error!(%error, "cannot read the ledger");
+            ledger_failed()
+        })?;
+        Ok::<_, ApiError>(axum::Json(report))
+    };
+    match answer.await {
+        Ok(report) => report.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackRequest {
+    request_id: String,
+    /// From -1 (bad) to 1 (good).
+    score: f64,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+const MAX_COMMENT_CHARS: usize = 2000;
+
+pub async fn feedback(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let answer = async {
+        let tenant = authenticate(&gateway, &headers)?;
+        let bytes = read_body(body, &headers, gateway.limits.max_body_bytes).await?;
+        let request: FeedbackRequest = parse_json(&bytes)?;
+        if !(request.score.is_finite() && (-1.0..=1.0).contains(&request.score)) {
+            return Err(ApiError::bad_request(
+                "'score' must be a number from -1 (bad) to 1 (good).",
+                Some("score"),
+            ));
+        }
+        if request
+            .comment
+            .as_ref()
+            .is_some_and(|c| c.chars().count() > MAX_COMMENT_CHARS)
+        {
+            return Err(ApiError::bad_request(
+                format!("'comment' must be at most {MAX_COMMENT_CHARS} characters."),
+                Some("comment"),
+            ));
+        }
+        let feedback = Feedback {
+            request_id: request.request_id,
+            tenant: tenant.name.clone(),
+            at_ms: crate::api::unix_now() * 1000,
+            score: request.score,
+            comment: request.comment,
+        };
+        match gateway.ledger.add_feedback(&feedback) {
+            Ok(Ok(())) => Ok(axum::Json(json!({
+                "object": "feedback",
+                "request_id": feedback.request_id,
+                "score": feedback.score,
+            }))),
+            Ok(Err(FeedbackError::UnknownRequest(id))) => Err(ApiError::UnknownRequest(id)),
+            Err(error) => {
+                tracing::error!(%error, "cannot write feedback to the ledger");
+                Err(ledger_failed())
+            }
+        }
+    };
+    match answer.await {
+        Ok(json) => json.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn ledger_failed() -> ApiError {
+    ApiError::Unavailable {
+        message: "The ledger cannot be read or written now; retry shortly.".to_owned(),
+    }
+}

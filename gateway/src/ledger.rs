@@ -1,0 +1,272 @@
+//! The ledger: one record per finished request, in sled, so that spend, budgets and reports
+//! survive restarts. Keys are the time of the request (Unix milliseconds, big-endian) followed
+//! by a sled-generated sequence number, so that a scan from a time reads records in order.
+//!
+//! Durability: records are written when their request settles, before its response ends;
+//! sled writes its log to disk every `flush_every_ms` (a crash loses at most that much), or
+//! after every record with `sync: true` (an fsync per request); a clean shutdown flushes all.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use switchboard_policies::Usd;
+
+/// What the ledger keeps of one request. Never the prompt or the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub request_id: String,
+    /// Unix milliseconds when the request arrived.
+    pub at_ms: u64,
+    pub tenant: String,
+    /// `local` or `remote`.
+    pub route: String,
+    pub model: String,
+    pub domain: Option<String>,
+    pub complexity: Option<f32>,
+    /// The policy's reason, as printed, and its label.
+    pub reason: Option<String>,
+    pub reason_code: Option<String>,
+    /// For requests the policy routed: whether it sent them remote.
+    pub escalated: Option<bool>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: Usd,
+    pub counterfactual: Usd,
+    pub duration_ms: u64,
+    pub first_token_ms: Option<u64>,
+    /// The HTTP status (499: the client went away).
+    pub status: u16,
+}
+
+/// A user's verdict on an answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    pub request_id: String,
+    pub tenant: String,
+    pub at_ms: u64,
+    /// From -1 (bad) to 1 (good).
+    pub score: f64,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot open the ledger at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("the ledger at {0} is in use by another process (a running gateway holds it)")]
+    Locked(PathBuf),
+    #[error("ledger: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("ledger record {key} is unreadable: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FeedbackError {
+    #[error("no request of yours has the id '{0}'")]
+    UnknownRequest(String),
+}
+
+pub struct Ledger {
+    db: sled::Db,
+    requests: sled::Tree,
+    /// request id → key in `requests`.
+    by_id: sled::Tree,
+    /// request id → feedback.
+    feedback: sled::Tree,
+    sync: bool,
+}
+
+impl Ledger {
+    pub fn open(path: &Path, flush_every_ms: u64, sync: bool) -> Result<Self, LedgerError> {
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(flush_every_ms.max(1)))
+            .open()
+            .map_err(|source| match &source {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    LedgerError::Locked(path.to_owned())
+                }
+                sled::Error::Io(io) if io.to_string().contains("lock") => {
+                    LedgerError::Locked(path.to_owned())
+                }
+                _ => LedgerError::Open {
+                    path: path.to_owned(),
+                    source,
+                },
+            })?;
+        Ok(Self {
+            requests: db.open_tree("requests")?,
+            by_id: db.open_tree("by_id")?,
+            feedback: db.open_tree("feedback")?,
+            db,
+            sync,
+        })
+    }
+
+    /// Appends a finished request.
+    pub fn record(&self, entry: &Entry) -> Result<(), LedgerError> {
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&entry.at_ms.to_be_bytes());
+        key[8..].copy_from_slice(&self.db.generate_id()?.to_be_bytes());
+        let value = serde_json::to_vec(entry).expect("a ledger entry serializes");
+        self.requests.insert(key, value)?;
+        self.by_id.insert(entry.request_id.as_bytes(), &key)?;
+        if self.sync {
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Every record from `since_ms` on, oldest first.
+    pub fn since(&self, since_ms: u64) -> impl Iterator<Item = Result<Entry, LedgerError>> + '_ {
+        self.requests.range(since_ms.to_be_bytes()..).map(|item| {
+            let (key, value) = item?;
+            serde_json::from_slice(&value).map_err(|source| LedgerError::Corrupt {
+                key: hex::encode(&key),
+                source,
+            })
+        })
+    }
+
+    /// Records a verdict on one of `tenant`'s requests (a later one replaces it).
+    pub fn add_feedback(
+        &self,
+        feedback: &Feedback,
+    ) -> Result<Result<(), FeedbackError>, LedgerError> {
+        let Some(entry) = self.entry(&feedback.request_id)? else {
+            return Ok(Err(FeedbackError::UnknownRequest(
+                feedback.request_id.clone(),
+            )));
+        };
+        if entry.tenant != feedback.tenant {
+            // Another tenant's request: the same answer as an unknown one.
+            return Ok(Err(FeedbackError::UnknownRequest(
+                feedback.request_id.clone(),
+            )));
+        }
+        let value = serde_json::to_vec(feedback).expect("feedback serializes");
+        self.feedback
+            .insert(feedback.request_id.as_bytes(), value)?;
+        if self.sync {
+            self.db.flush()?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// The verdict on a request, if any.
+    pub fn feedback_for(&self, request_id: &str) -> Result<Option<Feedback>, LedgerError> {
+        let Some(value) = self.feedback.get(request_id.as_bytes())? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|source| LedgerError::Corrupt {
+                key: request_id.to_owned(),
+                source,
+            })
+    }
+
+    fn entry(&self, request_id: &str) -> Result<Option<Entry>, LedgerError> {
+        let Some(key) = self.by_id.get(request_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let Some(value) = self.requests.get(&key)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|source| LedgerError::Corrupt {
+                key: hex::encode(&key),
+                source,
+            })
+    }
+
+    /// Writes everything to disk now.
+    pub fn flush(&self) -> Result<(), LedgerError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// `$SWITCHBOARD_HOME/ledger`, else `$XDG_DATA_HOME/switchboard/ledger`, else
+/// `~/.local/share/switchboard/ledger`.
+pub fn default_path() -> PathBuf {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("SWITCHBOARD_HOME")
+        .or_else(|| var("XDG_DATA_HOME").map(|d| d.join("switchboard")))
+        .or_else(|| var("HOME").map(|d| d.join(".local").join("share").join("switchboard")))
+        .unwrap_or_else(|| PathBuf::from(".switchboard"))
+        .join("ledger")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn entry(id: &str, at_ms: u64, tenant: &str) -> Entry {
+        Entry {
+            request_id: id.to_owned(),
+            at_ms,
+            tenant: tenant.to_owned(),
+            route: "local".to_owned(),
+            model: "m".to_owned(),
+            domain: None,
+            complexity: None,
+            reason: None,
+            reason_code: None,
+            escalated: None,
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            cost: Usd::from_nanos(7),
+            counterfactual: Usd::from_nanos(70),
+            duration_ms: 12,
+            first_token_ms: None,
+            status: 200,
+        }
+    }
+
+    #[test]
+    fn records_survive_a_reopen_in_time_order_and_carry_feedback() {
+        let dir = std::env::temp_dir().join(format!("switchboard-ledger-{}", fastrand::u64(..)));
+        {
+            let ledger = Ledger::open(&dir, 500, false).unwrap();
+            ledger.record(&entry("b", 2_000, "acme")).unwrap();
+            ledger.record(&entry("a", 1_000, "acme")).unwrap();
+            ledger.record(&entry("c", 3_000, "globex")).unwrap();
+            let feedback = |id: &str, tenant: &str| Feedback {
+                request_id: id.to_owned(),
+                tenant: tenant.to_owned(),
+                at_ms: 4_000,
+                score: 1.0,
+                comment: None,
+            };
+            assert_eq!(ledger.add_feedback(&feedback("a", "acme")).unwrap(), Ok(()));
+            let theirs = ledger.add_feedback(&feedback("c", "acme")).unwrap();
+            assert_eq!(theirs, Err(FeedbackError::UnknownRequest("c".into())));
+            let unknown = ledger.add_feedback(&feedback("zz", "acme")).unwrap();
+            assert!(unknown.is_err());
+            // A second handle on the same directory is refused while this one is open.
+            assert!(matches!(
+                Ledger::open(&dir, 500, false),
+                Err(LedgerError::Locked(_))
+            ));
+        }
+        let ledger = Ledger::open(&dir, 500, true).unwrap();
+        let ids: Vec<String> = ledger.since(0).map(|e| e.unwrap().request_id).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        let later: Vec<String> = ledger.since(2_000).map(|e| e.unwrap().request_id).collect();
+        assert_eq!(later, ["b", "c"]);
+        assert_eq!(ledger.feedback_for("a").unwrap().unwrap().score, 1.0);
+        assert_eq!(ledger.feedback_for("b").unwrap(), None);
+        drop(ledger);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
