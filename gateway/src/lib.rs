@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod conversations;
 pub mod endpoints;
 pub mod error;
 pub mod ledger;

@@ -55,6 +55,9 @@ pub struct Metrics {
     pub escalations: IntCounterVec,
     /// `switchboard_budget_remaining_usd{tenant}`: what is left of the tighter budget window.
     pub budget_remaining: GaugeVec,
+    /// `switchboard_cascade_wasted_tokens_total{model}`: tokens of local answers discarded by
+    /// the confidence cascade (prompt and completion).
+    pub cascade_wasted_tokens: IntCounterVec,
 }
 
 /// Scoring takes about a millisecond for short texts and tens of milliseconds for long ones
@@ -204,6 +207,11 @@ impl Metrics {
                 &["tenant"],
             ),
         );
+        let cascade_wasted_tokens = counter(
+            "cascade_wasted_tokens_total",
+            "Tokens of local answers the confidence cascade discarded before escalating, by local model.",
+            &["model"],
+        );
         let build_info = register(
             &registry,
             IntGaugeVec::new(
@@ -234,6 +242,7 @@ impl Metrics {
             savings,
             escalations,
             budget_remaining,
+            cascade_wasted_tokens,
         }
     }
 

@@ -4,18 +4,21 @@
 //! answer. The rules themselves live in `policies/src/decision.rs`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::http::HeaderMap;
+use switchboard_policies::decision::TenantState;
 use switchboard_policies::decision::{
     Asked, Capacity, ContextNeed, RequestFacts, Scores, Target as Decided,
 };
-use switchboard_policies::spec::{ForcedRoute, RemoteFailureRule};
+use switchboard_policies::spec::{ForcedRoute, PrivateDataRule, RemoteFailureRule};
 use switchboard_policies::tenant::calendar;
-use switchboard_policies::{Decision, Refusal, Routing, TierId, Usd, decide};
+use switchboard_policies::{Decision, Reason, Refusal, Routing, TenantRules, TierId, Usd, decide};
 
 use crate::accounting::Findings;
 use crate::api::ChatCompletionRequest;
 use crate::auth::Tenant;
+use crate::conversations::ConversationKey;
 use crate::error::ApiError;
 use crate::policy::Policy;
 use crate::providers::Target;
@@ -38,6 +41,17 @@ pub struct Plan {
     pub reservation: Option<Reservation>,
     /// Who answers when every remote target fails, where the policy allows it.
     pub local_fallback: Option<Arc<LocalModel>>,
+    /// For a local answer the policy may still escalate: where to, if the model was unsure.
+    pub cascade: Option<Cascade>,
+}
+
+/// The confidence cascade of one request: a complete local answer whose tokens' mean
+/// log-probability is under `floor` is discarded and the request sent to `chain`.
+pub struct Cascade {
+    pub floor: f64,
+    pub chain: Vec<Target>,
+    /// Private data is to be redacted before it leaves.
+    pub redact: bool,
 }
 
 /// The completion allowance of a request that gives no `max_tokens`, for estimates.
@@ -54,6 +68,10 @@ struct Gathered<'r> {
     context: ContextNeed,
     capacity: Capacity,
     forced: Option<ForcedRoute>,
+    /// The conversation, when the policy keeps escalated conversations on their tier.
+    conversation: Option<ConversationKey>,
+    /// The tier it escalated to, within the policy's time.
+    sticky: Option<TierId>,
 }
 
 impl Gathered<'_> {
@@ -68,7 +86,7 @@ impl Gathered<'_> {
             private_data: !findings.private_data.is_empty(),
             context: self.context,
             forced: self.forced,
-            sticky_tier: None,
+            sticky_tier: self.sticky,
         }
     }
 }
@@ -93,6 +111,7 @@ fn named(gateway: &Gateway, model: &str) -> Result<Route, ApiError> {
 async fn gather<'r>(
     gateway: &Gateway,
     routing: &'r Routing,
+    tenant: &Tenant,
     request: &ChatCompletionRequest,
     headers: &HeaderMap,
 ) -> Result<Gathered<'r>, ApiError> {
@@ -126,6 +145,13 @@ async fn gather<'r>(
             .filter_map(|m| catalog.target(m))
             .any(|t| t.provider.is_usable()),
     };
+    let conversation = routing
+        .sticky_for
+        .and_then(|_| ConversationKey::of(&tenant.name, headers, &request.messages));
+    let sticky = conversation
+        .and_then(|key| gateway.conversations.tier(key, Instant::now()))
+        .and_then(|name| routing.tiers.iter().position(|t| t.name == name))
+        .map(TierId);
     Ok(Gathered {
         routing,
         asked,
@@ -134,6 +160,8 @@ async fn gather<'r>(
         context,
         capacity,
         forced,
+        conversation,
+        sticky,
     })
 }
 
@@ -152,12 +180,14 @@ pub async fn plan(
             decision: None,
             reservation: None,
             local_fallback: None,
+            cascade: None,
         });
     };
-    let gathered = gather(gateway, routing, request, headers).await?;
+    let gathered = gather(gateway, routing, tenant, request, headers).await?;
     let facts = gathered.facts(findings);
     let rules = policy.tenant(&tenant.name);
     let today = calendar::day(crate::api::unix_now());
+    let state_now = gateway.standings.state(&tenant.name, today);
     let (decision, reservation) = gateway.standings.decide(&tenant.name, today, |state| {
         let decision = decide(routing, &rules, &facts, &state, gathered.capacity);
         let (estimate, routed) = match decision.target {
@@ -177,6 +207,15 @@ pub async fn plan(
         (decision, estimate, routed)
     });
     let route = resolve(gateway, &gathered, &decision, request, findings)?;
+    if let (Some(key), Some(ttl), Decided::Tier(tier)) =
+        (gathered.conversation, routing.sticky_for, decision.target)
+        && !routing.is_local(tier)
+    {
+        let name = &routing.tier(tier).name;
+        gateway
+            .conversations
+            .remember(key, name, ttl, Instant::now());
+    }
     let local_fallback = match (&route, decision.target) {
         (Route::Remote(_), Decided::Tier(_))
             if routing.when_remote_fails == RemoteFailureRule::Local
@@ -186,11 +225,63 @@ pub async fn plan(
         }
         _ => None,
     };
+    let cascade = cascade(
+        gateway, &gathered, &decision, &rules, &state_now, request, findings,
+    );
     Ok(Plan {
         route,
         decision: Some(decision),
         reservation: Some(reservation),
         local_fallback,
+        cascade,
+    })
+}
+
+/// The cascade of a request answered locally because of its complexity band alone (not a
+/// rule that keeps it here), when the policy has one and the request may leave now.
+fn cascade(
+    gateway: &Gateway,
+    gathered: &Gathered<'_>,
+    decision: &Decision,
+    rules: &TenantRules,
+    state: &TenantState,
+    request: &ChatCompletionRequest,
+    findings: &Findings,
+) -> Option<Cascade> {
+    let routing = gathered.routing;
+    let floor = routing.cascade_min_mean_logprob?;
+    let band_decided = matches!(
+        decision.reason,
+        Reason::Complexity { .. } | Reason::Unscored
+    );
+    let local = matches!(decision.target, Decided::Tier(tier) if routing.is_local(tier));
+    if !(band_decided && local) || request.is_stream() {
+        return None;
+    }
+    let private = !findings.private_data.is_empty();
+    if private && routing.private_data == PrivateDataRule::LocalOnly {
+        return None;
+    }
+    if !state.escalations.allows_one_more(rules.escalation_cap) {
+        return None;
+    }
+    let domain = findings.classification.as_ref().map(|c| c.domain.as_str());
+    let tier = domain
+        .and_then(|d| routing.domains.get(d))
+        .and_then(|rule| rule.escalate_to)
+        .or(routing.first_remote())?;
+    let chain: Vec<Target> = routing
+        .tier(tier)
+        .targets
+        .iter()
+        .filter_map(|m| gateway.catalog.target(m))
+        .filter(|t| t.provider.is_usable())
+        .cloned()
+        .collect();
+    (!chain.is_empty()).then_some(Cascade {
+        floor,
+        chain,
+        redact: private && routing.private_data == PrivateDataRule::Redact,
     })
 }
 
@@ -207,7 +298,7 @@ pub async fn explain(
     let Some(routing) = &policy.routing else {
         return Ok(None);
     };
-    let gathered = gather(gateway, routing, request, headers).await?;
+    let gathered = gather(gateway, routing, tenant, request, headers).await?;
     let today = calendar::day(crate::api::unix_now());
     let state = gateway.standings.state(&tenant.name, today);
     let rules = policy.tenant(&tenant.name);

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use crate::auth::Authenticator;
 use crate::catalog::Catalog;
 use crate::config::{Config, Limits};
+use crate::conversations::Conversations;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::model_store::ModelStore;
@@ -39,6 +40,8 @@ pub struct Gateway {
     pub standings: Arc<Standings>,
     /// Every finished request.
     pub ledger: Arc<Ledger>,
+    /// Conversations that escalated, and their tier.
+    pub conversations: Conversations,
     shutting_down: AtomicBool,
 }
 
@@ -81,6 +84,7 @@ impl Gateway {
             policy: RwLock::new(Arc::new(policy)),
             standings: Arc::new(standings),
             ledger: Arc::new(ledger),
+            conversations: Conversations::default(),
             limits: config.limits.clone(),
             classifier: classifier(config, &catalog)?,
             catalog,

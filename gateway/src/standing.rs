@@ -150,6 +150,21 @@ impl Reservation {
     pub fn routed(&self) -> Option<bool> {
         self.routed
     }
+
+    /// A routed request answered locally escalated after all (the confidence cascade).
+    pub fn escalate(&mut self) {
+        if self.routed == Some(false) {
+            self.routed = Some(true);
+            let mut tenants = self
+                .standings
+                .tenants
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(totals) = tenants.get_mut(&self.tenant) {
+                totals.escalations.escalated += 1;
+            }
+        }
+    }
 }
 
 impl Drop for Reservation {

@@ -67,6 +67,7 @@ routing:
   private_data: {private_data}
   when_local_busy: spill
   when_remote_fails: local
+  sticky_conversations: {{ ttl: 600 }}
 "#,
         thrifty = KeyHash::of(THRIFTY_KEY),
         frugal = KeyHash::of(FRUGAL_KEY),
@@ -534,4 +535,92 @@ async fn a_changed_policy_file_is_reloaded_and_a_bad_one_refused() {
     );
     assert!(message.contains("policy.yaml:"), "{message}");
     watcher.abort();
+}
+
+#[tokio::test]
+async fn an_escalated_conversation_stays_on_its_tier() {
+    let (gateway, _openai, anthropic) = routed_gateway("local_only", 4).await;
+    let in_thread = |text: &str, thread: &str| {
+        gateway
+            .chat(ACME_KEY, &auto(text))
+            .header("x-switchboard-conversation", thread)
+            .send()
+    };
+    let opening = in_thread(HARD, "thread-1").await.unwrap();
+    assert_eq!(header(&opening, "x-switchboard-model"), "claude-test");
+    let follow_up = in_thread(EASY, "thread-1").await.unwrap();
+    assert_eq!(header(&follow_up, "x-switchboard-model"), "claude-test");
+    assert_eq!(
+        header(&follow_up, "x-switchboard-reason"),
+        "conversation stays on frontier"
+    );
+    let elsewhere = in_thread(EASY, "thread-2").await.unwrap();
+    assert_eq!(header(&elsewhere, "x-switchboard-route"), "local");
+    // Without a name, a thread is known by its opening messages.
+    let mut thread = auto(HARD);
+    let opening = gateway.chat(ACME_KEY, &thread).send().await.unwrap();
+    assert_eq!(header(&opening, "x-switchboard-model"), "claude-test");
+    thread["messages"] = json!([
+        {"role": "user", "content": HARD},
+        {"role": "assistant", "content": "def merge(a, b): ..."},
+        {"role": "user", "content": EASY},
+    ]);
+    let continued = gateway.chat(ACME_KEY, &thread).send().await.unwrap();
+    assert_eq!(
+        header(&continued, "x-switchboard-reason"),
+        "conversation stays on frontier"
+    );
+    assert_eq!(anthropic.stats().requests, 4);
+}
+
+#[tokio::test]
+async fn an_unsure_local_answer_is_discarded_and_escalated() {
+    let openai = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
+    let anthropic = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
+    let with_floor = |floor: &str| {
+        // A ledger of its own each time: the first gateway may still hold its lock.
+        routed_config(&openai, &anthropic, "local_only", 4).replace(
+            "sticky_conversations: { ttl: 600 }",
+            &format!(
+                "sticky_conversations: {{ ttl: 600 }}\n  cascade: {{ min_mean_logprob: {floor} }}"
+            ),
+        )
+    };
+    // A floor no answer reaches: every local answer is escalated.
+    let gateway = TestGateway::start(&with_floor("-0.000001")).await;
+    let response = gateway.chat(ACME_KEY, &auto(EASY)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-switchboard-model"), "solo");
+    let reason = header(&response, "x-switchboard-reason");
+    assert!(
+        reason.starts_with("complexity 0.0") && reason.ends_with("< -0.00): escalated"),
+        "{reason}"
+    );
+    assert_eq!(openai.stats().requests, 1);
+    // Streams are not cascaded: they are already on their way to the client.
+    let mut stream = auto(EASY);
+    stream["stream"] = json!(true);
+    let streamed = gateway.chat(ACME_KEY, &stream).send().await.unwrap();
+    assert_eq!(header(&streamed, "x-switchboard-route"), "local");
+    let metrics = gateway.metrics().await;
+    let wasted = sample(
+        &metrics,
+        r#"switchboard_cascade_wasted_tokens_total{model="smollm2"}"#,
+    );
+    assert!(wasted.unwrap() > 8.0, "{wasted:?}");
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"switchboard_escalations_total{reason="low_confidence",tenant="acme"}"#
+        ),
+        Some(1.0)
+    );
+    drop(gateway);
+
+    // A floor every answer clears: the local answer stands.
+    let gateway = TestGateway::start(&with_floor("-50")).await;
+    let response = gateway.chat(ACME_KEY, &auto(EASY)).send().await.unwrap();
+    assert_eq!(header(&response, "x-switchboard-route"), "local");
+    assert!(header(&response, "x-switchboard-reason").ends_with("< 0.35"));
+    assert_eq!(openai.stats().requests, 1);
 }

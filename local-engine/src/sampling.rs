@@ -145,6 +145,9 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
 
 /// The `n` most likely tokens with their log-probabilities, most likely first.
 pub fn top_logprobs(logprobs: &[f32], n: usize) -> Vec<(u32, f32)> {
+    if n == 0 {
+        return Vec::new();
+    }
     let mut top: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
     for (i, &lp) in logprobs.iter().enumerate() {
         if top.len() < n || lp > top[top.len() - 1].1 {
@@ -230,5 +233,7 @@ mod tests {
         let top = top_logprobs(&lp, 3);
         let ids: Vec<_> = top.iter().map(|t| t.0).collect();
         assert_eq!(ids, [1, 4, 2]);
+        // `top_logprobs: 0` (OpenAI's default with `logprobs: true`) asks for none.
+        assert!(top_logprobs(&lp, 0).is_empty());
     }
 }

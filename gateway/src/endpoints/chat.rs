@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::policy::Costs;
 use crate::providers::local::LocalModel;
 use crate::providers::{ChunkStream, StreamChunk, StreamStart, Target, UpstreamError};
-use crate::routing::{self, Route};
+use crate::routing::{self, Cascade, Route};
 use crate::server::Gateway;
 
 pub async fn chat_completions(
@@ -212,9 +212,12 @@ async fn answer(
         reservation: plan.reservation,
     });
 
-    let chain = match plan.route {
-        Route::Local(local) => return answer_locally(&local, &request, record).await,
-        Route::Remote(chain) => chain,
+    let chain = match (plan.route, plan.cascade) {
+        (Route::Local(local), Some(cascade)) if !request.is_stream() => {
+            return answer_or_escalate(gateway, &local, cascade, request, record).await;
+        }
+        (Route::Local(local), _) => return answer_locally(&local, &request, record).await,
+        (Route::Remote(chain), _) => chain,
     };
     // Until a target answers, the request counts against the first one (a client that goes
     // away meanwhile is recorded there).
@@ -276,6 +279,78 @@ async fn answer(
             answer_locally(&local, &request, record).await
         }
         None => Err(failed.error.into_api_error(&failed.provider)),
+    }
+}
+
+/// The confidence cascade: answers locally, and if the model was unsure of its answer (the
+/// mean log-probability of its tokens under the floor), discards it and asks the remote chain;
+/// when that fails too, the local answer stands.
+async fn answer_or_escalate(
+    gateway: &Gateway,
+    local: &Arc<LocalModel>,
+    cascade: Cascade,
+    mut request: ChatCompletionRequest,
+    record: &mut RequestRecord,
+) -> Result<Answer, ApiError> {
+    let by = AnsweredBy::local(local);
+    by.note_in(record);
+    let (completion, mean) = local.complete_scored(&request).await?;
+    let Some(mean) = mean.filter(|&mean| mean < cascade.floor) else {
+        record.usage = completion.usage;
+        return Ok(Answer::Complete(json_response(completion.body, &by)));
+    };
+    let wasted = completion
+        .usage
+        .map_or(0, |u| u.prompt_tokens + u.completion_tokens);
+    let metrics = &gateway.metrics;
+    metrics
+        .cascade_wasted_tokens
+        .with_label_values(&[&local.name])
+        .inc_by(wasted);
+    let unsure = format!(
+        "low confidence (mean logprob {mean:.2} < {:.2})",
+        cascade.floor
+    );
+    if cascade.redact {
+        crate::classify::redact(&mut request.messages);
+    }
+    let deadline = Instant::now() + gateway.limits.request_timeout;
+    match gateway
+        .remote
+        .complete(&cascade.chain, &request, deadline)
+        .await
+    {
+        Ok(answered) => {
+            metrics
+                .escalations
+                .with_label_values(&[&record.tenant, "low_confidence"])
+                .inc();
+            let reservation = record
+                .settlement
+                .as_mut()
+                .and_then(|s| s.reservation.as_mut());
+            if let Some(reservation) = reservation {
+                reservation.escalate();
+            }
+            if let Some(reason) = &mut record.reason {
+                reason.push_str(&format!("; {unsure}: escalated"));
+            }
+            let by = AnsweredBy::from(answered.target);
+            by.note_in(record);
+            record.usage = answered.value.usage;
+            Ok(Answer::Complete(json_response(answered.value.body, &by)))
+        }
+        Err(failed) => {
+            tracing::warn!(
+                kind = failed.error.kind(),
+                "the cascade's remote chain failed: the local answer stands"
+            );
+            if let Some(reason) = &mut record.reason {
+                reason.push_str(&format!("; {unsure}, remote failed: local answer kept"));
+            }
+            record.usage = completion.usage;
+            Ok(Answer::Complete(json_response(completion.body, &by)))
+        }
     }
 }
 

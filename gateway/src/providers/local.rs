@@ -182,8 +182,30 @@ impl LocalModel {
         self: &Arc<Self>,
         request: &ChatCompletionRequest,
     ) -> Result<Completion, ApiError> {
-        let request = generation_request(request)?;
+        let (completion, _) = self.generate_whole(request, false).await?;
+        Ok(completion)
+    }
+
+    /// Generates the whole answer, with the mean log-probability of its tokens under the
+    /// model (how sure the model was of it; `None` for an empty answer).
+    pub async fn complete_scored(
+        self: &Arc<Self>,
+        request: &ChatCompletionRequest,
+    ) -> Result<(Completion, Option<f64>), ApiError> {
+        self.generate_whole(request, true).await
+    }
+
+    async fn generate_whole(
+        self: &Arc<Self>,
+        request: &ChatCompletionRequest,
+        measure: bool,
+    ) -> Result<(Completion, Option<f64>), ApiError> {
+        let mut request = generation_request(request)?;
         let wants_logprobs = request.logprobs.is_some();
+        if measure {
+            // The chosen tokens' log-probabilities; the client sees them only if it asked.
+            request.logprobs.get_or_insert(0);
+        }
         let mut generation = self.submit(request).await?;
         let mut text = String::new();
         let mut logprobs = Vec::new();
@@ -223,10 +245,14 @@ impl LocalModel {
             usage,
         };
         let body = serde_json::to_vec(&answer).map_err(|e| generation_failed(&e.to_string()))?;
-        Ok(Completion {
+        let mean_logprob = (!logprobs.is_empty()).then(|| {
+            logprobs.iter().map(|l| f64::from(l.logprob)).sum::<f64>() / logprobs.len() as f64
+        });
+        let completion = Completion {
             body: body.into(),
             usage: Some(usage),
-        })
+        };
+        Ok((completion, mean_logprob))
     }
 
     /// Starts a generation and returns its chunks: the assistant role first, the text, the

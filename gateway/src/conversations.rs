@@ -1,0 +1,135 @@
+//! Conversations that escalated, so that a thread stays on its tier instead of switching
+//! models back and forth. A conversation is named by the client (`x-switchboard-conversation`)
+//! or, failing that, by a hash of its first system and user messages, which every later request
+//! of the thread repeats. Kept in memory, per tenant, for the policy's
+//! `sticky_conversations.ttl` after its last request.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+
+use crate::api::{ChatMessage, Role};
+
+/// Beyond this many live conversations, the oldest half is forgotten.
+const CAPACITY: usize = 100_000;
+/// The longest conversation name taken from the header.
+const MAX_NAME_BYTES: usize = 256;
+
+/// A conversation's identity within its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConversationKey(u64);
+
+impl ConversationKey {
+    pub fn of(tenant: &str, headers: &HeaderMap, messages: &[ChatMessage]) -> Option<Self> {
+        let mut hasher = DefaultHasher::new();
+        tenant.hash(&mut hasher);
+        let named = headers
+            .get("x-switchboard-conversation")
+            .map(|v| v.as_bytes())
+            .filter(|v| !v.is_empty() && v.len() <= MAX_NAME_BYTES);
+        if let Some(name) = named {
+            "named".hash(&mut hasher);
+            name.hash(&mut hasher);
+            return Some(Self(hasher.finish()));
+        }
+        let text = |role: Role| {
+            messages
+                .iter()
+                .find(|m| m.role == role)
+                .and_then(|m| m.content.as_ref())
+                .map(|c| c.text())
+        };
+        let first_user = text(Role::User)?;
+        "opening".hash(&mut hasher);
+        text(Role::System).hash(&mut hasher);
+        first_user.hash(&mut hasher);
+        Some(Self(hasher.finish()))
+    }
+}
+
+#[derive(Default)]
+pub struct Conversations {
+    tiers: Mutex<HashMap<ConversationKey, (String, Instant)>>,
+}
+
+impl Conversations {
+    /// The tier this conversation escalated to, if that was within its time to live.
+    pub fn tier(&self, key: ConversationKey, now: Instant) -> Option<String> {
+        let tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
+        tiers
+            .get(&key)
+            .filter(|(_, until)| *until > now)
+            .map(|(tier, _)| tier.clone())
+    }
+
+    /// Keeps the conversation on `tier` for `ttl` from now.
+    pub fn remember(&self, key: ConversationKey, tier: &str, ttl: Duration, now: Instant) {
+        let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
+        if tiers.len() >= CAPACITY {
+            tiers.retain(|_, (_, until)| *until > now);
+        }
+        if tiers.len() >= CAPACITY {
+            // Still full of live ones: forget those closest to expiring.
+            let mut ends: Vec<Instant> = tiers.values().map(|(_, until)| *until).collect();
+            ends.sort_unstable();
+            let cut = ends[ends.len() / 2];
+            tiers.retain(|_, (_, until)| *until > cut);
+        }
+        tiers.insert(key, (tier.to_owned(), now + ttl));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(json: &str) -> Vec<ChatMessage> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_thread_is_known_by_its_opening_or_its_name() {
+        let none = HeaderMap::new();
+        let first = messages(
+            r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"Plan a migration"}]"#,
+        );
+        let later = messages(
+            r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"Plan a migration"},{"role":"assistant","content":"Sure"},{"role":"user","content":"And rollback?"}]"#,
+        );
+        let other = messages(r#"[{"role":"user","content":"Plan a migration"}]"#);
+        let key = |t, h: &HeaderMap, m: &[ChatMessage]| ConversationKey::of(t, h, m).unwrap();
+        assert_eq!(key("a", &none, &first), key("a", &none, &later));
+        assert_ne!(key("a", &none, &first), key("a", &none, &other));
+        assert_ne!(key("a", &none, &first), key("b", &none, &first));
+        let mut named = HeaderMap::new();
+        named.insert("x-switchboard-conversation", "thread-7".parse().unwrap());
+        assert_eq!(key("a", &named, &first), key("a", &named, &other));
+        assert_eq!(
+            ConversationKey::of(
+                "a",
+                &none,
+                &messages(r#"[{"role":"system","content":"x"}]"#)
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn tiers_are_kept_for_their_time_to_live() {
+        let conversations = Conversations::default();
+        let key = ConversationKey(7);
+        let now = Instant::now();
+        conversations.remember(key, "frontier", Duration::from_secs(60), now);
+        assert_eq!(
+            conversations
+                .tier(key, now + Duration::from_secs(59))
+                .as_deref(),
+            Some("frontier")
+        );
+        assert_eq!(conversations.tier(key, now + Duration::from_secs(61)), None);
+        assert_eq!(conversations.tier(ConversationKey(8), now), None);
+    }
+}
