@@ -179,6 +179,10 @@ pub struct RouteArgs {
     /// How many nearest examples to show.
     #[arg(long, default_value_t = 3)]
     pub nearest: usize,
+    /// Ask a running gateway (`POST /v1/route/explain`, key in `$SWITCHBOARD_API_KEY`) for its
+    /// scores and its policy's decision on the conversation.
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -575,6 +575,8 @@ impl Config {
             let at = root.key("tenants").index(t);
             if tenant.name.is_empty() {
                 problem(at.key("name"), "is empty".to_owned());
+            } else if tenant.name.chars().any(char::is_control) {
+                problem(at.key("name"), "holds a control character".to_owned());
             }
             if !tenant_names.insert(tenant.name.as_str()) {
                 let message = format!("tenant name '{}' is used twice", tenant.name);

@@ -73,9 +73,10 @@ pub enum FeedbackError {
 pub struct Ledger {
     db: sled::Db,
     requests: sled::Tree,
-    /// request id → key in `requests`.
+    /// tenant and request id → key in `requests`. Request ids may come from clients, so they
+    /// are only unique within a tenant.
     by_id: sled::Tree,
-    /// request id → feedback.
+    /// tenant and request id → feedback.
     feedback: sled::Tree,
     sync: bool,
 }
@@ -114,7 +115,8 @@ impl Ledger {
         key[8..].copy_from_slice(&self.db.generate_id()?.to_be_bytes());
         let value = serde_json::to_vec(entry).expect("a ledger entry serializes");
         self.requests.insert(key, value)?;
-        self.by_id.insert(entry.request_id.as_bytes(), &key)?;
+        self.by_id
+            .insert(scoped(&entry.tenant, &entry.request_id), &key)?;
         if self.sync {
             self.db.flush()?;
         }
@@ -137,29 +139,27 @@ impl Ledger {
         &self,
         feedback: &Feedback,
     ) -> Result<Result<(), FeedbackError>, LedgerError> {
-        let Some(entry) = self.entry(&feedback.request_id)? else {
-            return Ok(Err(FeedbackError::UnknownRequest(
-                feedback.request_id.clone(),
-            )));
-        };
-        if entry.tenant != feedback.tenant {
-            // Another tenant's request: the same answer as an unknown one.
-            return Ok(Err(FeedbackError::UnknownRequest(
-                feedback.request_id.clone(),
-            )));
+        let id = scoped(&feedback.tenant, &feedback.request_id);
+        // Another tenant's request is not found either.
+        if !self.by_id.contains_key(&id)? {
+            let unknown = FeedbackError::UnknownRequest(feedback.request_id.clone());
+            return Ok(Err(unknown));
         }
         let value = serde_json::to_vec(feedback).expect("feedback serializes");
-        self.feedback
-            .insert(feedback.request_id.as_bytes(), value)?;
+        self.feedback.insert(id, value)?;
         if self.sync {
             self.db.flush()?;
         }
         Ok(Ok(()))
     }
 
-    /// The verdict on a request, if any.
-    pub fn feedback_for(&self, request_id: &str) -> Result<Option<Feedback>, LedgerError> {
-        let Some(value) = self.feedback.get(request_id.as_bytes())? else {
+    /// The verdict on one of `tenant`'s requests, if any.
+    pub fn feedback_for(
+        &self,
+        tenant: &str,
+        request_id: &str,
+    ) -> Result<Option<Feedback>, LedgerError> {
+        let Some(value) = self.feedback.get(scoped(tenant, request_id))? else {
             return Ok(None);
         };
         serde_json::from_slice(&value)
@@ -170,26 +170,17 @@ impl Ledger {
             })
     }
 
-    fn entry(&self, request_id: &str) -> Result<Option<Entry>, LedgerError> {
-        let Some(key) = self.by_id.get(request_id.as_bytes())? else {
-            return Ok(None);
-        };
-        let Some(value) = self.requests.get(&key)? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&value)
-            .map(Some)
-            .map_err(|source| LedgerError::Corrupt {
-                key: hex::encode(&key),
-                source,
-            })
-    }
-
     /// Writes everything to disk now.
     pub fn flush(&self) -> Result<(), LedgerError> {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// The key of a tenant's request id: the tenant's name, a NUL (which validation keeps out of
+/// names), the id.
+fn scoped(tenant: &str, request_id: &str) -> Vec<u8> {
+    [tenant.as_bytes(), &[0], request_id.as_bytes()].concat()
 }
 
 /// `$SWITCHBOARD_HOME/ledger`, else `$XDG_DATA_HOME/switchboard/ledger`, else
@@ -264,8 +255,12 @@ mod tests {
         assert_eq!(ids, ["a", "b", "c"]);
         let later: Vec<String> = ledger.since(2_000).map(|e| e.unwrap().request_id).collect();
         assert_eq!(later, ["b", "c"]);
-        assert_eq!(ledger.feedback_for("a").unwrap().unwrap().score, 1.0);
-        assert_eq!(ledger.feedback_for("b").unwrap(), None);
+        assert_eq!(
+            ledger.feedback_for("acme", "a").unwrap().unwrap().score,
+            1.0
+        );
+        assert_eq!(ledger.feedback_for("acme", "b").unwrap(), None);
+        assert_eq!(ledger.feedback_for("globex", "a").unwrap(), None);
         drop(ledger);
         std::fs::remove_dir_all(dir).unwrap();
     }

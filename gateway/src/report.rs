@@ -150,7 +150,9 @@ pub fn build(
         if tenant.is_some_and(|t| t != entry.tenant) {
             continue;
         }
-        let score = ledger.feedback_for(&entry.request_id)?.map(|f| f.score);
+        let score = ledger
+            .feedback_for(&entry.tenant, &entry.request_id)?
+            .map(|f| f.score);
         groups.entry(by.key(&entry)).or_default().add(&entry, score);
         total.add(&entry, score);
     }

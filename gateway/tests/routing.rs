@@ -357,6 +357,7 @@ async fn the_ledger_survives_a_restart_and_its_reports_add_up() {
     let easy = send(ACME_KEY, auto(EASY)).await;
     assert_eq!(header(&easy, "x-switchboard-route"), "local");
     let easy_id = header(&easy, "x-request-id").to_owned();
+    assert_eq!(header(&easy, "x-switchboard-request-id"), easy_id);
     assert_eq!(send(ACME_KEY, auto(HARD)).await.status(), 200);
     assert_eq!(send(ACME_KEY, hello("solo")).await.status(), 200);
     let mut bad = auto(EASY);

@@ -82,10 +82,13 @@ fn failed(error: ApiError, record: &mut RequestRecord) -> Response {
     error.into_response()
 }
 
-/// Echoes the request id, so that a client can quote it and an operator find the log line.
+/// Echoes the request id (as `x-request-id` and `x-switchboard-request-id`), so that a client
+/// can quote it, send feedback on the answer, and an operator find the log line.
 fn tag_with_id(response: &mut Response, id: &str) {
     if let Ok(value) = axum::http::HeaderValue::from_str(id) {
-        response.headers_mut().insert("x-request-id", value);
+        let headers = response.headers_mut();
+        headers.insert("x-switchboard-request-id", value.clone());
+        headers.insert("x-request-id", value);
     }
 }
 

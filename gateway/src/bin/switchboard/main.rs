@@ -1,5 +1,6 @@
 //! The `switchboard` binary: parses the command line and runs the command.
 
+mod gateway_client;
 mod label;
 mod plot;
 mod report;
@@ -47,11 +48,7 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Route(args) => router::route(args),
-        Command::Report(args) => {
-            // reqwest is built without a default TLS backend.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            report::report(args)
-        }
+        Command::Report(args) => report::report(args),
         Command::Router { command } => match command {
             RouterCommand::Train {
                 data,

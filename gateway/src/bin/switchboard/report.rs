@@ -2,6 +2,8 @@
 //! gateway's `GET /v1/usage`.
 
 use anyhow::Context;
+
+use crate::gateway_client;
 use switchboard_gateway::cli::ReportArgs;
 use switchboard_gateway::config::Config;
 use switchboard_gateway::ledger::LedgerError;
@@ -30,10 +32,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
 }
 
 fn ask_gateway(url: &str, args: &ReportArgs) -> anyhow::Result<Report> {
-    let key = std::env::var("SWITCHBOARD_API_KEY")
-        .context("set SWITCHBOARD_API_KEY to a key of the gateway (an admin tenant's sees all)")?;
-    let mut usage = reqwest::Url::parse(&format!("{}/v1/usage", url.trim_end_matches('/')))
-        .with_context(|| format!("'{url}' is not a URL"))?;
+    let mut usage = gateway_client::endpoint(url, "/v1/usage")?;
     usage
         .query_pairs_mut()
         .append_pair("since", &args.since)
@@ -41,19 +40,6 @@ fn ask_gateway(url: &str, args: &ReportArgs) -> anyhow::Result<Report> {
     if let Some(tenant) = &args.tenant {
         usage.query_pairs_mut().append_pair("tenant", tenant);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .get(usage)
-            .bearer_auth(key)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = response.status();
-        let body = response.text().await?;
-        anyhow::ensure!(status.is_success(), "{url} answered {status}: {body}");
-        serde_json::from_str(&body).context("the gateway's answer is not a report")
-    })
+    let answer = gateway_client::call(usage, None)?;
+    serde_json::from_value(answer).context("the gateway's answer is not a report")
 }

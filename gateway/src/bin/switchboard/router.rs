@@ -25,10 +25,21 @@ use switchboard_router::labelling;
 use switchboard_router::pii_benchmark;
 use switchboard_router::training::{self, EmbeddingCache};
 
+use crate::gateway_client;
+
 /// The embedding model the shipped heads read.
 const EMBEDDER: &str = "all-minilm-l6-v2";
 
 pub fn route(args: RouteArgs) -> anyhow::Result<()> {
+    let messages = match &args.text {
+        Some(text) => vec![serde_json::from_value(
+            json!({"role": "user", "content": text}),
+        )?],
+        None => messages_from_stdin()?,
+    };
+    if let Some(url) = &args.url {
+        return explain_at(url, &messages, args.json);
+    }
     let config = args.config.as_deref().map(Config::load).transpose()?;
     let router = config.as_ref().and_then(|c| c.router.as_ref());
     let model_dir = match (config.as_ref(), router) {
@@ -57,7 +68,7 @@ pub fn route(args: RouteArgs) -> anyhow::Result<()> {
     let classifier = Classifier::new(service, heads, domains)?;
     let turns = match args.text {
         Some(text) => vec![Turn::user(text)],
-        None => conversation_from_stdin()?,
+        None => classify::turns(&messages),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let scores = runtime.block_on(classifier.classify(&turns))?;
@@ -138,7 +149,43 @@ fn scores_json(scores: &Scores) -> serde_json::Value {
     })
 }
 
-fn conversation_from_stdin() -> anyhow::Result<Vec<Turn>> {
+/// The scores and the decision of a running gateway's policy, for `route --url`.
+fn explain_at(url: &str, messages: &[ChatMessage], as_json: bool) -> anyhow::Result<()> {
+    let body = json!({"model": "auto", "messages": messages});
+    let url = gateway_client::endpoint(url, "/v1/route/explain")?;
+    let answer = gateway_client::call(url, Some(&body))?;
+    if as_json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let (scores, decision) = (&answer["scores"], &answer["decision"]);
+    println!(
+        "route:       {} ({})",
+        decision["route"].as_str().unwrap_or("-"),
+        decision["models"]
+            .as_array()
+            .map(|m| m
+                .iter()
+                .filter_map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default()
+    );
+    println!(
+        "reason:      {}",
+        decision["reason"].as_str().unwrap_or("-")
+    );
+    println!("complexity:  {}", scores["complexity"]);
+    println!("domain:      {}", scores["domain"].as_str().unwrap_or("-"));
+    println!(
+        "language:    {}",
+        scores["language"].as_str().unwrap_or("-")
+    );
+    println!("private:     {}", scores["private_data"]);
+    Ok(())
+}
+
+fn messages_from_stdin() -> anyhow::Result<Vec<ChatMessage>> {
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
@@ -151,9 +198,7 @@ fn conversation_from_stdin() -> anyhow::Result<Vec<Turn>> {
             .context("the JSON object has no `messages`")?,
         other => other,
     };
-    let messages: Vec<ChatMessage> =
-        serde_json::from_value(messages).context("`messages` are not OpenAI chat messages")?;
-    Ok(classify::turns(&messages))
+    serde_json::from_value(messages).context("`messages` are not OpenAI chat messages")
 }
 
 fn load_heads(path: Option<&Path>) -> anyhow::Result<Heads> {
