@@ -270,14 +270,7 @@ fn cascade(
         .and_then(|d| routing.domains.get(d))
         .and_then(|rule| rule.escalate_to)
         .or(routing.first_remote())?;
-    let chain: Vec<Target> = routing
-        .tier(tier)
-        .targets
-        .iter()
-        .filter_map(|m| gateway.catalog.target(m))
-        .filter(|t| t.provider.is_usable())
-        .cloned()
-        .collect();
+    let chain = usable_targets(gateway, routing, tier);
     (!chain.is_empty()).then_some(Cascade {
         floor,
         chain,
@@ -332,14 +325,7 @@ fn resolve(
             Ok(Route::Local(local_model(gateway, routing, tier)?))
         }
         Decided::Tier(tier) => {
-            let chain: Vec<Target> = routing
-                .tier(tier)
-                .targets
-                .iter()
-                .filter_map(|m| gateway.catalog.target(m))
-                .filter(|t| t.provider.is_usable())
-                .cloned()
-                .collect();
+            let chain = usable_targets(gateway, routing, tier);
             if chain.is_empty() {
                 return Err(ApiError::Unavailable {
                     message: format!(
@@ -351,6 +337,18 @@ fn resolve(
             Ok(Route::Remote(chain))
         }
     }
+}
+
+/// The remote targets of a tier whose provider has its key, in the tier's order.
+fn usable_targets(gateway: &Gateway, routing: &Routing, tier: TierId) -> Vec<Target> {
+    routing
+        .tier(tier)
+        .targets
+        .iter()
+        .filter_map(|m| gateway.catalog.target(m))
+        .filter(|t| t.provider.is_usable())
+        .cloned()
+        .collect()
 }
 
 /// `x-switchboard-route: local|remote|auto`.

@@ -146,6 +146,18 @@ impl Reservation {
         totals.state()
     }
 
+    /// Changes the tenant's totals under the lock.
+    fn update(&self, change: impl FnOnce(&mut Totals)) {
+        let mut tenants = self
+            .standings
+            .tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(totals) = tenants.get_mut(&self.tenant) {
+            change(totals);
+        }
+    }
+
     /// Whether the decision routed the request, and sent it remote.
     pub fn routed(&self) -> Option<bool> {
         self.routed
@@ -155,14 +167,7 @@ impl Reservation {
     pub fn escalate(&mut self) {
         if self.routed == Some(false) {
             self.routed = Some(true);
-            let mut tenants = self
-                .standings
-                .tenants
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if let Some(totals) = tenants.get_mut(&self.tenant) {
-                totals.escalations.escalated += 1;
-            }
+            self.update(|totals| totals.escalations.escalated += 1);
         }
     }
 }
@@ -170,14 +175,8 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.amount != Usd::ZERO {
-            let mut tenants = self
-                .standings
-                .tenants
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if let Some(totals) = tenants.get_mut(&self.tenant) {
-                totals.reserved = totals.reserved - self.amount;
-            }
+            let amount = self.amount;
+            self.update(|totals| totals.reserved = totals.reserved - amount);
         }
     }
 }
