@@ -48,6 +48,8 @@ pub struct RequestRecord {
     arrived_ms: u64,
     /// Where the request is recorded when it settles.
     ledger: Option<Arc<Ledger>>,
+    /// The router's text of the request, kept in the ledger where the policy asks for it.
+    pub routing_text: Option<String>,
     pub tenant: String,
     pub model: String,
     pub route: &'static str,
@@ -78,6 +80,7 @@ impl RequestRecord {
             started,
             arrived_ms: unix_millis(),
             ledger: None,
+            routing_text: None,
             tenant: UNKNOWN.to_owned(),
             model: UNKNOWN.to_owned(),
             route: "remote",
@@ -155,7 +158,12 @@ impl RequestRecord {
     }
 
     /// Appends the request to the ledger; a failure to write is logged, never the client's.
-    fn write_to_ledger(&self, costs: Option<Costs>, escalated: Option<bool>, elapsed: Duration) {
+    fn write_to_ledger(
+        &mut self,
+        costs: Option<Costs>,
+        escalated: Option<bool>,
+        elapsed: Duration,
+    ) {
         let Some(ledger) = &self.ledger else {
             return;
         };
@@ -182,6 +190,7 @@ impl RequestRecord {
             duration_ms: elapsed.as_millis() as u64,
             first_token_ms: self.first_token.map(|d| d.as_millis() as u64),
             status: self.status,
+            routing_text: self.routing_text.take(),
         };
         if let Err(error) = ledger.record(&entry) {
             tracing::error!(request_id = %self.request_id, %error, "cannot write the ledger");

@@ -160,6 +160,10 @@ pub struct ReportArgs {
     /// Only this tenant (with `--url`, for an admin key).
     #[arg(long)]
     pub tenant: Option<String>,
+    /// Instead of the report, write users' verdicts on local answers as training labels
+    /// (JSON Lines for `router train --labels`); needs `ledger.keep_routing_text`.
+    #[arg(long, conflicts_with = "url")]
+    pub feedback_labels: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -59,6 +59,10 @@ pub struct LedgerConfig {
     pub flush_every_ms: u64,
     /// Write to disk after every request (an fsync each).
     pub sync: bool,
+    /// Keep the text the router read of each request (prompt text), so that users' feedback
+    /// can become training labels (`switchboard report --feedback-labels`). Off: the ledger
+    /// holds no prompt text.
+    pub keep_routing_text: bool,
 }
 
 impl Default for LedgerConfig {
@@ -67,6 +71,7 @@ impl Default for LedgerConfig {
             path: None,
             flush_every_ms: 500,
             sync: false,
+            keep_routing_text: false,
         }
     }
 }

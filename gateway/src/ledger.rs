@@ -36,6 +36,10 @@ pub struct Entry {
     pub first_token_ms: Option<u64>,
     /// The HTTP status (499: the client went away).
     pub status: u16,
+    /// The text the router read (prompt text): only with `ledger.keep_routing_text`, so that
+    /// feedback can become training labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_text: Option<String>,
 }
 
 /// A user's verdict on an answer.
@@ -221,6 +225,7 @@ mod tests {
             duration_ms: 12,
             first_token_ms: None,
             status: 200,
+            routing_text: None,
         }
     }
 

@@ -164,6 +164,37 @@ pub fn build(
     })
 }
 
+/// Training labels from feedback: each locally answered request that a user judged, and whose
+/// routing text the ledger kept, as `{text, hard, domain, source}` for `router train --labels`.
+/// A bad verdict (score below 0) on a local answer is the label the router learns from: the
+/// local model was not good enough. Verdicts on remote answers say nothing about the local
+/// model and are left out.
+pub fn feedback_labels(
+    ledger: &Ledger,
+    since_ms: u64,
+) -> Result<Vec<switchboard_router::labelling::Labelled>, LedgerError> {
+    let mut labels = Vec::new();
+    for entry in ledger.since(since_ms) {
+        let entry = entry?;
+        let (Some(text), "local", true) = (
+            &entry.routing_text,
+            entry.route.as_str(),
+            entry.status < 400,
+        ) else {
+            continue;
+        };
+        if let Some(verdict) = ledger.feedback_for(&entry.tenant, &entry.request_id)? {
+            labels.push(switchboard_router::labelling::Labelled {
+                text: text.clone(),
+                hard: verdict.score < 0.0,
+                domain: entry.domain.clone(),
+                source: Some("feedback".to_owned()),
+            });
+        }
+    }
+    Ok(labels)
+}
+
 /// `7d`, `24h`, `30m`, `90s`.
 pub fn parse_since(text: &str) -> Result<Duration, String> {
     let bad =
@@ -288,6 +319,7 @@ mod tests {
                 duration_ms: i * 10,
                 first_token_ms: None,
                 status: if i == 7 { 502 } else { 200 },
+                routing_text: Some(format!("question {i}")),
             };
             ledger.record(&entry).unwrap();
             entries.push(entry);
@@ -338,6 +370,24 @@ mod tests {
         );
         let json: Report = serde_json::from_str(&render(&report, Format::Json)).unwrap();
         assert_eq!(json, report);
+
+        // r0 went remote: its verdict teaches nothing about the local model. A verdict on a
+        // local answer does.
+        assert!(feedback_labels(&ledger, 0).unwrap().is_empty());
+        let verdict = Feedback {
+            request_id: "r2".into(),
+            tenant: "acme".into(),
+            at_ms: 5_000,
+            score: -0.5,
+            comment: None,
+        };
+        ledger.add_feedback(&verdict).unwrap().unwrap();
+        let labels = feedback_labels(&ledger, 0).unwrap();
+        assert_eq!(labels.len(), 1);
+        assert_eq!(
+            (labels[0].text.as_str(), labels[0].hard),
+            ("question 2", true)
+        );
         drop(ledger);
         std::fs::remove_dir_all(dir).unwrap();
     }

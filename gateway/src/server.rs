@@ -42,6 +42,8 @@ pub struct Gateway {
     pub ledger: Arc<Ledger>,
     /// Conversations that escalated, and their tier.
     pub conversations: Conversations,
+    /// Whether the ledger keeps the router's text of each request.
+    pub keep_routing_text: bool,
     shutting_down: AtomicBool,
 }
 
@@ -85,6 +87,7 @@ impl Gateway {
             standings: Arc::new(standings),
             ledger: Arc::new(ledger),
             conversations: Conversations::default(),
+            keep_routing_text: config.ledger.keep_routing_text,
             limits: config.limits.clone(),
             classifier: classifier(config, &catalog)?,
             catalog,

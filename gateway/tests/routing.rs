@@ -345,7 +345,8 @@ async fn explain_decides_without_answering_and_clients_may_force_a_route() {
 async fn the_ledger_survives_a_restart_and_its_reports_add_up() {
     let openai = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
     let anthropic = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
-    let config = routed_config(&openai, &anthropic, "local_only", 4);
+    let config = routed_config(&openai, &anthropic, "local_only", 4)
+        .replace("ledger:\n", "ledger:\n  keep_routing_text: true\n");
     let mut gateway = TestGateway::start(&config).await;
 
     let mut made = Vec::new();
@@ -448,6 +449,11 @@ async fn the_ledger_survives_a_restart_and_its_reports_add_up() {
     recorded.sort();
     made.sort();
     assert_eq!(recorded, made);
+    // The verdict on the local answer is a training label, with the text the router read.
+    let labels = switchboard_gateway::report::feedback_labels(&ledger, 0).unwrap();
+    assert_eq!(labels.len(), 1);
+    assert_eq!((labels[0].text.as_str(), labels[0].hard), (EASY, false));
+    assert_eq!(labels[0].domain.as_deref(), Some("it_helpdesk"));
 }
 
 #[tokio::test]

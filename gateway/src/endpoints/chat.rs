@@ -181,6 +181,10 @@ async fn answer(
     let mut request = parse(&bytes)?;
     drop(bytes);
     record.findings = classify(gateway.classifier.as_ref(), &request).await;
+    if gateway.keep_routing_text {
+        let turns = crate::classify::turns(&request.messages);
+        record.routing_text = Some(switchboard_router::conversation::routing_text(&turns));
+    }
 
     if !tenant.may_use(&request.model) {
         return Err(ApiError::ModelNotFound(request.model));

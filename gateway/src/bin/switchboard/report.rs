@@ -24,6 +24,23 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
             })?;
             let now = switchboard_gateway::api::unix_now();
             let since_ms = now.saturating_sub(since.as_secs()) * 1000;
+            if let Some(out) = &args.feedback_labels {
+                let labels = report::feedback_labels(&ledger, since_ms)?;
+                let lines: Vec<String> = labels
+                    .iter()
+                    .map(|l| serde_json::to_string(l).expect("a label serializes"))
+                    .collect();
+                std::fs::write(out, lines.join("\n") + "\n")
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+                let hard = labels.iter().filter(|l| l.hard).count();
+                println!(
+                    "{}: {} labels from feedback ({hard} hard); train with `switchboard router train --labels {}`",
+                    out.display(),
+                    labels.len(),
+                    out.display()
+                );
+                return Ok(());
+            }
             report::build(&ledger, since_ms, args.by, args.tenant.as_deref())?
         }
     };
