@@ -44,6 +44,8 @@ pub struct Behaviour {
     pub stall_after_chunks: Option<usize>,
     /// Reply with this text instead of the echo.
     pub reply: Option<String>,
+    /// OpenAI wire: report no usage (as some OpenAI-compatible servers do).
+    pub omit_usage: bool,
 }
 
 impl Behaviour {
@@ -479,8 +481,11 @@ async fn openai_chat(
     let model = body["model"].as_str().unwrap_or("fake").to_owned();
     let pieces = words(&text);
     let completion_tokens = pieces.len() as u64;
-    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens});
+    let usage = match behaviour.omit_usage {
+        true => Value::Null,
+        false => json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}),
+    };
     if body["stream"] != true {
         let answer = json!({
             "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
@@ -506,7 +511,7 @@ async fn openai_chat(
             .map(|w| chunk(json!({"content": w}), Value::Null)),
     );
     events.push(chunk(json!({}), json!("stop")));
-    if body["stream_options"]["include_usage"] == true {
+    if body["stream_options"]["include_usage"] == true && !behaviour.omit_usage {
         let chunk = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
             "model": model, "choices": [], "usage": usage});
         events.push(format!("data: {chunk}\n\n"));

@@ -50,6 +50,12 @@ pub struct RequestRecord {
     ledger: Option<Arc<Ledger>>,
     /// The router's text of the request, kept in the ledger where the policy asks for it.
     pub routing_text: Option<String>,
+    /// Bytes of the prompt's text and of the answer's text so far: the usage estimate when an
+    /// upstream reports none.
+    pub prompt_bytes: u64,
+    pub answer_bytes: u64,
+    /// Whether `usage` is that estimate.
+    usage_estimated: bool,
     pub tenant: String,
     pub model: String,
     pub route: &'static str,
@@ -81,6 +87,9 @@ impl RequestRecord {
             arrived_ms: unix_millis(),
             ledger: None,
             routing_text: None,
+            prompt_bytes: 0,
+            answer_bytes: 0,
+            usage_estimated: false,
             tenant: UNKNOWN.to_owned(),
             model: UNKNOWN.to_owned(),
             route: "remote",
@@ -115,6 +124,16 @@ impl RequestRecord {
 
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// An upstream that reported no usage for an answer is accounted by an estimate from
+    /// the text's bytes, so that what it cost is not counted as nothing.
+    fn estimate_missing_usage(&mut self) {
+        if self.usage.is_none() && self.answer_bytes > 0 {
+            self.usage = Some(Usage::estimated(self.prompt_bytes, self.answer_bytes));
+            self.usage_estimated = true;
+            tracing::debug!(request_id = %self.request_id, "no usage from upstream: estimated");
+        }
     }
 
     /// What the answer cost so far, by the tokens known now.
@@ -191,6 +210,7 @@ impl RequestRecord {
             first_token_ms: self.first_token.map(|d| d.as_millis() as u64),
             status: self.status,
             routing_text: self.routing_text.take(),
+            usage_estimated: self.usage_estimated,
         };
         if let Err(error) = ledger.record(&entry) {
             tracing::error!(request_id = %self.request_id, %error, "cannot write the ledger");
@@ -213,6 +233,7 @@ pub struct Settlement {
 
 impl Drop for RequestRecord {
     fn drop(&mut self) {
+        self.estimate_missing_usage();
         let (costs, escalated) = self.settle_costs();
         self.write_to_ledger(costs, escalated, self.started.elapsed());
         let m = &self.metrics;

@@ -191,7 +191,20 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+/// Bytes per token, for an estimate where an upstream reports no usage: English text runs at
+/// about four bytes per token in the common BPE vocabularies.
+const BYTES_PER_TOKEN: u64 = 4;
+
 impl Usage {
+    /// An estimate from the bytes of the prompt's and the answer's text, for an upstream that
+    /// reports no usage.
+    pub fn estimated(prompt_bytes: u64, completion_bytes: u64) -> Self {
+        Self::new(
+            prompt_bytes.div_ceil(BYTES_PER_TOKEN),
+            completion_bytes.div_ceil(BYTES_PER_TOKEN),
+        )
+    }
+
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
         Self {
             prompt_tokens,
@@ -238,6 +251,14 @@ pub struct ChatCompletionChunk {
     pub choices: Vec<ChunkChoice>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+}
+
+impl ChatCompletionChunk {
+    /// Bytes of answer text the chunk carries.
+    pub fn text_bytes(&self) -> usize {
+        let content = self.choices.iter().filter_map(|c| c.delta.content.as_ref());
+        content.map(String::len).sum()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -30,6 +30,9 @@ pub struct Entry {
     pub escalated: Option<bool>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The upstream reported no usage: the tokens are estimated from the text's bytes.
+    #[serde(default)]
+    pub usage_estimated: bool,
     pub cost: Usd,
     pub counterfactual: Usd,
     pub duration_ms: u64,
@@ -220,6 +223,7 @@ mod tests {
             escalated: None,
             prompt_tokens: 10,
             completion_tokens: 5,
+            usage_estimated: false,
             cost: Usd::from_nanos(7),
             counterfactual: Usd::from_nanos(70),
             duration_ms: 12,

@@ -314,6 +314,7 @@ mod tests {
                 escalated: Some(remote),
                 prompt_tokens: 10,
                 completion_tokens: 5,
+                usage_estimated: false,
                 cost: Usd::from_nanos(if remote { 1_234 } else { 0 }),
                 counterfactual: Usd::from_nanos(9_999),
                 duration_ms: i * 10,

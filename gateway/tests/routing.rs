@@ -631,3 +631,35 @@ async fn an_unsure_local_answer_is_discarded_and_escalated() {
     assert!(header(&response, "x-switchboard-reason").ends_with("< 0.35"));
     assert_eq!(openai.stats().requests, 1);
 }
+
+#[tokio::test]
+async fn an_upstream_without_usage_is_priced_by_an_estimate() {
+    let (gateway, openai, _anthropic) = routed_gateway("local_only", 4).await;
+    let silent = Behaviour {
+        omit_usage: true,
+        ..Behaviour::default()
+    };
+    openai.push([silent.clone(), silent]);
+    // The fake echoes "solo says: hello there" (23 bytes): about 6 tokens.
+    let response = gateway.chat(ACME_KEY, &hello("solo")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["usage"].is_null(), "{body}");
+    let mut stream = hello("solo");
+    stream["stream"] = json!(true);
+    let (_, done) = read_sse(gateway.chat(ACME_KEY, &stream).send().await.unwrap()).await;
+    assert!(done);
+    let metrics = gateway.metrics().await;
+    // prompt "hello there" (11 bytes) = 3 tokens at $1/M, answer 23 bytes = 6 tokens at $2/M,
+    // twice.
+    let cost = sample(
+        &metrics,
+        r#"switchboard_cost_usd_total{model="solo",route="remote",tenant="acme"}"#,
+    );
+    assert_eq!(cost, Some(2.0 * (3.0 * 1.0 + 6.0 * 2.0) / 1e6));
+    let tokens = sample(
+        &metrics,
+        r#"switchboard_tokens_total{kind="completion",model="solo",route="remote"}"#,
+    );
+    assert_eq!(tokens, Some(12.0));
+}

@@ -181,6 +181,12 @@ async fn answer(
     let mut request = parse(&bytes)?;
     drop(bytes);
     record.findings = classify(gateway.classifier.as_ref(), &request).await;
+    record.prompt_bytes = request
+        .messages
+        .iter()
+        .filter_map(|m| m.content.as_ref())
+        .map(|c| c.text().len() as u64)
+        .sum();
     if gateway.keep_routing_text {
         let turns = crate::classify::turns(&request.messages);
         record.routing_text = Some(switchboard_router::conversation::routing_text(&turns));
@@ -255,6 +261,9 @@ async fn answer(
                 let by = AnsweredBy::from(answered.target);
                 by.note_in(record);
                 record.usage = answered.value.usage;
+                if record.usage.is_none() {
+                    record.answer_bytes = answer_bytes(&answered.value.body);
+                }
                 return Ok(Answer::Complete(json_response(answered.value.body, &by)));
             }
             Err(failed) => failed,
@@ -342,6 +351,9 @@ async fn answer_or_escalate(
             let by = AnsweredBy::from(answered.target);
             by.note_in(record);
             record.usage = answered.value.usage;
+            if record.usage.is_none() {
+                record.answer_bytes = answer_bytes(&answered.value.body);
+            }
             Ok(Answer::Complete(json_response(answered.value.body, &by)))
         }
         Err(failed) => {
@@ -396,6 +408,16 @@ fn json_response(body: Bytes, by: &AnsweredBy) -> Response {
         .into_response();
     add_route_headers(response.headers_mut(), by);
     response
+}
+
+/// Bytes of answer text in a complete OpenAI answer.
+fn answer_bytes(body: &[u8]) -> u64 {
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return 0;
+    };
+    let choices = answer["choices"].as_array().into_iter().flatten();
+    let content = choices.filter_map(|c| c["message"]["content"].as_str());
+    content.map(|text| text.len() as u64).sum()
 }
 
 /// Parses and validates a chat completion request.
@@ -475,6 +497,7 @@ impl SseBody {
                             if let Some(usage) = chunk.usage {
                                 record.usage = Some(usage);
                             }
+                            record.answer_bytes += chunk.text_bytes as u64;
                             if chunk.usage_only && !s.include_usage {
                                 continue;
                             }

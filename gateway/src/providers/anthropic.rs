@@ -383,6 +383,7 @@ impl StreamTranslator {
                     json: to_bytes(&chunk)?,
                     usage: Some(usage),
                     usage_only: true,
+                    text_bytes: 0,
                 }));
             }
             "error" => {
@@ -396,6 +397,7 @@ impl StreamTranslator {
             json: to_bytes(&chunk)?,
             usage: None,
             usage_only: false,
+            text_bytes: chunk.text_bytes(),
         }))
     }
 }

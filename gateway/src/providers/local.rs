@@ -372,6 +372,7 @@ fn stream_chunk(chunk: &ChatCompletionChunk) -> Result<StreamChunk, UpstreamErro
         json: Bytes::from(json),
         usage: chunk.usage,
         usage_only: chunk.usage.is_some() && chunk.choices.is_empty(),
+        text_bytes: chunk.text_bytes(),
     })
 }
 

@@ -186,6 +186,8 @@ pub struct StreamChunk {
     pub json: Bytes,
     /// The usage this chunk reports, if any.
     pub usage: Option<Usage>,
+    /// Bytes of answer text it carries: the usage estimate of a stream that reports none.
+    pub text_bytes: usize,
     /// A chunk that carries only usage: the gateway asks every upstream for it, and forwards it
     /// only to clients that asked for `stream_options.include_usage`.
     pub usage_only: bool,

@@ -95,9 +95,16 @@ fn chunk(data: String, finished_choice: &mut bool) -> Result<StreamChunk, Upstre
         .get("usage")
         .filter(|u| !u.is_null())
         .and_then(parse_usage);
+    let text_bytes = choices.map_or(0, |choices| {
+        let content = choices
+            .iter()
+            .filter_map(|c| c["delta"]["content"].as_str());
+        content.map(str::len).sum()
+    });
     Ok(StreamChunk {
         usage_only: usage.is_some() && choices.is_none_or(Vec::is_empty),
         usage,
+        text_bytes,
         json: Bytes::from(data),
     })
 }
