@@ -240,6 +240,9 @@ pub struct ModelConfig {
     /// `max_tokens` sent when the client gives none (Anthropic requires one).
     #[serde(default)]
     pub default_max_tokens: Option<u32>,
+    /// Its context window in tokens: a routed request that needs more skips it.
+    #[serde(default)]
+    pub context_window: Option<u32>,
 }
 
 impl ModelConfig {
@@ -481,6 +484,9 @@ impl Config {
                 }
                 if model.default_max_tokens == Some(0) {
                     problem(at.key("default_max_tokens"), "must be above 0".to_owned());
+                }
+                if model.context_window == Some(0) {
+                    problem(at.key("context_window"), "must be above 0".to_owned());
                 }
             }
         }

@@ -325,16 +325,33 @@ fn resolve(
             Ok(Route::Local(local_model(gateway, routing, tier)?))
         }
         Decided::Tier(tier) => {
-            let chain = usable_targets(gateway, routing, tier);
-            if chain.is_empty() {
+            let name = &routing.tier(tier).name;
+            if usable_targets(gateway, routing, tier).is_empty() {
                 return Err(ApiError::Unavailable {
                     message: format!(
-                        "No model of the tier '{}' has a provider with an API key.",
-                        routing.tier(tier).name
+                        "No model of the tier '{name}' has a provider with an API key."
                     ),
                 });
             }
-            Ok(Route::Remote(chain))
+            // Models whose context window is too small are skipped; when a whole tier is, the
+            // next one up answers.
+            let tokens = gathered.context.tokens;
+            let fits = |t: &Target| {
+                t.model
+                    .context_window
+                    .is_none_or(|w| tokens <= u64::from(w))
+            };
+            (tier.0..routing.tiers.len())
+                .map(|t| usable_targets(gateway, routing, TierId(t)))
+                .map(|chain| chain.into_iter().filter(fits).collect::<Vec<_>>())
+                .find(|chain| !chain.is_empty())
+                .map(Route::Remote)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        format!("The request needs about {tokens} tokens of context; no remote model from the tier '{name}' up takes that many."),
+                        Some("messages"),
+                    )
+                })
         }
     }
 }

@@ -663,3 +663,30 @@ async fn an_upstream_without_usage_is_priced_by_an_estimate() {
     );
     assert_eq!(tokens, Some(12.0));
 }
+
+#[tokio::test]
+async fn a_request_too_long_for_a_tiers_models_goes_up_a_tier() {
+    let openai = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
+    let anthropic = FakeUpstream::start_with_key(UPSTREAM_KEY).await;
+    let config = routed_config(&openai, &anthropic, "local_only", 4)
+        .replace(
+            "      - name: solo\n",
+            "      - name: solo\n        context_window: 2000\n",
+        )
+        .replace(
+            "allowed_models: [\"*\"]\n  - name: globex",
+            "allowed_models: [\"*\"]\n    may_force_route: true\n  - name: globex",
+        );
+    let gateway = TestGateway::start(&config).await;
+    let forced = |text: String| {
+        gateway
+            .chat(ACME_KEY, &auto(&text))
+            .header("x-switchboard-route", "remote")
+            .send()
+    };
+    let short = forced(EASY.to_owned()).await.unwrap();
+    assert_eq!(header(&short, "x-switchboard-model"), "solo");
+    let long = forced(EASY.repeat(100)).await.unwrap();
+    assert_eq!(long.status(), 200);
+    assert_eq!(header(&long, "x-switchboard-model"), "claude-test");
+}
