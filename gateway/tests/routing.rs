@@ -690,3 +690,26 @@ async fn a_request_too_long_for_a_tiers_models_goes_up_a_tier() {
     assert_eq!(long.status(), 200);
     assert_eq!(header(&long, "x-switchboard-model"), "claude-test");
 }
+
+#[tokio::test]
+async fn concurrent_requests_cannot_pass_a_budget_only_one_fits() {
+    let (gateway, _openai, anthropic) = routed_gateway("local_only", 4).await;
+    // thrifty's budget is a millionth of a dollar: the first escalation's reservation fills it.
+    let requests = (0..8).map(|_| gateway.chat(THRIFTY_KEY, &auto(HARD)).send());
+    let statuses: Vec<u16> = futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 402).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(anthropic.stats().requests, 1);
+}
