@@ -20,7 +20,7 @@ use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
 use crate::policy::Costs;
 use crate::providers::local::LocalModel;
-use crate::providers::{ChunkStream, StreamChunk, StreamStart, Target, UpstreamError};
+use crate::providers::{ChainFailed, ChunkStream, StreamChunk, StreamStart, Target, UpstreamError};
 use crate::routing::{self, Cascade, Route};
 use crate::server::Gateway;
 
@@ -205,17 +205,7 @@ async fn answer(
         &record.findings,
     );
     let plan = plan.await?;
-    if let Some(decision) = &plan.decision {
-        record.reason = Some(decision.reason.to_string());
-        record.reason_code = Some(decision.reason.label());
-        if plan.reservation.as_ref().and_then(|r| r.routed()) == Some(true) {
-            gateway
-                .metrics
-                .escalations
-                .with_label_values(&[&tenant.name, decision.reason.label()])
-                .inc();
-        }
-    }
+    note_decision(gateway, &plan, record);
     let redact = plan.decision.as_ref().is_some_and(|d| d.redact);
     record.settlement = Some(Settlement {
         policy: policy.clone(),
@@ -240,59 +230,78 @@ async fn answer(
         crate::classify::redact(&mut request.messages);
         original
     });
+    let failed = match answer_remotely(gateway, &chain, &request, record).await {
+        Ok(answer) => return Ok(answer),
+        Err(failed) => failed,
+    };
+    let Some(local) = plan.local_fallback else {
+        return Err(failed.error.into_api_error(&failed.provider));
+    };
+    let from = chain.first().map_or("", |t| t.model.name.as_str());
+    tracing::warn!(
+        kind = failed.error.kind(),
+        from,
+        to = %local.name,
+        "every remote target failed: answering locally"
+    );
+    gateway
+        .metrics
+        .fallbacks
+        .with_label_values(&[from, &local.name, failed.error.kind()])
+        .inc();
+    if let Some(reason) = &mut record.reason {
+        reason.push_str("; remote failed: local");
+    }
+    if let Some(messages) = unredacted {
+        request.messages = messages;
+    }
+    answer_locally(&local, &request, record).await
+}
+
+/// Notes the policy's decision in the record, and counts an escalation.
+fn note_decision(gateway: &Gateway, plan: &routing::Plan, record: &mut RequestRecord) {
+    let Some(decision) = &plan.decision else {
+        return;
+    };
+    record.reason = Some(decision.reason.to_string());
+    record.reason_code = Some(decision.reason.label());
+    if plan.reservation.as_ref().and_then(|r| r.routed()) == Some(true) {
+        gateway
+            .metrics
+            .escalations
+            .with_label_values(&[&record.tenant, decision.reason.label()])
+            .inc();
+    }
+}
+
+/// Asks a remote chain: its answer (streamed: from its first chunk on), or why every target
+/// failed.
+async fn answer_remotely(
+    gateway: &Gateway,
+    chain: &[Target],
+    request: &ChatCompletionRequest,
+    record: &mut RequestRecord,
+) -> Result<Answer, ChainFailed> {
     let deadline = Instant::now() + gateway.limits.request_timeout;
     let remote = &gateway.remote;
-    let failed = if request.is_stream() {
-        match remote.stream(&chain, &request, deadline).await {
-            Ok(answered) => {
-                let by = AnsweredBy::from(answered.target);
-                by.note_in(record);
-                return Ok(Answer::Stream {
-                    start: answered.value,
-                    by,
-                    include_usage: request.wants_usage_chunk(),
-                });
-            }
-            Err(failed) => failed,
-        }
-    } else {
-        match remote.complete(&chain, &request, deadline).await {
-            Ok(answered) => {
-                let by = AnsweredBy::from(answered.target);
-                by.note_in(record);
-                record.usage = answered.value.usage;
-                if record.usage.is_none() {
-                    record.answer_bytes = answer_bytes(&answered.value.body);
-                }
-                return Ok(Answer::Complete(json_response(answered.value.body, &by)));
-            }
-            Err(failed) => failed,
-        }
-    };
-    match plan.local_fallback {
-        Some(local) => {
-            let from = chain.first().map_or("", |t| t.model.name.as_str());
-            tracing::warn!(
-                kind = failed.error.kind(),
-                from,
-                to = %local.name,
-                "every remote target failed: answering locally"
-            );
-            gateway
-                .metrics
-                .fallbacks
-                .with_label_values(&[from, &local.name, failed.error.kind()])
-                .inc();
-            if let Some(reason) = &mut record.reason {
-                reason.push_str("; remote failed: local");
-            }
-            if let Some(messages) = unredacted {
-                request.messages = messages;
-            }
-            answer_locally(&local, &request, record).await
-        }
-        None => Err(failed.error.into_api_error(&failed.provider)),
+    if request.is_stream() {
+        let answered = remote.stream(chain, request, deadline).await?;
+        let by = AnsweredBy::from(answered.target);
+        by.note_in(record);
+        return Ok(Answer::Stream {
+            start: answered.value,
+            by,
+            include_usage: request.wants_usage_chunk(),
+        });
     }
+    let answered = remote.complete(chain, request, deadline).await?;
+    let by = AnsweredBy::from(answered.target);
+    by.note_in(record);
+    record.usage = answered.value.usage;
+    if record.usage.is_none() {
+        record.answer_bytes = answer_bytes(&answered.value.body);
+    }
+    Ok(Answer::Complete(json_response(answered.value.body, &by)))
 }
 
 /// The confidence cascade: answers locally, and if the model was unsure of its answer (the
@@ -327,13 +336,8 @@ async fn answer_or_escalate(
     if cascade.redact {
         crate::classify::redact(&mut request.messages);
     }
-    let deadline = Instant::now() + gateway.limits.request_timeout;
-    match gateway
-        .remote
-        .complete(&cascade.chain, &request, deadline)
-        .await
-    {
-        Ok(answered) => {
+    match answer_remotely(gateway, &cascade.chain, &request, record).await {
+        Ok(answer) => {
             metrics
                 .escalations
                 .with_label_values(&[&record.tenant, "low_confidence"])
@@ -348,13 +352,7 @@ async fn answer_or_escalate(
             if let Some(reason) = &mut record.reason {
                 reason.push_str(&format!("; {unsure}: escalated"));
             }
-            let by = AnsweredBy::from(answered.target);
-            by.note_in(record);
-            record.usage = answered.value.usage;
-            if record.usage.is_none() {
-                record.answer_bytes = answer_bytes(&answered.value.body);
-            }
-            Ok(Answer::Complete(json_response(answered.value.body, &by)))
+            Ok(answer)
         }
         Err(failed) => {
             tracing::warn!(
