@@ -102,6 +102,14 @@ impl Policy {
         }
     }
 
+    /// Whether the decision on a request for `model` reads its language: a request for the
+    /// routing model when the local models serve only some languages.
+    pub fn reads_language(&self, model: &str) -> bool {
+        self.routing
+            .as_ref()
+            .is_some_and(|r| r.model == model && !r.local_languages.is_empty())
+    }
+
     /// A tenant's rules; a tenant the file does not name has none.
     pub fn tenant(&self, name: &str) -> TenantRules {
         self.tenants.get(name).cloned().unwrap_or_default()

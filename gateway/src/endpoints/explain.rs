@@ -36,14 +36,15 @@ async fn explained(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result
     if !tenant.may_use(&request.model) {
         return Err(ApiError::ModelNotFound(request.model));
     }
-    let findings = classify(gateway.classifier.as_ref(), &request).await;
+    let policy = gateway.policy();
+    let language = policy.reads_language(&request.model);
+    let findings = classify(gateway.classifier.as_ref(), &request, language).await;
     let scores = json!({
         "complexity": findings.classification.as_ref().map(|c| c.complexity),
         "domain": findings.classification.as_ref().map(|c| c.domain.as_str()),
         "language": findings.language,
         "private_data": findings.private_data.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
     });
-    let policy = gateway.policy();
     let explained =
         routing::explain(gateway, &policy, &tenant, &request, headers, &findings).await?;
     let decision = match explained {
