@@ -165,13 +165,7 @@ impl RequestRecord {
         }
         if let Some(reservation) = settlement.reservation {
             let actual = costs.map_or(Usd::ZERO, |c| c.actual);
-            let state = reservation.settle(actual, crate::api::unix_now());
-            let budget = settlement.policy.tenant(tenant).budget;
-            if let Some(remaining) = budget.and_then(|b| b.remaining(state.spend)) {
-                m.budget_remaining
-                    .with_label_values(&[tenant])
-                    .set(remaining.as_dollars());
-            }
+            reservation.settle(actual, crate::api::unix_now());
         }
         (costs, escalated)
     }

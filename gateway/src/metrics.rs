@@ -58,6 +58,8 @@ pub struct Metrics {
     /// `switchboard_cascade_wasted_tokens_total{model}`: tokens of local answers discarded by
     /// the confidence cascade (prompt and completion).
     pub cascade_wasted_tokens: IntCounterVec,
+    /// `switchboard_policy_reloads_total{result}`: `applied`, `invalid`, `needs_restart`.
+    pub policy_reloads: IntCounterVec,
 }
 
 /// Scoring takes about a millisecond for short texts and tens of milliseconds for long ones
@@ -212,6 +214,11 @@ impl Metrics {
             "Tokens of local answers the confidence cascade discarded before escalating, by local model.",
             &["model"],
         );
+        let policy_reloads = counter(
+            "policy_reloads_total",
+            "Reloads of the policy file, by result (applied, invalid, needs_restart).",
+            &["result"],
+        );
         let build_info = register(
             &registry,
             IntGaugeVec::new(
@@ -243,6 +250,7 @@ impl Metrics {
             escalations,
             budget_remaining,
             cascade_wasted_tokens,
+            policy_reloads,
         }
     }
 

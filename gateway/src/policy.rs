@@ -110,6 +110,13 @@ impl Policy {
             .is_some_and(|r| r.model == model && !r.local_languages.is_empty())
     }
 
+    /// The tenants that have a budget, with it.
+    pub fn budgets(&self) -> impl Iterator<Item = (&str, switchboard_policies::tenant::Budget)> {
+        self.tenants
+            .iter()
+            .filter_map(|(name, rules)| Some((name.as_str(), rules.budget?)))
+    }
+
     /// A tenant's rules; a tenant the file does not name has none.
     pub fn tenant(&self, name: &str) -> TenantRules {
         self.tenants.get(name).cloned().unwrap_or_default()

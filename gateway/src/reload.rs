@@ -116,17 +116,29 @@ impl Gateway {
         text: &str,
         origin: &str,
     ) -> Result<(), ReloadError> {
-        let config = Config::from_yaml(text, origin)?;
-        let changed: Vec<&'static str> = restart_sections(text)
-            .into_iter()
-            .zip(baseline)
-            .filter(|((_, new), (_, old))| new != old)
-            .map(|((key, _), _)| key)
-            .collect();
-        if !changed.is_empty() {
-            return Err(ReloadError::NeedsRestart(changed));
-        }
-        self.replace_policy(&config);
-        Ok(())
+        let outcome = (|| {
+            let config = Config::from_yaml(text, origin)?;
+            let changed: Vec<&'static str> = restart_sections(text)
+                .into_iter()
+                .zip(baseline)
+                .filter(|((_, new), (_, old))| new != old)
+                .map(|((key, _), _)| key)
+                .collect();
+            if !changed.is_empty() {
+                return Err(ReloadError::NeedsRestart(changed));
+            }
+            self.replace_policy(&config);
+            Ok(())
+        })();
+        let result = match &outcome {
+            Ok(()) => "applied",
+            Err(ReloadError::Invalid(_)) => "invalid",
+            Err(ReloadError::NeedsRestart(_)) => "needs_restart",
+        };
+        self.metrics
+            .policy_reloads
+            .with_label_values(&[result])
+            .inc();
+        outcome
     }
 }

@@ -112,6 +112,16 @@ impl Gateway {
             catch_up(lookups.with_label_values(&["hit"]), hits);
             catch_up(lookups.with_label_values(&["miss"]), misses);
         }
+        let today = switchboard_policies::tenant::calendar::day(crate::api::unix_now());
+        for (tenant, budget) in self.policy().budgets() {
+            let spend = self.standings.state(tenant, today).spend;
+            if let Some(remaining) = budget.remaining(spend) {
+                self.metrics
+                    .budget_remaining
+                    .with_label_values(&[tenant])
+                    .set(remaining.as_dollars());
+            }
+        }
         for local in self.catalog.local_models() {
             let engine = &local.engine;
             let labels = [local.name.as_str()];

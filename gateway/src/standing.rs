@@ -129,8 +129,8 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Replaces the estimate by the actual cost; returns the tenant's state after it.
-    pub fn settle(mut self, cost: Usd, unix_seconds: u64) -> TenantState {
+    /// Replaces the estimate by the actual cost.
+    pub fn settle(mut self, cost: Usd, unix_seconds: u64) {
         let mut tenants = self
             .standings
             .tenants
@@ -143,7 +143,6 @@ impl Reservation {
         totals.today += cost;
         totals.this_month += cost;
         self.amount = Usd::ZERO;
-        totals.state()
     }
 
     /// Changes the tenant's totals under the lock.

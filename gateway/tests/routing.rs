@@ -536,6 +536,14 @@ async fn a_changed_policy_file_is_reloaded_and_a_bad_one_refused() {
         "policy.yaml",
     );
     let message = invalid.unwrap_err().to_string();
+    let metrics = gateway.metrics().await;
+    let reloads = |result: &str| {
+        let series = format!("switchboard_policy_reloads_total{{result=\"{result}\"}}");
+        sample(&metrics, &series).unwrap_or(0.0)
+    };
+    assert!(reloads("applied") >= 1.0, "{metrics}");
+    assert!(reloads("invalid") >= 2.0);
+    assert!(reloads("needs_restart") >= 2.0);
     assert!(
         message.contains("routing.tiers[1].targets[0]: 'ghost' is not a configured model"),
         "{message}"

@@ -167,7 +167,9 @@ pub(super) async fn classify(
     }
     Findings {
         private_data: distinct_kinds(&private_data(&turns)),
-        language: language.then(|| language_of(&turns).map(|l| l.code)).flatten(),
+        language: language
+            .then(|| language_of(&turns).map(|l| l.code))
+            .flatten(),
         classification: None,
     }
 }
