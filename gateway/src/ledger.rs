@@ -77,6 +77,9 @@ pub enum FeedbackError {
     UnknownRequest(String),
 }
 
+/// How long [`Ledger::open`] waits for another handle to let go of the ledger.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct Ledger {
     db: sled::Db,
     requests: sled::Tree,
@@ -89,23 +92,35 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// Opens (or creates) the ledger at `path`. A ledger another handle holds is waited for
+    /// up to [`LOCK_WAIT`]: a gateway that restarts may find its predecessor's background
+    /// threads still letting go of the file.
     pub fn open(path: &Path, flush_every_ms: u64, sync: bool) -> Result<Self, LedgerError> {
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(Some(flush_every_ms.max(1)))
-            .open()
-            .map_err(|source| match &source {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    LedgerError::Locked(path.to_owned())
+        let started = std::time::Instant::now();
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(path)
+                .flush_every_ms(Some(flush_every_ms.max(1)))
+                .open();
+            match opened {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io))
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    if started.elapsed() >= LOCK_WAIT {
+                        return Err(LedgerError::Locked(path.to_owned()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                sled::Error::Io(io) if io.to_string().contains("lock") => {
-                    LedgerError::Locked(path.to_owned())
+                Err(source) => {
+                    return Err(LedgerError::Open {
+                        path: path.to_owned(),
+                        source,
+                    });
                 }
-                _ => LedgerError::Open {
-                    path: path.to_owned(),
-                    source,
-                },
-            })?;
+            }
+        };
         Ok(Self {
             requests: db.open_tree("requests")?,
             by_id: db.open_tree("by_id")?,

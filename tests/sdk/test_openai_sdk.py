@@ -309,6 +309,28 @@ def test_auto_routes_by_complexity_with_costs_in_headers(gateway):
     assert saved == pytest.approx((usage.prompt_tokens * 2.85 + usage.completion_tokens * 14.4) / 1e6, abs=1e-9)
 
 
+def call(gateway, path, body=None):
+    request = urllib.request.Request(
+        f"{gateway.url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as response:
+        return json.loads(response.read())
+
+
+def test_feedback_on_an_answer_shows_in_usage(gateway):
+    raw = gateway.client().chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "Where do I find the holiday calendar?"}],
+        max_tokens=4, temperature=0,
+    )
+    request_id = raw.headers["x-switchboard-request-id"]
+    assert call(gateway, "/v1/feedback", {"request_id": request_id, "score": -1})["score"] == -1
+    usage = call(gateway, "/v1/usage?by=route&since=1h")
+    assert usage["total"]["feedback"] == 1 and usage["total"]["feedback_mean"] == -1
+    assert usage["total"]["requests"] >= 1
+
+
 def test_router_scores_every_request(gateway):
     easy, _ = scored(gateway, "How do I reset my VPN password?")
     assert scored(gateway, "How do I reset my VPN password?")[0] == easy
