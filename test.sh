@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Switchboard's whole test suite: formatting, lints, the Rust tests (unit and integration,
-# over real HTTP against the fake upstream) and the OpenAI Python SDK tests against a real
-# `switchboard serve` process. Needs only Rust, Python and pip; installs what else it needs.
+# over real HTTP against the fake upstream), the OpenAI Python SDK tests against a real
+# `switchboard serve` process, and the dashboards' queries against a real Prometheus scraping
+# one. Needs Rust, Python and pip; installs what else it needs (Prometheus with apt-get).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -24,5 +25,13 @@ target/debug/switchboard models fetch
 echo "== cargo test"
 cargo test --workspace --locked
 
-echo "== OpenAI SDK tests"
-.venv/bin/python -m pytest tests/sdk -q
+echo "== Prometheus (Debian's package) for the dashboards' tests"
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+fi
+promtool check rules dashboards/alerts.yml
+
+echo "== OpenAI SDK tests, and the dashboards against a real Prometheus"
+.venv/bin/python -m pytest tests/sdk tests/dashboards -q

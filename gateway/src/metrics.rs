@@ -48,8 +48,8 @@ pub struct Metrics {
     /// `switchboard_counterfactual_cost_usd_total{tenant}`: what they would have cost at the
     /// policy's reference model.
     pub counterfactual_cost: CounterVec,
-    /// `switchboard_savings_usd_total{tenant}`: counterfactual minus actual. A gauge, since a
-    /// route dearer than the reference makes it go down.
+    /// `switchboard_savings_usd{tenant}`: counterfactual minus actual since start. A gauge (so
+    /// no `_total`), since a route dearer than the reference makes it go down.
     pub savings: GaugeVec,
     /// `switchboard_escalations_total{tenant,reason}`: routed requests sent to a remote tier.
     pub escalations: IntCounterVec,
@@ -60,6 +60,11 @@ pub struct Metrics {
     pub cascade_wasted_tokens: IntCounterVec,
     /// `switchboard_policy_reloads_total{result}`: `applied`, `invalid`, `needs_restart`.
     pub policy_reloads: IntCounterVec,
+    /// `switchboard_budget_remaining_ratio{tenant}`: the smallest share of a budget window's
+    /// limit that is left.
+    pub budget_remaining_ratio: GaugeVec,
+    /// `switchboard_local_queue_capacity{model}`: requests that may wait for a local model.
+    pub local_queue_capacity: IntGaugeVec,
 }
 
 /// Scoring takes about a millisecond for short texts and tens of milliseconds for long ones
@@ -188,7 +193,7 @@ impl Metrics {
             &registry,
             GaugeVec::new(
                 Opts::new(
-                    "savings_usd_total",
+                    "savings_usd",
                     "Counterfactual cost minus actual cost, in USD (negative when routes cost more than the reference).",
                 ),
                 &["tenant"],
@@ -213,6 +218,26 @@ impl Metrics {
             "cascade_wasted_tokens_total",
             "Tokens of local answers the confidence cascade discarded before escalating, by local model.",
             &["model"],
+        );
+        let budget_remaining_ratio = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "budget_remaining_ratio",
+                    "The smallest share of a budget window's limit that the tenant has left (0 to 1).",
+                ),
+                &["tenant"],
+            ),
+        );
+        let local_queue_capacity = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "local_queue_capacity",
+                    "Requests that may wait for a local model; beyond, spill or 503.",
+                ),
+                &["model"],
+            ),
         );
         let policy_reloads = counter(
             "policy_reloads_total",
@@ -251,6 +276,8 @@ impl Metrics {
             budget_remaining,
             cascade_wasted_tokens,
             policy_reloads,
+            budget_remaining_ratio,
+            local_queue_capacity,
         }
     }
 

@@ -121,6 +121,12 @@ impl Gateway {
                     .with_label_values(&[tenant])
                     .set(remaining.as_dollars());
             }
+            if let Some(share) = budget.remaining_share(spend) {
+                self.metrics
+                    .budget_remaining_ratio
+                    .with_label_values(&[tenant])
+                    .set(share);
+            }
         }
         for local in self.catalog.local_models() {
             let engine = &local.engine;
@@ -129,6 +135,10 @@ impl Gateway {
                 .local_queue_depth
                 .with_label_values(&labels)
                 .set(engine.queue_depth() as i64);
+            self.metrics
+                .local_queue_capacity
+                .with_label_values(&labels)
+                .set(engine.capacity() as i64);
             catch_up(
                 self.metrics
                     .local_generated_tokens

@@ -162,7 +162,7 @@ async fn easy_requests_stay_local_and_hard_ones_escalate_with_their_costs() {
         r#"switchboard_cost_usd_total{model="claude-test",route="remote",tenant="acme"}"#,
     )
     .unwrap();
-    let savings = sample(&metrics, r#"switchboard_savings_usd_total{tenant="acme"}"#).unwrap();
+    let savings = sample(&metrics, r#"switchboard_savings_usd{tenant="acme"}"#).unwrap();
     assert!(counterfactual > cost && cost > 0.0);
     assert!((savings - (counterfactual - cost - solo_cost(&metrics))).abs() < 1e-9);
 }

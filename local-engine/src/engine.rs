@@ -234,6 +234,11 @@ impl Engine {
         self.queued.load(Ordering::Relaxed)
     }
 
+    /// Requests that may wait for the model.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Whether a request submitted now would be refused as overloaded.
     pub fn is_full(&self) -> bool {
         self.queue_depth() >= self.capacity

@@ -56,6 +56,22 @@ impl Budget {
         }
     }
 
+    /// The smallest share of a window's limit that is left (0 when spent, 1 when untouched).
+    pub fn remaining_share(&self, spend: Spend) -> Option<f64> {
+        let share = |limit: Option<Usd>, spent: Usd| {
+            limit.map(|limit| match limit.nanos() {
+                0 => 0.0,
+                nanos => ((limit - spent).nanos() as f64 / nanos as f64).clamp(0.0, 1.0),
+            })
+        };
+        let day = share(self.daily, spend.today);
+        let month = share(self.monthly, spend.this_month);
+        match (day, month) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// What is left in the tighter of the two windows.
     pub fn remaining(&self, spend: Spend) -> Option<Usd> {
         let day = self.daily.map(|limit| limit - spend.today);
@@ -199,6 +215,8 @@ mod tests {
         assert_eq!(budget.spent(spend(1.0, 5.0)), Some(Window::Day));
         assert_eq!(budget.spent(spend(0.1, 10.0)), Some(Window::Month));
         assert_eq!(budget.remaining(spend(0.25, 9.9)), Some(usd(0.1)));
+        assert_eq!(budget.remaining_share(spend(0.25, 9.0)), Some(0.1));
+        assert_eq!(budget.remaining_share(spend(2.0, 0.0)), Some(0.0));
     }
 
     #[test]

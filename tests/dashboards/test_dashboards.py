@@ -1,0 +1,217 @@
+"""The dashboards and alert rules against a real Prometheus scraping a real `switchboard serve`
+(with the local model, the router and the fake upstream): after a short mixed load, every
+panel's PromQL returns data and every alert rule's expression evaluates. Run by ./test.sh, which
+installs Debian's prometheus when it is missing."""
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("SWITCHBOARD_BIN_DIR", ROOT / "target" / "debug"))
+DASHBOARDS = ROOT / "dashboards"
+KEY, THRIFTY_KEY, UPSTREAM_KEY = "sk-dash-test", "sk-dash-thrifty", "sk-dash-upstream"
+HARD = "Write a Python function that merges two sorted linked lists in O(n) time."
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def key_hash(key):
+    done = subprocess.run([BIN / "switchboard", "keys", "hash"], input=key,
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def http(url, body=None, key=None):
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    data = None if body is None else json.dumps(body).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dashboards")
+    fake = subprocess.Popen([BIN / "fake-upstream", "--key", UPSTREAM_KEY],
+                            stdout=subprocess.PIPE, text=True)
+    fake_url = fake.stdout.readline().split()[-1]
+    port = free_port()
+    policy = tmp / "policy.yaml"
+    policy.write_text(f"""
+ledger: {{ path: {tmp / "ledger"} }}
+upstream:
+  retry: {{ max_attempts: 1 }}
+providers:
+  - name: fake-openai
+    kind: openai
+    base_url: {fake_url}/v1
+    api_key_env: DASH_UPSTREAM_KEY
+    models:
+      - {{ name: gpt-test, price: {{ input_per_mtok: 0.15, output_per_mtok: 0.6 }} }}
+      - {{ name: gpt-big, price: {{ input_per_mtok: 2.5, output_per_mtok: 10 }} }}
+local_models:
+  - {{ name: smollm2, default_model: smollm2, queue_capacity: 4 }}
+embedding_models:
+  - {{ name: minilm, default_model: all-minilm-l6-v2 }}
+router: {{ embedding_model: minilm }}
+routing:
+  reference_model: gpt-big
+  tiers:
+    - {{ name: local, below: 0.35, targets: [smollm2] }}
+    - {{ name: remote, targets: [gpt-test] }}
+  cascade: {{ min_mean_logprob: -0.000001 }}
+tenants:
+  - {{ name: acme, api_key_hashes: ["{key_hash(KEY)}"], allowed_models: ["*"],
+      budget: {{ daily_usd: 100 }} }}
+  - {{ name: thrifty, api_key_hashes: ["{key_hash(THRIFTY_KEY)}"], allowed_models: ["*"],
+      budget: {{ daily_usd: 0.000001, when_spent: reject }} }}
+""")
+    env = dict(os.environ, DASH_UPSTREAM_KEY=UPSTREAM_KEY)
+    gateway = subprocess.Popen([BIN / "switchboard", "serve", "--config", policy,
+                                "--listen", f"127.0.0.1:{port}"],
+                               stderr=subprocess.DEVNULL, env=env)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if http(f"{url}/readyz")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+    prometheus_port = free_port()
+    config = tmp / "prometheus.yml"
+    shutil.copy(DASHBOARDS / "alerts.yml", tmp / "alerts.yml")
+    config.write_text(f"""
+global: {{ scrape_interval: 1s, evaluation_interval: 1s }}
+rule_files: [{tmp / "alerts.yml"}]
+scrape_configs:
+  - job_name: switchboard
+    static_configs: [{{ targets: ["127.0.0.1:{port}"] }}]
+""")
+    prometheus = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{prometheus_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prometheus_url = f"http://127.0.0.1:{prometheus_port}"
+    for _ in range(300):
+        try:
+            if http(f"{prometheus_url}/-/ready")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+    yield url, fake_url, prometheus_url
+    for proc in (prometheus, gateway, fake):
+        proc.terminate()
+        proc.wait(15)
+
+
+def drive_load(url, fake_url):
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+    ask = lambda text, **kw: client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": text}], max_tokens=4, **kw)
+    ask("How do I reset my VPN password?")                       # local, then the cascade
+    for chunk in ask("How do I reset my VPN password?", stream=True):  # local, streamed
+        pass
+    ask(HARD)                                                    # escalated by complexity
+    for chunk in ask(HARD, stream=True):                         # escalated, streamed
+        pass
+    ask("Send the report to jane.doe@example.com please")        # private data: stays local
+    # A failing upstream: the policy's local fallback answers.
+    urllib.request.urlopen(urllib.request.Request(
+        f"{fake_url}/_fake/script", json.dumps([{"status": 500}]).encode(),
+        {"content-type": "application/json"})).read()
+    ask(HARD)
+    thrifty = openai.OpenAI(base_url=f"{url}/v1", api_key=THRIFTY_KEY, max_retries=0)
+    thrifty.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.APIStatusError) as spent:
+        thrifty.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    assert spent.value.status_code == 402
+    # Noise that must not grow the label sets: random model names and unknown keys.
+    for _ in range(20):
+        name = f"model-{random.randrange(10**9)}"
+        assert http(f"{url}/v1/chat/completions",
+                    {"model": name, "messages": [{"role": "user", "content": "x"}]}, KEY)[0] == 404
+        assert http(f"{url}/v1/chat/completions",
+                    {"model": name, "messages": [{"role": "user", "content": "x"}]},
+                    f"sk-wrong-{random.randrange(10**9)}")[0] == 401
+
+
+def query(prometheus_url, expr):
+    params = urllib.parse.urlencode({"query": expr})
+    status, body = http(f"{prometheus_url}/api/v1/query?{params}")
+    return status, json.loads(body)
+
+
+def panel_queries():
+    for name in ("switchboard-overview.json", "switchboard-router.json"):
+        dashboard = json.loads((DASHBOARDS / name).read_text())
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                expr = (target["expr"].replace("$tenant", ".*")
+                        .replace("$__rate_interval", "1m").replace("$__range", "10m"))
+                yield f"{name}: {panel['title']} ({target['refId']})", expr
+
+
+def test_the_dashboards_are_what_generate_py_writes():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("generate", DASHBOARDS / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    for file, text in generate.rendered().items():
+        assert (DASHBOARDS / file).read_text() == text, f"run python3 dashboards/generate.py ({file})"
+
+
+def test_every_panel_has_data_and_every_alert_evaluates(stack):
+    url, fake_url, prometheus_url = stack
+    drive_load(url, fake_url)
+    time.sleep(6)  # a few scrapes after the load
+    empty = []
+    for title, expr in panel_queries():
+        status, answer = query(prometheus_url, expr)
+        assert status == 200 and answer["status"] == "success", f"{title}: {expr}: {answer}"
+        if not answer["data"]["result"]:
+            empty.append(f"{title}: {expr}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+
+    rules = http(f"{prometheus_url}/api/v1/rules")[1]
+    groups = json.loads(rules)["data"]["groups"]
+    alerts = [rule for group in groups for rule in group["rules"]]
+    assert len(alerts) == 6
+    for rule in alerts:
+        assert rule["health"] == "ok", rule
+        status, answer = query(prometheus_url, rule["query"])
+        assert status == 200 and answer["status"] == "success", rule["name"]
+
+
+def test_the_metrics_pass_promtool_and_their_labels_stay_bounded(stack):
+    url, _, _ = stack
+    metrics = urllib.request.urlopen(f"{url}/metrics").read().decode()
+    lint = subprocess.run(["promtool", "check", "metrics"], input=metrics,
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    models, tenants = set(), set()
+    for line in metrics.splitlines():
+        if line.startswith("switchboard_requests_total{"):
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
+            models.add(labels["model"].strip('"'))
+            tenants.add(labels["tenant"].strip('"'))
+    assert models <= {"smollm2", "gpt-test", "gpt-big", "unknown"}, models
+    assert tenants <= {"acme", "thrifty", "unknown"}, tenants
