@@ -48,6 +48,19 @@ def http(url, body=None, key=None):
         return error.code, error.read().decode()
 
 
+def wait_until_ready(url, process, seconds=120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{process.args[0]} exited with {process.returncode}"
+        try:
+            if http(url)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready after {seconds} s")
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dashboards")
@@ -90,12 +103,7 @@ tenants:
                                 "--listen", f"127.0.0.1:{port}"],
                                stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if http(f"{url}/readyz")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.1)
+    wait_until_ready(f"{url}/readyz", gateway)
     prometheus_port = free_port()
     config = tmp / "prometheus.yml"
     shutil.copy(DASHBOARDS / "alerts.yml", tmp / "alerts.yml")
@@ -111,12 +119,7 @@ scrape_configs:
          f"--web.listen-address=127.0.0.1:{prometheus_port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     prometheus_url = f"http://127.0.0.1:{prometheus_port}"
-    for _ in range(300):
-        try:
-            if http(f"{prometheus_url}/-/ready")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.1)
+    wait_until_ready(f"{prometheus_url}/-/ready", prometheus)
     yield url, fake_url, prometheus_url
     for proc in (prometheus, gateway, fake):
         proc.terminate()
