@@ -84,7 +84,7 @@ impl RequestRecord {
             metrics,
             request_id,
             started,
-            arrived_ms: unix_millis(),
+            arrived_ms: crate::api::unix_millis(),
             ledger: None,
             routing_text: None,
             prompt_bytes: 0,
@@ -212,12 +212,6 @@ impl RequestRecord {
     }
 }
 
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// How a request is settled: at the prices of the policy it started with, releasing the
 /// estimate it held.
 pub struct Settlement {
@@ -228,8 +222,9 @@ pub struct Settlement {
 impl Drop for RequestRecord {
     fn drop(&mut self) {
         self.estimate_missing_usage();
+        let elapsed = self.started.elapsed();
         let (costs, escalated) = self.settle_costs();
-        self.write_to_ledger(costs, escalated, self.started.elapsed());
+        self.write_to_ledger(costs, escalated, elapsed);
         let m = &self.metrics;
         m.in_flight.dec();
         let status = self.status.to_string();
@@ -247,7 +242,6 @@ impl Drop for RequestRecord {
                 .with_label_values(&[domain])
                 .observe(f64::from(c.complexity));
         }
-        let elapsed = self.started.elapsed();
         m.request_duration
             .with_label_values(&[self.route, &self.model])
             .observe(elapsed.as_secs_f64());

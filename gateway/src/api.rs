@@ -95,6 +95,18 @@ impl MessageContent {
                 .join("\n"),
         }
     }
+
+    /// `text().len()`, without building the text.
+    pub fn text_len(&self) -> usize {
+        match self {
+            MessageContent::Text(s) => s.len(),
+            MessageContent::Parts(parts) => {
+                let texts = parts.iter().filter_map(|p| p.text.as_deref());
+                let (count, bytes) = texts.fold((0usize, 0usize), |(n, b), t| (n + 1, b + t.len()));
+                bytes + count.saturating_sub(1)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +131,12 @@ impl ChatCompletionRequest {
     }
 
     /// The completion length the client asked for, under either of its names.
+    /// Bytes of text in every message, for bounds and estimates of its tokens.
+    pub fn text_bytes(&self) -> u64 {
+        let contents = self.messages.iter().filter_map(|m| m.content.as_ref());
+        contents.map(|c| c.text_len() as u64).sum()
+    }
+
     pub fn max_output_tokens(&self) -> Option<u32> {
         self.max_completion_tokens.or(self.max_tokens)
     }
@@ -309,9 +327,33 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_lengths_match_the_text_without_building_it() {
+        let request: ChatCompletionRequest = serde_json::from_str(
+            r#"{"model": "m", "messages": [
+                {"role": "user", "content": "héllo"},
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "bc"}]},
+                {"role": "user", "content": []},
+                {"role": "assistant"}
+            ]}"#,
+        )
+        .unwrap();
+        for content in request.messages.iter().filter_map(|m| m.content.as_ref()) {
+            assert_eq!(content.text_len(), content.text().len());
+        }
+        assert_eq!(request.text_bytes(), 6 + 4);
+    }
 
     #[test]
     fn unknown_fields_survive_a_round_trip() {

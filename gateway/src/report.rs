@@ -195,6 +195,11 @@ pub fn feedback_labels(
     Ok(labels)
 }
 
+/// The Unix millisecond `ago` before now: where a report of the last `ago` starts.
+pub fn since_ms(ago: Duration) -> u64 {
+    crate::api::unix_millis().saturating_sub(ago.as_millis() as u64)
+}
+
 /// `7d`, `24h`, `30m`, `90s`.
 pub fn parse_since(text: &str) -> Result<Duration, String> {
     let bad =

@@ -187,12 +187,7 @@ async fn answer(
     let policy = gateway.policy();
     let language = policy.reads_language(&request.model);
     record.findings = classify(gateway.classifier.as_ref(), &request, language).await;
-    record.prompt_bytes = request
-        .messages
-        .iter()
-        .filter_map(|m| m.content.as_ref())
-        .map(|c| c.text().len() as u64)
-        .sum();
+    record.prompt_bytes = request.text_bytes();
     if gateway.keep_routing_text {
         let turns = crate::classify::turns(&request.messages);
         record.routing_text = Some(switchboard_router::conversation::routing_text(&turns));

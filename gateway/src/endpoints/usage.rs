@@ -43,7 +43,7 @@ pub async fn usage(
             (true, wanted) => wanted,
             (false, _) => Some(tenant.name.clone()),
         };
-        let since_ms = (crate::api::unix_now().saturating_sub(since.as_secs())) * 1000;
+        let since_ms = report::since_ms(since);
         let ledger = gateway.ledger.clone();
         let report = tokio::task::spawn_blocking(move || {
             report::build(&ledger, since_ms, by, only.as_deref())
@@ -102,7 +102,7 @@ pub async fn feedback(
         let feedback = Feedback {
             request_id: request.request_id,
             tenant: tenant.name.clone(),
-            at_ms: crate::api::unix_now() * 1000,
+            at_ms: crate::api::unix_millis(),
             score: request.score,
             comment: request.comment,
         };

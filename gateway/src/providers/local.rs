@@ -143,22 +143,16 @@ impl LocalModel {
         request: &ChatCompletionRequest,
     ) -> Result<u64, ApiError> {
         let allowance = request.max_output_tokens().map_or(0, u64::from);
-        let bytes: u64 = request
-            .messages
-            .iter()
-            .map(|m| {
-                m.content.as_ref().map_or(0, |c| c.text().len() as u64) + TEMPLATE_BYTES_PER_TURN
-            })
-            .sum();
-        let bound = bytes + TEMPLATE_BYTES + allowance;
-        let window = self.engine.info().context_length as u64;
+        let turns = request.messages.len() as u64;
+        let bound =
+            request.text_bytes() + turns * TEMPLATE_BYTES_PER_TURN + TEMPLATE_BYTES + allowance;
+        if bound <= self.engine.info().context_length as u64 {
+            return Ok(bound);
+        }
         let Ok(generation) = generation_request(request).map(|g| g.turns) else {
             // Not a request this model could take anyway (tools, n > 1): the bound will do.
             return Ok(bound);
         };
-        if bound <= window {
-            return Ok(bound);
-        }
         let model = self.clone();
         let prompt = tokio::task::spawn_blocking(move || model.engine.prompt_tokens(&generation))
             .await

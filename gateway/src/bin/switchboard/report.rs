@@ -22,8 +22,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
                 ),
                 other => other.into(),
             })?;
-            let now = switchboard_gateway::api::unix_now();
-            let since_ms = now.saturating_sub(since.as_secs()) * 1000;
+            let since_ms = report::since_ms(since);
             if let Some(out) = &args.feedback_labels {
                 let labels = report::feedback_labels(&ledger, since_ms)?;
                 let lines: Vec<String> = labels
