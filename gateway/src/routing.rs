@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::HeaderMap;
-use switchboard_policies::decision::TenantState;
 use switchboard_policies::decision::{
     Asked, Capacity, ContextNeed, RequestFacts, Scores, Target as Decided,
 };
 use switchboard_policies::spec::{ForcedRoute, PrivateDataRule, RemoteFailureRule};
 use switchboard_policies::tenant::calendar;
-use switchboard_policies::{Decision, Reason, Refusal, Routing, TenantRules, TierId, Usd, decide};
+use switchboard_policies::{Decision, Reason, Refusal, Routing, TierId, Usd, decide};
 
 use crate::accounting::Findings;
 use crate::api::ChatCompletionRequest;
@@ -187,9 +186,11 @@ pub async fn plan(
     let facts = gathered.facts(findings);
     let rules = policy.tenant(&tenant.name);
     let today = calendar::day(crate::api::unix_now());
-    let state_now = gateway.standings.state(&tenant.name, today);
+    // Whether one more escalation fits under the cap, read in the same breath as the decision.
+    let mut may_escalate_later = false;
     let (decision, reservation) = gateway.standings.decide(&tenant.name, today, |state| {
         let decision = decide(routing, &rules, &facts, &state, gathered.capacity);
+        may_escalate_later = state.escalations.allows_one_more(rules.escalation_cap);
         let (estimate, routed) = match decision.target {
             Decided::Tier(tier) => {
                 let model = first_usable(gateway, routing, tier);
@@ -225,9 +226,9 @@ pub async fn plan(
         }
         _ => None,
     };
-    let cascade = cascade(
-        gateway, &gathered, &decision, &rules, &state_now, request, findings,
-    );
+    let cascade = may_escalate_later
+        .then(|| cascade(gateway, &gathered, &decision, request, findings))
+        .flatten();
     Ok(Plan {
         route,
         decision: Some(decision),
@@ -238,13 +239,11 @@ pub async fn plan(
 }
 
 /// The cascade of a request answered locally because of its complexity band alone (not a
-/// rule that keeps it here), when the policy has one and the request may leave now.
+/// rule that keeps it here), when the policy has one (the caller checks the escalation cap).
 fn cascade(
     gateway: &Gateway,
     gathered: &Gathered<'_>,
     decision: &Decision,
-    rules: &TenantRules,
-    state: &TenantState,
     request: &ChatCompletionRequest,
     findings: &Findings,
 ) -> Option<Cascade> {
@@ -260,9 +259,6 @@ fn cascade(
     }
     let private = !findings.private_data.is_empty();
     if private && routing.private_data == PrivateDataRule::LocalOnly {
-        return None;
-    }
-    if !state.escalations.allows_one_more(rules.escalation_cap) {
         return None;
     }
     let domain = findings.classification.as_ref().map(|c| c.domain.as_str());
@@ -469,12 +465,12 @@ fn refused(refusal: Refusal, decision: &Decision, findings: &Findings) -> ApiErr
 }
 
 /// Seconds until the spent window turns (UTC midnight; for a month, its first day).
-fn until_renewal(reason: &switchboard_policies::Reason) -> std::time::Duration {
+fn until_renewal(reason: &Reason) -> std::time::Duration {
     use switchboard_policies::tenant::Window;
     let now = crate::api::unix_now();
     let today = calendar::day(now);
     let next = match reason {
-        switchboard_policies::Reason::BudgetSpent {
+        Reason::BudgetSpent {
             window: Window::Month,
             ..
         } => (today + 1..today + 32)
