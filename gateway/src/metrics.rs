@@ -91,6 +91,10 @@ impl Metrics {
             let metric = IntCounterVec::new(Opts::new(name, help), labels);
             register(&registry, metric)
         };
+        // Gauges of money and shares, per tenant.
+        let tenant_gauge = |name: &str, help: &str| {
+            register(&registry, GaugeVec::new(Opts::new(name, help), &["tenant"]))
+        };
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
             let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
             register(&registry, HistogramVec::new(opts, &["route", "model"]))
@@ -189,45 +193,27 @@ impl Metrics {
                 &["tenant"],
             ),
         );
-        let savings = register(
-            &registry,
-            GaugeVec::new(
-                Opts::new(
-                    "savings_usd",
-                    "Counterfactual cost minus actual cost, in USD (negative when routes cost more than the reference).",
-                ),
-                &["tenant"],
-            ),
+        let savings = tenant_gauge(
+            "savings_usd",
+            "Counterfactual cost minus actual cost, in USD (negative when routes cost more than the reference).",
         );
         let escalations = counter(
             "escalations_total",
             "Routed requests sent to a remote tier, by tenant and the reason for it.",
             &["tenant", "reason"],
         );
-        let budget_remaining = register(
-            &registry,
-            GaugeVec::new(
-                Opts::new(
-                    "budget_remaining_usd",
-                    "What is left of the tenant's tighter budget window, in USD.",
-                ),
-                &["tenant"],
-            ),
+        let budget_remaining = tenant_gauge(
+            "budget_remaining_usd",
+            "What is left of the tenant's tighter budget window, in USD.",
         );
         let cascade_wasted_tokens = counter(
             "cascade_wasted_tokens_total",
             "Tokens of local answers the confidence cascade discarded before escalating, by local model.",
             &["model"],
         );
-        let budget_remaining_ratio = register(
-            &registry,
-            GaugeVec::new(
-                Opts::new(
-                    "budget_remaining_ratio",
-                    "The smallest share of a budget window's limit that the tenant has left (0 to 1).",
-                ),
-                &["tenant"],
-            ),
+        let budget_remaining_ratio = tenant_gauge(
+            "budget_remaining_ratio",
+            "The smallest share of a budget window's limit that the tenant has left (0 to 1).",
         );
         let local_queue_capacity = register(
             &registry,

@@ -37,6 +37,14 @@ impl Totals {
         self.day = day;
     }
 
+    /// Counts a request the policy routed (`Some(escalated)`) toward the escalation share.
+    fn count_routed(&mut self, routed: Option<bool>) {
+        if let Some(escalated) = routed {
+            self.escalations.routed += 1;
+            self.escalations.escalated += u64::from(escalated);
+        }
+    }
+
     fn state(&self) -> TenantState {
         TenantState {
             spend: Spend {
@@ -63,31 +71,32 @@ pub struct Standings {
 }
 
 impl Standings {
-    /// Adds a request from the ledger, or one that just finished, to its tenant's totals.
-    /// Records of past windows are ignored.
-    pub fn add(&self, tenant: &str, settled: Settled, today: u64) {
+    /// Runs `f` on a tenant's totals, their windows moved to `today`, under the lock.
+    fn with_totals<R>(&self, tenant: &str, today: u64, f: impl FnOnce(&mut Totals) -> R) -> R {
         let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         let totals = tenants.entry(tenant.to_owned()).or_default();
         totals.roll_to(today);
-        let day = calendar::day(settled.unix_seconds);
-        if calendar::month(day) == calendar::month(today) {
-            totals.this_month += settled.cost;
-        }
-        if day == today {
-            totals.today += settled.cost;
-            if let Some(escalated) = settled.routed {
-                totals.escalations.routed += 1;
-                totals.escalations.escalated += u64::from(escalated);
+        f(totals)
+    }
+
+    /// Adds a request from the ledger, or one that just finished, to its tenant's totals.
+    /// Records of past windows are ignored.
+    pub fn add(&self, tenant: &str, settled: Settled, today: u64) {
+        self.with_totals(tenant, today, |totals| {
+            let day = calendar::day(settled.unix_seconds);
+            if calendar::month(day) == calendar::month(today) {
+                totals.this_month += settled.cost;
             }
-        }
+            if day == today {
+                totals.today += settled.cost;
+                totals.count_routed(settled.routed);
+            }
+        });
     }
 
     /// The tenant's state as the decision reads it.
     pub fn state(&self, tenant: &str, today: u64) -> TenantState {
-        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        let totals = tenants.entry(tenant.to_owned()).or_default();
-        totals.roll_to(today);
-        totals.state()
+        self.with_totals(tenant, today, |totals| totals.state())
     }
 
     /// Decides with the tenant's current state and, in the same breath, reserves the
@@ -100,15 +109,12 @@ impl Standings {
         today: u64,
         decide: impl FnOnce(TenantState) -> (Decision, Usd, Option<bool>),
     ) -> (Decision, Reservation) {
-        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        let totals = tenants.entry(tenant.to_owned()).or_default();
-        totals.roll_to(today);
-        let (decision, estimate, routed) = decide(totals.state());
-        totals.reserved += estimate;
-        if let Some(escalated) = routed {
-            totals.escalations.routed += 1;
-            totals.escalations.escalated += u64::from(escalated);
-        }
+        let (decision, estimate, routed) = self.with_totals(tenant, today, |totals| {
+            let (decision, estimate, routed) = decide(totals.state());
+            totals.reserved += estimate;
+            totals.count_routed(routed);
+            (decision, estimate, routed)
+        });
         let reservation = Reservation {
             standings: self.clone(),
             tenant: tenant.to_owned(),
@@ -131,18 +137,13 @@ pub struct Reservation {
 impl Reservation {
     /// Replaces the estimate by the actual cost.
     pub fn settle(mut self, cost: Usd, unix_seconds: u64) {
-        let mut tenants = self
-            .standings
-            .tenants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let totals = tenants.entry(self.tenant.clone()).or_default();
-        totals.reserved = totals.reserved - self.amount;
+        let amount = std::mem::take(&mut self.amount);
         let today = calendar::day(unix_seconds);
-        totals.roll_to(today);
-        totals.today += cost;
-        totals.this_month += cost;
-        self.amount = Usd::ZERO;
+        self.standings.with_totals(&self.tenant, today, |totals| {
+            totals.reserved = totals.reserved - amount;
+            totals.today += cost;
+            totals.this_month += cost;
+        });
     }
 
     /// Changes the tenant's totals under the lock.
