@@ -209,11 +209,24 @@ def test_local_stop_sequence(gateway):
     assert answer.choices[0].finish_reason == "stop"
 
 
-def generated_tokens(gateway):
+def metric(gateway, series):
     metrics = urllib.request.urlopen(f"{gateway.url}/metrics").read().decode()
-    line = next(l for l in metrics.splitlines()
-                if l.startswith('switchboard_local_generated_tokens_total{model="smollm2"}'))
+    line = next(l for l in metrics.splitlines() if l.startswith(series + " "))
     return float(line.split()[-1])
+
+
+def generated_tokens(gateway):
+    return metric(gateway, 'switchboard_local_generated_tokens_total{model="smollm2"}')
+
+
+def wait_for_full_local_queue(gateway, deadline_s=30):
+    """Returns once every waiting place of the local model is taken: on a loaded 2-core machine
+    the waiting request may take longer than any fixed sleep to be scored and queued."""
+    capacity = metric(gateway, 'switchboard_local_queue_capacity{model="smollm2"}')
+    deadline = time.monotonic() + deadline_s
+    while metric(gateway, 'switchboard_local_queue_depth{model="smollm2"}') < capacity:
+        assert time.monotonic() < deadline, "the waiting request never reached the local queue"
+        time.sleep(0.02)
 
 
 def test_local_cancellation_and_full_queue(gateway):
@@ -228,7 +241,7 @@ def test_local_cancellation_and_full_queue(gateway):
     waiting = threading.Thread(target=lambda: client.chat.completions.create(
         model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=2))
     waiting.start()
-    time.sleep(0.3)
+    wait_for_full_local_queue(gateway)
     with pytest.raises(openai.InternalServerError) as error:
         client.chat.completions.create(
             model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
