@@ -33,5 +33,5 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
 fi
 promtool check rules dashboards/alerts.yml
 
-echo "== OpenAI SDK tests, and the dashboards against a real Prometheus"
-.venv/bin/python -m pytest tests/sdk tests/dashboards -q
+echo "== OpenAI SDK tests, the dashboards against a real Prometheus, crash safety"
+.venv/bin/python -m pytest tests/sdk tests/dashboards tests/reliability -q

@@ -170,6 +170,19 @@ impl RequestRecord {
         (costs, escalated)
     }
 
+    /// Settles the request now and returns once its ledger record is on disk: awaited before
+    /// a response's last bytes leave, so that a crash never loses an answered request.
+    pub async fn settle_durably(self) {
+        let ledger = self.ledger.clone().filter(|_| self.tenant != UNKNOWN);
+        let request_id = self.request_id.clone();
+        drop(self);
+        if let Some(ledger) = ledger
+            && let Err(error) = ledger.durable().await
+        {
+            tracing::error!(%request_id, %error, "cannot flush the ledger");
+        }
+    }
+
     /// Appends the request to the ledger; a failure to write is logged, never the client's.
     fn write_to_ledger(
         &mut self,

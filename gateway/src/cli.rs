@@ -164,6 +164,10 @@ pub struct ReportArgs {
     /// (JSON Lines for `router train --labels`); needs `ledger.keep_routing_text`.
     #[arg(long, conflicts_with = "url")]
     pub feedback_labels: Option<PathBuf>,
+    /// Instead of the report, write every record (JSON Lines, oldest first, the tenant's only
+    /// with `--tenant`): for billing systems and audits.
+    #[arg(long, conflicts_with_all = ["url", "feedback_labels"])]
+    pub records: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

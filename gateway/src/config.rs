@@ -55,10 +55,10 @@ pub struct LedgerConfig {
     /// A directory; `$SWITCHBOARD_HOME/ledger` (else `~/.local/share/switchboard/ledger`)
     /// when absent.
     pub path: Option<std::path::PathBuf>,
-    /// sled writes its log to disk this often; a crash loses at most this much.
+    /// sled writes its log to disk at least this often. Answered requests are on disk before
+    /// their answers end whatever this is; it bounds what a crash loses of the requests whose
+    /// clients went away first.
     pub flush_every_ms: u64,
-    /// Write to disk after every request (an fsync each).
-    pub sync: bool,
     /// Keep the text the router read of each request (prompt text), so that users' feedback
     /// can become training labels (`switchboard report --feedback-labels`). Off: the ledger
     /// holds no prompt text.
@@ -70,7 +70,6 @@ impl Default for LedgerConfig {
         Self {
             path: None,
             flush_every_ms: 500,
-            sync: false,
             keep_routing_text: false,
         }
     }
@@ -84,7 +83,7 @@ impl LedgerConfig {
     }
 
     pub fn open(&self) -> Result<crate::ledger::Ledger, crate::ledger::LedgerError> {
-        crate::ledger::Ledger::open(&self.path(), self.flush_every_ms, self.sync)
+        crate::ledger::Ledger::open(&self.path(), self.flush_every_ms)
     }
 }
 

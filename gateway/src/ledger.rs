@@ -2,9 +2,12 @@
 //! survive restarts. Keys are the time of the request (Unix milliseconds, big-endian) followed
 //! by a sled-generated sequence number, so that a scan from a time reads records in order.
 //!
-//! Durability: records are written when their request settles, before its response ends;
-//! sled writes its log to disk every `flush_every_ms` (a crash loses at most that much), or
-//! after every record with `sync: true` (an fsync per request); a clean shutdown flushes all.
+//! Durability: a request's record is written when it settles, and its response's last bytes
+//! leave only once [`Ledger::durable`] says the record is on disk, so that a crash never loses
+//! an answered request (nor an acknowledged verdict). Concurrent requests share sled's flushes
+//! (a group commit: one fsync makes every record written before it durable). Records of
+//! requests whose client went away first reach the disk within `flush_every_ms`, and a clean
+//! shutdown flushes all.
 
 use std::path::{Path, PathBuf};
 
@@ -88,14 +91,13 @@ pub struct Ledger {
     by_id: sled::Tree,
     /// tenant and request id → feedback.
     feedback: sled::Tree,
-    sync: bool,
 }
 
 impl Ledger {
     /// Opens (or creates) the ledger at `path`. A ledger another handle holds is waited for
     /// up to [`LOCK_WAIT`]: a gateway that restarts may find its predecessor's background
     /// threads still letting go of the file.
-    pub fn open(path: &Path, flush_every_ms: u64, sync: bool) -> Result<Self, LedgerError> {
+    pub fn open(path: &Path, flush_every_ms: u64) -> Result<Self, LedgerError> {
         let started = std::time::Instant::now();
         let db = loop {
             let opened = sled::Config::new()
@@ -126,7 +128,6 @@ impl Ledger {
             by_id: db.open_tree("by_id")?,
             feedback: db.open_tree("feedback")?,
             db,
-            sync,
         })
     }
 
@@ -139,9 +140,6 @@ impl Ledger {
         self.requests.insert(key, value)?;
         self.by_id
             .insert(scoped(&entry.tenant, &entry.request_id), &key)?;
-        if self.sync {
-            self.db.flush()?;
-        }
         Ok(())
     }
 
@@ -169,9 +167,6 @@ impl Ledger {
         }
         let value = serde_json::to_vec(feedback).expect("feedback serializes");
         self.feedback.insert(id, value)?;
-        if self.sync {
-            self.db.flush()?;
-        }
         Ok(Ok(()))
     }
 
@@ -190,6 +185,13 @@ impl Ledger {
                 key: request_id.to_owned(),
                 source,
             })
+    }
+
+    /// Resolves once everything written before the call is on disk. Callers that arrive
+    /// while a flush runs share the next one, so that the fsyncs do not grow with the load.
+    pub async fn durable(&self) -> Result<(), LedgerError> {
+        self.db.flush_async().await?;
+        Ok(())
     }
 
     /// Writes everything to disk now.
@@ -252,7 +254,7 @@ mod tests {
     fn records_survive_a_reopen_in_time_order_and_carry_feedback() {
         let dir = std::env::temp_dir().join(format!("switchboard-ledger-{}", fastrand::u64(..)));
         {
-            let ledger = Ledger::open(&dir, 500, false).unwrap();
+            let ledger = Ledger::open(&dir, 500).unwrap();
             ledger.record(&entry("b", 2_000, "acme")).unwrap();
             ledger.record(&entry("a", 1_000, "acme")).unwrap();
             ledger.record(&entry("c", 3_000, "globex")).unwrap();
@@ -270,11 +272,11 @@ mod tests {
             assert!(unknown.is_err());
             // A second handle on the same directory is refused while this one is open.
             assert!(matches!(
-                Ledger::open(&dir, 500, false),
+                Ledger::open(&dir, 500),
                 Err(LedgerError::Locked(_))
             ));
         }
-        let ledger = Ledger::open(&dir, 500, true).unwrap();
+        let ledger = Ledger::open(&dir, 500).unwrap();
         let ids: Vec<String> = ledger.since(0).map(|e| e.unwrap().request_id).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         let later: Vec<String> = ledger.since(2_000).map(|e| e.unwrap().request_id).collect();

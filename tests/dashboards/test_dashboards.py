@@ -7,66 +7,26 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import openai
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("SWITCHBOARD_BIN_DIR", ROOT / "target" / "debug"))
+from harness import BIN, ROOT, FakeUpstream, free_port, http, key_hash, wait_until_ready
+
 DASHBOARDS = ROOT / "dashboards"
 KEY, THRIFTY_KEY, UPSTREAM_KEY = "sk-dash-test", "sk-dash-thrifty", "sk-dash-upstream"
 HARD = "Write a Python function that merges two sorted linked lists in O(n) time."
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def key_hash(key):
-    done = subprocess.run([BIN / "switchboard", "keys", "hash"], input=key,
-                          capture_output=True, text=True, check=True)
-    return done.stdout.strip()
-
-
-def http(url, body=None, key=None):
-    headers = {"content-type": "application/json"}
-    if key:
-        headers["authorization"] = f"Bearer {key}"
-    data = None if body is None else json.dumps(body).encode()
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=60) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def wait_until_ready(url, process, seconds=120):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"{process.args[0]} exited with {process.returncode}"
-        try:
-            if http(url)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} not ready after {seconds} s")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dashboards")
-    fake = subprocess.Popen([BIN / "fake-upstream", "--key", UPSTREAM_KEY],
-                            stdout=subprocess.PIPE, text=True)
-    fake_url = fake.stdout.readline().split()[-1]
+    fake = FakeUpstream(UPSTREAM_KEY)
+    fake_url = fake.url
     port = free_port()
     policy = tmp / "policy.yaml"
     policy.write_text(f"""
@@ -120,13 +80,14 @@ scrape_configs:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     prometheus_url = f"http://127.0.0.1:{prometheus_port}"
     wait_until_ready(f"{prometheus_url}/-/ready", prometheus)
-    yield url, fake_url, prometheus_url
-    for proc in (prometheus, gateway, fake):
+    yield url, fake, prometheus_url
+    for proc in (prometheus, gateway):
         proc.terminate()
         proc.wait(15)
+    fake.stop()
 
 
-def drive_load(url, fake_url):
+def drive_load(url, fake):
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
     ask = lambda text, **kw: client.chat.completions.create(
         model="auto", messages=[{"role": "user", "content": text}], max_tokens=4, **kw)
@@ -138,9 +99,7 @@ def drive_load(url, fake_url):
         pass
     ask("Send the report to jane.doe@example.com please")        # private data: stays local
     # A failing upstream: the policy's local fallback answers.
-    urllib.request.urlopen(urllib.request.Request(
-        f"{fake_url}/_fake/script", json.dumps([{"status": 500}]).encode(),
-        {"content-type": "application/json"})).read()
+    fake.script({"status": 500})
     ask(HARD)
     thrifty = openai.OpenAI(base_url=f"{url}/v1", api_key=THRIFTY_KEY, max_retries=0)
     thrifty.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
@@ -183,8 +142,8 @@ def test_the_dashboards_are_what_generate_py_writes():
 
 
 def test_every_panel_has_data_and_every_alert_evaluates(stack):
-    url, fake_url, prometheus_url = stack
-    drive_load(url, fake_url)
+    url, fake, prometheus_url = stack
+    drive_load(url, fake)
     time.sleep(6)  # a few scrapes after the load
     empty = []
     for title, expr in panel_queries():

@@ -7,13 +7,12 @@ import subprocess
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import openai
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("SWITCHBOARD_BIN_DIR", ROOT / "target" / "debug"))
+from harness import BIN, FakeUpstream, key_hash
+
 CLIENT_KEY = "sk-sdk-test-client-key"
 UPSTREAM_KEY = "sk-sdk-test-upstream-secret"
 PROMPT = "please reset my vpn password"
@@ -21,23 +20,9 @@ PROMPT = "please reset my vpn password"
 
 @pytest.fixture(scope="module")
 def fake():
-    proc = subprocess.Popen(
-        [BIN / "fake-upstream", "--key", UPSTREAM_KEY], stdout=subprocess.PIPE, text=True
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("listening on "), line
-    yield line.split()[-1]
-    proc.terminate()
-    proc.wait(10)
-
-
-def script(fake_url, *behaviours):
-    request = urllib.request.Request(
-        f"{fake_url}/_fake/script",
-        data=json.dumps(list(behaviours)).encode(),
-        headers={"content-type": "application/json"},
-    )
-    urllib.request.urlopen(request).read()
+    upstream = FakeUpstream(UPSTREAM_KEY)
+    yield upstream
+    upstream.stop()
 
 
 class Gateway:
@@ -50,10 +35,6 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway(fake, tmp_path_factory):
-    key_hash = subprocess.run(
-        [BIN / "switchboard", "keys", "hash"],
-        input=CLIENT_KEY, capture_output=True, text=True, check=True,
-    ).stdout.strip()
     config = tmp_path_factory.mktemp("gateway") / "policy.yaml"
     ledger = tmp_path_factory.mktemp("ledger")
     config.write_text(f"""
@@ -64,7 +45,7 @@ upstream:
 providers:
   - name: fake-openai
     kind: openai
-    base_url: {fake}/v1
+    base_url: {fake.url}/v1
     api_key_env: SDK_TEST_UPSTREAM_KEY
     models:
       - name: gpt-test
@@ -72,7 +53,7 @@ providers:
         price: {{ input_per_mtok: 0.15, output_per_mtok: 0.6 }}
   - name: fake-anthropic
     kind: anthropic
-    base_url: {fake}
+    base_url: {fake.url}
     api_key_env: SDK_TEST_UPSTREAM_KEY
     models:
       - name: claude-test
@@ -98,7 +79,7 @@ routing:
     - {{ name: remote, targets: [gpt-test] }}
 tenants:
   - name: sdk
-    api_key_hashes: ["{key_hash}"]
+    api_key_hashes: ["{key_hash(CLIENT_KEY)}"]
     allowed_models: ["*"]
 """)
     env = dict(os.environ, SDK_TEST_UPSTREAM_KEY=UPSTREAM_KEY, RUST_LOG="debug")
@@ -275,14 +256,14 @@ def test_errors_surface_as_typed_exceptions(gateway, fake):
         gateway.client().chat.completions.create(model="gpt-test", messages=[])
     assert error.value.body["param"] == "messages"
 
-    script(fake, {"status": 500}, {"status": 500})
+    fake.script({"status": 500}, {"status": 500})
     with pytest.raises(openai.InternalServerError) as error:
         gateway.client(max_retries=0).chat.completions.create(
             model="gpt-test", messages=[{"role": "user", "content": PROMPT}]
         )
     assert error.value.status_code == 502
 
-    script(fake, {"status": 429, "retry_after": 60})
+    fake.script({"status": 429, "retry_after": 60})
     with pytest.raises(openai.RateLimitError) as error:
         gateway.client(max_retries=0).chat.completions.create(
             model="gpt-test", messages=[{"role": "user", "content": PROMPT}]

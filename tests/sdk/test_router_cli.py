@@ -3,13 +3,11 @@ real process, output parsed as documented."""
 
 import json
 import subprocess
-from pathlib import Path
-
-BIN = Path(__file__).resolve().parents[2] / "target" / "debug" / "switchboard"
+from harness import BIN
 
 
 def route(*args, stdin=None):
-    done = subprocess.run([BIN, "route", "--json", *args], input=stdin,
+    done = subprocess.run([BIN / "switchboard", "route", "--json", *args], input=stdin,
                           capture_output=True, text=True, check=True, timeout=120)
     return json.loads(done.stdout)
 
@@ -50,7 +48,7 @@ def test_router_label_writes_one_label_per_question(tmp_path):
     ]))
     out = tmp_path / "labels.jsonl"
     done = subprocess.run(
-        [BIN, "router", "label", "--gsm8k", "0", "--questions", questions, "--out", out],
+        [BIN / "switchboard", "router", "label", "--gsm8k", "0", "--questions", questions, "--out", out],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr

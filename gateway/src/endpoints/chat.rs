@@ -41,13 +41,13 @@ pub async fn chat_completions(
     let language = record.findings.language;
     let classification = record.findings.classification.clone();
     let reason = record.reason.clone();
-    let mut response = match answered {
+    let (mut response, unsettled) = match answered {
         Ok(Answer::Complete(mut response)) => {
             record.status = response.status().as_u16();
             if let Some(costs) = record.costs() {
                 add_cost_headers(response.headers_mut(), &costs);
             }
-            response
+            (response, Some(record))
         }
         Ok(Answer::Stream {
             start,
@@ -62,9 +62,9 @@ pub async fn chat_completions(
                 metrics: gateway.metrics.clone(),
             };
             // From here on the stream settles the record, when it ends or is dropped.
-            sse_response(body.into_body(record), &by)
+            (sse_response(body.into_body(record), &by), None)
         }
-        Err(error) => failed(error, &mut record),
+        Err(error) => (failed(error, &mut record), Some(record)),
     };
     tag_with_id(&mut response, &id);
     if let Some(kinds) = private_data {
@@ -88,6 +88,9 @@ pub async fn chat_completions(
             headers.insert("x-switchboard-complexity", complexity);
             headers.insert("x-switchboard-domain", domain);
         }
+    }
+    if let Some(record) = unsettled {
+        record.settle_durably().await;
     }
     response
 }
@@ -479,12 +482,10 @@ struct SseBody {
 
 impl SseBody {
     fn into_body(self, record: RequestRecord) -> Body {
-        let stream = futures_util::stream::unfold(
-            (self, record, false),
-            |(mut s, mut record, done)| async move {
-                if done {
-                    return None;
-                }
+        // The record is `None` once the last frame is out.
+        let stream =
+            futures_util::stream::unfold((self, Some(record)), |(mut s, record)| async move {
+                let mut record = record?;
                 loop {
                     let next = match s.pending.take() {
                         Some(chunk) => Some(Ok(chunk)),
@@ -502,7 +503,7 @@ impl SseBody {
                             record.first_token_now();
                             return Some((
                                 Ok::<_, Infallible>(frame(&chunk.json)),
-                                (s, record, false),
+                                (s, Some(record)),
                             ));
                         }
                         Some(Err(error)) => {
@@ -526,10 +527,10 @@ impl SseBody {
                             Bytes::from_static(b"data: [DONE]\n\n")
                         }
                     };
-                    return Some((Ok(frame), (s, record, true)));
+                    record.settle_durably().await;
+                    return Some((Ok(frame), (s, None)));
                 }
-            },
-        );
+            });
         Body::from_stream(stream)
     }
 }

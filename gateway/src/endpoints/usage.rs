@@ -106,7 +106,11 @@ pub async fn feedback(
             score: request.score,
             comment: request.comment,
         };
-        match gateway.ledger.add_feedback(&feedback) {
+        let written = match gateway.ledger.add_feedback(&feedback) {
+            Ok(Ok(())) => gateway.ledger.durable().await.map(Ok),
+            other => other,
+        };
+        match written {
             Ok(Ok(())) => Ok(axum::Json(json!({
                 "object": "feedback",
                 "request_id": feedback.request_id,

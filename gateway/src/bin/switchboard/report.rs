@@ -23,14 +23,21 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
                 other => other.into(),
             })?;
             let since_ms = report::since_ms(since);
+            if let Some(out) = &args.records {
+                let mut records = Vec::new();
+                for entry in ledger.since(since_ms) {
+                    let entry = entry?;
+                    if args.tenant.as_ref().is_none_or(|t| *t == entry.tenant) {
+                        records.push(entry);
+                    }
+                }
+                write_json_lines(out, &records)?;
+                println!("{}: {} records", out.display(), records.len());
+                return Ok(());
+            }
             if let Some(out) = &args.feedback_labels {
                 let labels = report::feedback_labels(&ledger, since_ms)?;
-                let lines: Vec<String> = labels
-                    .iter()
-                    .map(|l| serde_json::to_string(l).expect("a label serializes"))
-                    .collect();
-                std::fs::write(out, lines.join("\n") + "\n")
-                    .with_context(|| format!("cannot write {}", out.display()))?;
+                write_json_lines(out, &labels)?;
                 let hard = labels.iter().filter(|l| l.hard).count();
                 println!(
                     "{}: {} labels from feedback ({hard} hard); train with `switchboard router train --labels {}`",
@@ -45,6 +52,15 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
     };
     print!("{}", report::render(&report, args.format));
     Ok(())
+}
+
+fn write_json_lines<T: serde::Serialize>(out: &std::path::Path, items: &[T]) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for item in items {
+        text.push_str(&serde_json::to_string(item)?);
+        text.push('\n');
+    }
+    std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))
 }
 
 fn ask_gateway(url: &str, args: &ReportArgs) -> anyhow::Result<Report> {
