@@ -113,6 +113,19 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Requests handled at once; beyond this the gateway sheds load with 503 + `Retry-After`.
     pub max_in_flight: usize,
+    /// Client connections open at once; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// How long a request's headers may take to arrive, and how long a connection may sit
+    /// idle between requests, before it is closed.
+    #[serde(with = "seconds")]
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive; slower clients get 408.
+    #[serde(with = "seconds")]
+    pub body_timeout: Duration,
+    /// How long the gateway waits for a client to read what it writes (a stream nobody reads)
+    /// before it closes the connection.
+    #[serde(with = "seconds")]
+    pub send_timeout: Duration,
     /// The overall deadline of one request, retries, fallbacks and streaming included.
     #[serde(with = "seconds")]
     pub request_timeout: Duration,
@@ -126,6 +139,10 @@ impl Default for Limits {
         Self {
             max_body_bytes: 4 * 1024 * 1024,
             max_in_flight: 1024,
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -415,8 +432,19 @@ impl Config {
         if limits.max_in_flight == 0 {
             problem(at.key("max_in_flight"), "must be above 0".to_owned());
         }
-        if limits.request_timeout.is_zero() {
-            problem(at.key("request_timeout"), "must be above 0".to_owned());
+        if limits.max_connections == 0 {
+            problem(at.key("max_connections"), "must be above 0".to_owned());
+        }
+        let timeouts = [
+            ("request_timeout", limits.request_timeout),
+            ("header_timeout", limits.header_timeout),
+            ("body_timeout", limits.body_timeout),
+            ("send_timeout", limits.send_timeout),
+        ];
+        for (key, timeout) in timeouts {
+            if timeout.is_zero() {
+                problem(at.key(key), "must be above 0".to_owned());
+            }
         }
         if self.upstream.retry.max_attempts == 0 {
             let at = root.key("upstream").key("retry").key("max_attempts");

@@ -23,6 +23,8 @@ pub enum ApiError {
     NotFound { method: String, path: String },
     #[error("Request body is larger than the limit of {limit} bytes.")]
     PayloadTooLarge { limit: usize },
+    #[error("The request body did not arrive within {} seconds.", .0.as_secs_f64())]
+    BodyTimeout(Duration),
     #[error("{message}")]
     RateLimited {
         message: String,
@@ -71,6 +73,7 @@ impl ApiError {
             | ApiError::NotFound { .. }
             | ApiError::UnknownRequest(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded { .. } | ApiError::Unavailable { .. } | ApiError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -88,7 +91,8 @@ impl ApiError {
             | ApiError::UnknownRequest(_)
             | ApiError::ModelNotFound(_)
             | ApiError::NotFound { .. }
-            | ApiError::PayloadTooLarge { .. } => "invalid_request_error",
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::BodyTimeout(_) => "invalid_request_error",
             ApiError::Unauthorized => "authentication_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
             ApiError::BudgetSpent { .. } => "insufficient_quota",
@@ -108,6 +112,7 @@ impl ApiError {
             ApiError::ModelNotFound(_) => "model_not_found",
             ApiError::NotFound { .. } => "unknown_url",
             ApiError::PayloadTooLarge { .. } => "request_too_large",
+            ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::Unavailable { .. } => "no_provider_available",

@@ -1,7 +1,7 @@
 //! Switchboard's gateway: an OpenAI-compatible front door for chat traffic.
 //!
 //! A request's way through this crate:
-//! [`endpoints`] (HTTP routes) → [`auth`] (key → tenant) → [`api`] (parse, validate) →
+//! [`connections`] (accepting clients, header and idle timeouts) → [`endpoints`] (HTTP routes) → [`auth`] (key → tenant) → [`api`] (parse, validate) →
 //! [`classify`] (what the router finds: scores, private data, language) →
 //! [`routing`] (the facts the policy decides on, the decision, the models that carry it out;
 //! the rules themselves are in the `switchboard-policies` crate, the policy in force in
@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod conversations;
 pub mod endpoints;
 pub mod error;

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub pii_detections: IntCounterVec,
     /// `switchboard_in_flight_requests`
     pub in_flight: IntGauge,
+    /// `switchboard_open_connections`: client connections open now.
+    pub open_connections: IntGauge,
     /// `switchboard_local_queue_depth{model}`: requests waiting for a local model.
     pub local_queue_depth: IntGaugeVec,
     /// `switchboard_local_generated_tokens_total{model}`
@@ -137,6 +139,10 @@ impl Metrics {
         let in_flight = register(
             &registry,
             IntGauge::new("in_flight_requests", "Requests being handled now."),
+        );
+        let open_connections = register(
+            &registry,
+            IntGauge::new("open_connections", "Client connections open now."),
         );
         let local_queue_depth = register(
             &registry,
@@ -250,6 +256,7 @@ impl Metrics {
             fallbacks,
             pii_detections,
             in_flight,
+            open_connections,
             local_queue_depth,
             local_generated_tokens,
             router_decision,

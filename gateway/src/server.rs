@@ -297,52 +297,37 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops accepting connections and gives in-flight
     /// requests up to `limits.shutdown_grace` to finish.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let addr = self.local_addr();
         let gateway = self.gateway;
         gateway.warn_about_setup();
         tracing::info!(%addr, "switchboard listening");
 
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut serve_stop = stop_rx.clone();
         let app = crate::endpoints::router(gateway.clone());
-        let serve = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = serve_stop.wait_for(|stop| *stop).await;
-            })
-            .into_future();
-        tokio::pin!(serve);
+        let limits = &gateway.limits;
+        let connections = crate::connections::Connections::new(limits, gateway.metrics.clone());
         tokio::select! {
-            result = &mut serve => return result,
+            () = connections.accept(&self.listener, app) => {}
             () = shutdown => {}
         }
+        drop(self.listener);
         gateway.shutting_down.store(true, Ordering::Relaxed);
-        let _ = stop_tx.send(true);
-        let grace = gateway.limits.shutdown_grace;
+        let grace = limits.shutdown_grace;
         tracing::info!(
             in_flight = gateway.metrics.in_flight.get(),
             grace_secs = grace.as_secs_f64(),
             "shutting down: no new connections, finishing in-flight requests"
         );
-        let served = tokio::time::timeout(grace, serve).await;
+        let served = tokio::time::timeout(grace, connections.close()).await;
         if let Err(error) = gateway.ledger.flush() {
             tracing::error!(%error, "cannot flush the ledger at shutdown");
         }
         match served {
-            Ok(result) => {
-                tracing::info!("shut down cleanly");
-                result
-            }
-            Err(_) => {
-                tracing::warn!(
-                    cut_off = gateway.metrics.in_flight.get(),
-                    "grace period over: cutting off the requests still running"
-                );
-                Ok(())
-            }
+            Ok(()) => tracing::info!("shut down cleanly"),
+            Err(_) => tracing::warn!(
+                cut_off = gateway.metrics.in_flight.get(),
+                "grace period over: cutting off the requests still running"
+            ),
         }
     }
 }

@@ -400,7 +400,6 @@ async fn shutdown_lets_in_flight_requests_finish() {
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
         .expect("the server stops once the request is done")
-        .unwrap()
         .unwrap();
     assert!(
         reqwest::Client::new()

@@ -394,7 +394,7 @@ async fn the_ledger_survives_a_restart_and_its_reports_add_up() {
 
     // Restart on the same ledger.
     gateway.shutdown();
-    gateway.task.take().unwrap().await.unwrap().unwrap();
+    gateway.task.take().unwrap().await.unwrap();
     drop(gateway);
     let gateway = TestGateway::start(&config).await;
 
@@ -441,7 +441,7 @@ async fn the_ledger_survives_a_restart_and_its_reports_add_up() {
     // The ledger holds exactly the requests made, before and after the restart.
     let mut gateway = gateway;
     gateway.shutdown();
-    gateway.task.take().unwrap().await.unwrap().unwrap();
+    gateway.task.take().unwrap().await.unwrap();
     drop(gateway);
     let parsed = switchboard_gateway::config::Config::from_yaml(&config, "test").unwrap();
     let ledger = parsed.ledger.open().unwrap();

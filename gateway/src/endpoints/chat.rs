@@ -57,6 +57,7 @@ pub async fn chat_completions(
             let body = SseBody {
                 pending: Some(start.first),
                 rest: start.rest,
+                deadline: started + gateway.limits.request_timeout,
                 include_usage,
                 provider: by.provider.clone(),
                 metrics: gateway.metrics.clone(),
@@ -184,7 +185,7 @@ async fn answer(
     record: &mut RequestRecord,
 ) -> Result<Answer, ApiError> {
     let tenant = admit(gateway, headers, record)?;
-    let bytes = read_body(body, headers, gateway.limits.max_body_bytes).await?;
+    let bytes = read_body(body, headers, &gateway.limits).await?;
     let mut request = parse(&bytes)?;
     drop(bytes);
     let policy = gateway.policy();
@@ -475,6 +476,9 @@ fn sse_response(body: Body, by: &AnsweredBy) -> Response {
 struct SseBody {
     pending: Option<StreamChunk>,
     rest: ChunkStream,
+    /// The request's deadline: a stream that goes on past it (an upstream that never ends
+    /// it, a client that never reads it) is cut off with a timeout error.
+    deadline: Instant,
     include_usage: bool,
     provider: String,
     metrics: Arc<crate::metrics::Metrics>,
@@ -489,7 +493,9 @@ impl SseBody {
                 loop {
                     let next = match s.pending.take() {
                         Some(chunk) => Some(Ok(chunk)),
-                        None => s.rest.next().await,
+                        None => tokio::time::timeout_at(s.deadline, s.rest.next())
+                            .await
+                            .unwrap_or(Some(Err(UpstreamError::Timeout))),
                     };
                     let frame = match next {
                         Some(Ok(chunk)) => {

@@ -72,7 +72,7 @@ async fn answer(
     record: &mut RequestRecord,
 ) -> Result<Response, ApiError> {
     let tenant = admit(gateway, headers, record)?;
-    let bytes = read_body(body, headers, gateway.limits.max_body_bytes).await?;
+    let bytes = read_body(body, headers, &gateway.limits).await?;
     let request: EmbeddingRequest = parse_json(&bytes)?;
     drop(bytes);
     let service = gateway

@@ -31,7 +31,7 @@ async fn explained(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result
         return Err(ApiError::ShuttingDown);
     }
     let tenant = authenticate(gateway, headers)?;
-    let bytes = read_body(body, headers, gateway.limits.max_body_bytes).await?;
+    let bytes = read_body(body, headers, &gateway.limits).await?;
     let request = parse(&bytes)?;
     if !tenant.may_use(&request.model) {
         return Err(ApiError::ModelNotFound(request.model));

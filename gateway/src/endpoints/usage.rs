@@ -81,7 +81,7 @@ pub async fn feedback(
 ) -> Response {
     let answer = async {
         let tenant = authenticate(&gateway, &headers)?;
-        let bytes = read_body(body, &headers, gateway.limits.max_body_bytes).await?;
+        let bytes = read_body(body, &headers, &gateway.limits).await?;
         let request: FeedbackRequest = parse_json(&bytes)?;
         if !(request.score.is_finite() && (-1.0..=1.0).contains(&request.score)) {
             return Err(ApiError::bad_request(
@@ -106,10 +106,10 @@ pub async fn feedback(
             score: request.score,
             comment: request.comment,
         };
-        let written = match gateway.ledger.add_feedback(&feedback) {
-            Ok(Ok(())) => gateway.ledger.durable().await.map(Ok),
-            other => other,
-        };
+        let written = gateway.ledger.add_feedback(&feedback);
+        if let Ok(Ok(())) = written {
+            gateway.ledger.durable().await;
+        }
         match written {
             Ok(Ok(())) => Ok(axum::Json(json!({
                 "object": "feedback",

@@ -23,7 +23,7 @@ pub struct TestGateway {
     pub gateway: std::sync::Arc<Gateway>,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
-    pub task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestGateway {

@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
                 let reloads =
                     reload::watch(server.gateway().clone(), path, text, reload::POLL_INTERVAL);
                 tokio::spawn(reloads);
-                server.run(shutdown_signal()).await?;
+                server.run(shutdown_signal()).await;
                 anyhow::Ok(())
             })
         }

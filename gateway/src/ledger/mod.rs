@@ -5,9 +5,12 @@
 //! Durability: a request's record is written when it settles, and its response's last bytes
 //! leave only once [`Ledger::durable`] says the record is on disk, so that a crash never loses
 //! an answered request (nor an acknowledged verdict). Concurrent requests share sled's flushes
-//! (a group commit: one fsync makes every record written before it durable). Records of
+//! (a [group commit](group_commit): one fsync makes every record written before it durable). A
+//! disk that refuses the flush is logged and does not hold answers back. Records of
 //! requests whose client went away first reach the disk within `flush_every_ms`, and a clean
 //! shutdown flushes all.
+
+mod group_commit;
 
 use std::path::{Path, PathBuf};
 
@@ -84,6 +87,7 @@ pub enum FeedbackError {
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Ledger {
+    commit: group_commit::GroupCommit,
     db: sled::Db,
     requests: sled::Tree,
     /// tenant and request id → key in `requests`. Request ids may come from clients, so they
@@ -123,7 +127,11 @@ impl Ledger {
                 }
             }
         };
+        let flusher = db.clone();
+        let commit = group_commit::GroupCommit::start(move || flusher.flush().map(drop))
+            .map_err(sled::Error::Io)?;
         Ok(Self {
+            commit,
             requests: db.open_tree("requests")?,
             by_id: db.open_tree("by_id")?,
             feedback: db.open_tree("feedback")?,
@@ -189,9 +197,8 @@ impl Ledger {
 
     /// Resolves once everything written before the call is on disk. Callers that arrive
     /// while a flush runs share the next one, so that the fsyncs do not grow with the load.
-    pub async fn durable(&self) -> Result<(), LedgerError> {
-        self.db.flush_async().await?;
-        Ok(())
+    pub async fn durable(&self) {
+        self.commit.wait().await;
     }
 
     /// Writes everything to disk now.
