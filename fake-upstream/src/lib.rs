@@ -46,6 +46,9 @@ pub struct Behaviour {
     pub reply: Option<String>,
     /// OpenAI wire: report no usage (as some OpenAI-compatible servers do).
     pub omit_usage: bool,
+    /// OpenAI wire: answer 200 with a body that is not the wire format (truncated JSON, or a
+    /// stream whose events' data is not JSON).
+    pub malformed: bool,
 }
 
 impl Behaviour {
@@ -219,6 +222,11 @@ impl FakeUpstream {
     /// Queues behaviours for the next requests, in order.
     pub fn push(&self, behaviours: impl IntoIterator<Item = Behaviour>) {
         lock(&self.shared.script).extend(behaviours);
+    }
+
+    /// Forgets the behaviours no request has taken yet.
+    pub fn clear_script(&self) {
+        lock(&self.shared.script).clear();
     }
 
     pub fn stats(&self) -> Stats {
@@ -440,6 +448,19 @@ fn words(text: &str) -> Vec<String> {
 
 /// Streams `events` (already framed), then ends, following the behaviour's drop, stall and
 /// delay settings.
+/// A 200 whose body no client can parse.
+fn malformed(answering: Answering, behaviour: Behaviour, stream: bool) -> Response {
+    if stream {
+        let events = vec!["data: {\"choices\": [{\n\n".to_owned(); 3];
+        return stream_response(answering, behaviour, events);
+    }
+    answering.done();
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"id": "chatcmpl-fake", "choices": [{"#))
+        .expect("a valid response")
+}
+
 fn stream_response(answering: Answering, behaviour: Behaviour, events: Vec<String>) -> Response {
     let state = (events.into_iter().enumerate(), Some(answering), behaviour);
     let body = stream::unfold(state, |(mut events, mut answering, behaviour)| async move {
@@ -477,6 +498,9 @@ async fn openai_chat(
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
+    if behaviour.malformed {
+        return malformed(answering, behaviour, body["stream"] == true);
+    }
     let (text, prompt_tokens) = reply(&body, &behaviour);
     let model = body["model"].as_str().unwrap_or("fake").to_owned();
     let pieces = words(&text);
