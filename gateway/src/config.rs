@@ -824,4 +824,68 @@ tenants:
             ]
         );
     }
+
+    /// The shipped policy file, cut, with lines dropped or duplicated, or with characters
+    /// replaced: loading it gives a config or problems (each located in the text), never a
+    /// panic.
+    #[test]
+    fn damaged_policy_files_load_or_report_problems() {
+        use proptest::prelude::*;
+        let shipped = include_str!("../../policies/default.yaml");
+        let lines: Vec<&str> = shipped.lines().collect();
+        let cut = (0..shipped.len()).prop_map(|at| {
+            let at = (0..=at)
+                .rev()
+                .find(|&i| shipped.is_char_boundary(i))
+                .unwrap_or(0);
+            shipped[..at].to_owned()
+        });
+        let n = lines.len();
+        let edited = proptest::collection::vec((0..n, 0..3u8), 1..6).prop_map(move |edits| {
+            let mut lines: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+            for (at, how) in edits {
+                let at = at % lines.len().max(1);
+                match how {
+                    0 if !lines.is_empty() => {
+                        lines.remove(at);
+                    }
+                    1 if !lines.is_empty() => lines.insert(at, lines[at].clone()),
+                    _ => lines.insert(at, "  - { name: [, price: -1 }".to_owned()),
+                }
+            }
+            lines.join("\n")
+        });
+        let replaced = (
+            0..shipped.len(),
+            prop_oneof![
+                Just(":"),
+                Just("-"),
+                Just(" "),
+                Just("{"),
+                Just("\t"),
+                Just("0")
+            ],
+        )
+            .prop_map(|(at, with)| {
+                let at = (0..=at)
+                    .rev()
+                    .find(|&i| shipped.is_char_boundary(i))
+                    .unwrap_or(0);
+                let end = (at + 1..=shipped.len())
+                    .find(|&i| shipped.is_char_boundary(i))
+                    .unwrap_or(at);
+                format!("{}{with}{}", &shipped[..at], &shipped[end..])
+            });
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 500,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(&prop_oneof![cut, edited, replaced], |text| {
+                let _ = Config::from_yaml(&text, "damaged.yaml");
+                Ok(())
+            })
+            .unwrap();
+    }
 }

@@ -114,4 +114,31 @@ mod tests {
     fn a_broken_template_is_refused_at_load() {
         assert!(ChatTemplate::new("{% for %}", "", "").is_err());
     }
+
+    /// Templates written to hurt: huge strings, endless loops, deep recursion, file and
+    /// environment access. Each is refused or fails with an error (the fuel ends loops; a hang
+    /// would hang this test), and no render's output is large or reads a file.
+    #[test]
+    fn hostile_templates_fail_cleanly() {
+        let turns = [turn("user", "hi")];
+        let hostile = [
+            "{{ 'x' * 1000000000 }}",
+            "{{ messages[0].content * 1000000000 }}",
+            "{% for i in range(1000000000) %}x{% endfor %}",
+            "{{ range(1000000000) | list | length }}",
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+            "{% include '/etc/passwd' %}",
+            "{% import 'os' as os %}{{ os.environ }}",
+            "{{ self.__init__.__globals__ }}",
+            "{{ lipsum.__globals__['os'].popen('id').read() }}",
+            "{% for m in messages %}{% for m2 in messages * 100000 %}{{ m2.content }}{% endfor %}{% endfor %}",
+        ];
+        for source in hostile {
+            let rendered = ChatTemplate::new(source, "<s>", "</s>").and_then(|t| t.render(&turns));
+            if let Ok(text) = &rendered {
+                assert!(text.len() < 1 << 20, "{source}: {} bytes", text.len());
+            }
+            assert!(rendered.is_err() || !rendered.as_ref().unwrap().contains("root:"));
+        }
+    }
 }

@@ -572,4 +572,93 @@ mod tests {
         );
         assert!(matches!(error, Err(UpstreamError::Interrupted(m)) if m == "Overloaded"));
     }
+
+    /// Whatever Anthropic (or something in its place) sends, whole or streamed, is translated
+    /// or refused with an error: never a panic.
+    #[test]
+    fn any_answer_is_translated_or_refused() {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop_oneof![
+                Just("text".to_owned()),
+                Just("tool_use".to_owned()),
+                Just("end_turn".to_owned()),
+                Just("text_delta".to_owned()),
+                Just("input_json_delta".to_owned()),
+                ".{0,8}",
+            ]
+            .prop_map(Value::from),
+        ];
+        let keys = prop_oneof![
+            Just("type"),
+            Just("content"),
+            Just("text"),
+            Just("delta"),
+            Just("usage"),
+            Just("input_tokens"),
+            Just("output_tokens"),
+            Just("index"),
+            Just("id"),
+            Just("name"),
+            Just("input"),
+            Just("partial_json"),
+            Just("stop_reason"),
+            Just("message"),
+            Just("content_block"),
+            Just("error"),
+        ];
+        let value = leaf.prop_recursive(4, 64, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::vec((keys.clone(), inner), 0..6).prop_map(|pairs| {
+                    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        });
+        let event_name = prop_oneof![
+            Just("message_start"),
+            Just("content_block_start"),
+            Just("content_block_delta"),
+            Just("content_block_stop"),
+            Just("message_delta"),
+            Just("message_stop"),
+            Just("ping"),
+            Just("error"),
+            Just("other"),
+        ];
+        let events = proptest::collection::vec((event_name, value.clone()), 0..12);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 2_000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(&(value, events), |(whole, events)| {
+                let _ = completion(whole.to_string().as_bytes(), &model());
+                let mut translator = StreamTranslator {
+                    id: "msg".to_owned(),
+                    model: "claude-x".to_owned(),
+                    created: 0,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    tool_blocks: Vec::new(),
+                    stopped: false,
+                };
+                for (name, data) in events {
+                    let event = SseEvent {
+                        event: Some(name.to_owned()),
+                        data: data.to_string(),
+                    };
+                    if translator.on_event(event).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
 }

@@ -229,4 +229,51 @@ mod tests {
             Err(SseError::InvalidUtf8)
         );
     }
+
+    /// Random bytes, cut at random places: never a panic, and the events (or the error) do not
+    /// depend on where the pieces were cut.
+    #[test]
+    fn any_bytes_in_any_pieces_decode_the_same() {
+        use proptest::prelude::*;
+        let sse_like = proptest::collection::vec(
+            prop_oneof![
+                Just(b"data: ".to_vec()),
+                Just(b"event: x\n".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b": comment\n".to_vec()),
+                Just("é".as_bytes().to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..16),
+            ],
+            0..40,
+        )
+        .prop_map(|parts| parts.concat());
+        let decode = |input: &[u8], cuts: &[usize]| {
+            let mut decoder = SseDecoder::default();
+            let mut out = VecDeque::new();
+            let mut start = 0;
+            for &cut in cuts.iter().chain([&input.len()]) {
+                let cut = cut.clamp(start, input.len());
+                decoder.feed(&input[start..cut], &mut out)?;
+                start = cut;
+            }
+            decoder.finish(&mut out)?;
+            Ok::<_, SseError>(out.into_iter().collect::<Vec<_>>())
+        };
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 2_000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(
+                &(sse_like, proptest::collection::vec(0usize..600, 0..8)),
+                |(input, mut cuts)| {
+                    cuts.sort_unstable();
+                    prop_assert_eq!(decode(&input, &cuts), decode(&input, &[]));
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
 }
