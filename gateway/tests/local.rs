@@ -266,3 +266,26 @@ fn decode_f32s(text: &str) -> Vec<f32> {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
 }
+
+#[tokio::test]
+async fn prompts_beyond_the_context_get_a_400_and_the_model_keeps_answering() {
+    let (gateway, openai) = local_gateway(4).await;
+    let many: Vec<Value> = (0..10_000)
+        .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": "ok"}))
+        .collect();
+    let long = json!({"model": "smollm2", "messages": many, "max_tokens": 4});
+    let one_long_message = ask(&"reset my password ".repeat(20_000), 4);
+    for body in [long, one_long_message] {
+        let response = gateway.chat(ACME_KEY, &body).send().await.unwrap();
+        assert_eq!(response.status(), 400);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "invalid_request", "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("context"), "{message}");
+    }
+    let answer = gateway
+        .chat_json(ACME_KEY, &ask("How do I reset my VPN password?", 4))
+        .await;
+    assert_eq!(answer["usage"]["completion_tokens"], 4);
+    assert_eq!(openai.stats().requests, 0, "nothing went to the cloud");
+}
