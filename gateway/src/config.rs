@@ -55,10 +55,13 @@ pub struct LedgerConfig {
     /// A directory; `$SWITCHBOARD_HOME/ledger` (else `~/.local/share/switchboard/ledger`)
     /// when absent.
     pub path: Option<std::path::PathBuf>,
-    /// sled writes its log to disk at least this often. Answered requests are on disk before
-    /// their answers end whatever this is; it bounds what a crash loses of the requests whose
-    /// clients went away first.
+    /// sled writes its log to disk at least this often: what a crash may lose of the records
+    /// that no answer waited for.
     pub flush_every_ms: u64,
+    /// An answer's last bytes wait until its record is on disk (a group commit), so that a
+    /// crash loses no answered request. Off: more throughput on slow disks, and a crash may
+    /// lose the last `flush_every_ms` of records.
+    pub durable_answers: bool,
     /// Keep the text the router read of each request (prompt text), so that users' feedback
     /// can become training labels (`switchboard report --feedback-labels`). Off: the ledger
     /// holds no prompt text.
@@ -70,6 +73,7 @@ impl Default for LedgerConfig {
         Self {
             path: None,
             flush_every_ms: 500,
+            durable_answers: true,
             keep_routing_text: false,
         }
     }
@@ -83,7 +87,7 @@ impl LedgerConfig {
     }
 
     pub fn open(&self) -> Result<crate::ledger::Ledger, crate::ledger::LedgerError> {
-        crate::ledger::Ledger::open(&self.path(), self.flush_every_ms)
+        crate::ledger::Ledger::open(&self.path(), self.flush_every_ms, self.durable_answers)
     }
 }
 

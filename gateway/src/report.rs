@@ -302,7 +302,7 @@ mod tests {
     #[test]
     fn rows_sum_to_the_ledger_and_group_as_asked() {
         let dir = std::env::temp_dir().join(format!("switchboard-report-{}", fastrand::u64(..)));
-        let ledger = Ledger::open(&dir, 500).unwrap();
+        let ledger = Ledger::open(&dir, 500, true).unwrap();
         let mut entries = Vec::new();
         for i in 0..40u64 {
             let remote = i % 3 == 0;

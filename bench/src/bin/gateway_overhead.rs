@@ -7,7 +7,8 @@
 //! loop: each request is sent at its scheduled time whether or not earlier ones have returned, so
 //! a slow server cannot slow the load down (no coordinated omission). Latency runs from the
 //! moment a request is sent, not from its scheduled time, so that the millisecond granularity of
-//! the sender's timer does not blur a sub-millisecond difference.
+//! the sender's timer does not blur a sub-millisecond difference. `BENCH_DURABLE_ANSWERS=false`
+//! measures the gateway with answers that do not wait for their ledger records to reach the disk.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -230,10 +231,12 @@ fn start_gateway(bin: &Path, fake_url: &str) -> anyhow::Result<(Process, String)
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let config = std::env::temp_dir().join(format!("switchboard-bench-{port}.yaml"));
     let ledger = std::env::temp_dir().join(format!("switchboard-bench-ledger-{port}"));
+    // BENCH_DURABLE_ANSWERS=false: answers do not wait for their ledger records' fsync.
+    let durable = std::env::var("BENCH_DURABLE_ANSWERS").unwrap_or_else(|_| "true".to_owned());
     std::fs::write(
         &config,
         format!(
-            "ledger:\n  path: {}\nproviders:\n  - name: fake\n    kind: openai\n    base_url: {fake_url}/v1\n    models:\n      - name: bench-model\n        price: {{ input_per_mtok: 1, output_per_mtok: 2 }}\ntenants:\n  - name: bench\n    api_key_hashes: [\"{CLIENT_KEY_HASH}\"]\n    allowed_models: [\"*\"]\n",
+            "ledger:\n  path: {}\n  durable_answers: {durable}\nproviders:\n  - name: fake\n    kind: openai\n    base_url: {fake_url}/v1\n    models:\n      - name: bench-model\n        price: {{ input_per_mtok: 1, output_per_mtok: 2 }}\ntenants:\n  - name: bench\n    api_key_hashes: [\"{CLIENT_KEY_HASH}\"]\n    allowed_models: [\"*\"]\n",
             ledger.display()
         ),
     )?;

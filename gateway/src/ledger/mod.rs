@@ -4,7 +4,8 @@
 //!
 //! Durability: a request's record is written when it settles, and its response's last bytes
 //! leave only once [`Ledger::durable`] says the record is on disk, so that a crash never loses
-//! an answered request (nor an acknowledged verdict). Concurrent requests share sled's flushes
+//! an answered request (nor an acknowledged verdict); `durable_answers: false` trades that for
+//! throughput (records then reach the disk within `flush_every_ms`). Concurrent requests share sled's flushes
 //! (a [group commit](group_commit): one fsync makes every record written before it durable). A
 //! disk that refuses the flush is logged and does not hold answers back. Records of
 //! requests whose client went away first reach the disk within `flush_every_ms`, and a clean
@@ -87,7 +88,8 @@ pub enum FeedbackError {
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Ledger {
-    commit: group_commit::GroupCommit,
+    /// `None` when answers do not wait for their records to reach the disk.
+    commit: Option<group_commit::GroupCommit>,
     db: sled::Db,
     requests: sled::Tree,
     /// tenant and request id → key in `requests`. Request ids may come from clients, so they
@@ -101,7 +103,11 @@ impl Ledger {
     /// Opens (or creates) the ledger at `path`. A ledger another handle holds is waited for
     /// up to [`LOCK_WAIT`]: a gateway that restarts may find its predecessor's background
     /// threads still letting go of the file.
-    pub fn open(path: &Path, flush_every_ms: u64) -> Result<Self, LedgerError> {
+    pub fn open(
+        path: &Path,
+        flush_every_ms: u64,
+        durable_answers: bool,
+    ) -> Result<Self, LedgerError> {
         let started = std::time::Instant::now();
         let db = loop {
             let opened = sled::Config::new()
@@ -127,9 +133,14 @@ impl Ledger {
                 }
             }
         };
-        let flusher = db.clone();
-        let commit = group_commit::GroupCommit::start(move || flusher.flush().map(drop))
-            .map_err(sled::Error::Io)?;
+        let commit = if durable_answers {
+            let flusher = db.clone();
+            let commit = group_commit::GroupCommit::start(move || flusher.flush().map(drop))
+                .map_err(sled::Error::Io)?;
+            Some(commit)
+        } else {
+            None
+        };
         Ok(Self {
             commit,
             requests: db.open_tree("requests")?,
@@ -197,8 +208,11 @@ impl Ledger {
 
     /// Resolves once everything written before the call is on disk. Callers that arrive
     /// while a flush runs share the next one, so that the fsyncs do not grow with the load.
+    /// At once when answers do not wait for the disk.
     pub async fn durable(&self) {
-        self.commit.wait().await;
+        if let Some(commit) = &self.commit {
+            commit.wait().await;
+        }
     }
 
     /// Writes everything to disk now.
@@ -261,7 +275,7 @@ mod tests {
     fn records_survive_a_reopen_in_time_order_and_carry_feedback() {
         let dir = std::env::temp_dir().join(format!("switchboard-ledger-{}", fastrand::u64(..)));
         {
-            let ledger = Ledger::open(&dir, 500).unwrap();
+            let ledger = Ledger::open(&dir, 500, true).unwrap();
             ledger.record(&entry("b", 2_000, "acme")).unwrap();
             ledger.record(&entry("a", 1_000, "acme")).unwrap();
             ledger.record(&entry("c", 3_000, "globex")).unwrap();
@@ -279,11 +293,11 @@ mod tests {
             assert!(unknown.is_err());
             // A second handle on the same directory is refused while this one is open.
             assert!(matches!(
-                Ledger::open(&dir, 500),
+                Ledger::open(&dir, 500, true),
                 Err(LedgerError::Locked(_))
             ));
         }
-        let ledger = Ledger::open(&dir, 500).unwrap();
+        let ledger = Ledger::open(&dir, 500, true).unwrap();
         let ids: Vec<String> = ledger.since(0).map(|e| e.unwrap().request_id).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         let later: Vec<String> = ledger.since(2_000).map(|e| e.unwrap().request_id).collect();
