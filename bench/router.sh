@@ -5,7 +5,8 @@
 # sentence-transformers, onnx and onnxruntime to skip that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p switchboard-bench --bin router_latency -p switchboard-gateway
+cargo build --release --locked -p switchboard-bench --bin router_latency
+cargo build --release --locked -p switchboard-gateway --bin switchboard
 target/release/switchboard models fetch --only all-minilm-l6-v2 >/dev/null
 python="${BENCH_PYTHON:-}"
 if [ -z "$python" ]; then

@@ -126,7 +126,7 @@ async fn stop_sequences_logprobs_and_bad_requests() {
     let error: Value = response.json().await.unwrap();
     let message = error["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("100000") && message.contains("4096"),
+        message.contains("100000") && message.contains("8192"),
         "{message}"
     );
 

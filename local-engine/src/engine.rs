@@ -317,6 +317,7 @@ enum GenerateError {
 fn model_reason(error: ModelError) -> String {
     match error {
         ModelError::Candle(e) => format!("the weights cannot be read: {e}"),
+        ModelError::Llama(e) => format!("the weights cannot be read: {e}"),
         other => other.to_string(),
     }
 }

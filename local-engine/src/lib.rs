@@ -1,15 +1,18 @@
 //! Switchboard's local engine: small language models in GGUF files, answered on this machine's
 //! CPU, streamed token by token, cancellable.
 //!
-//! [`engine`] owns the queue and the generation thread; [`model`] runs the transformer (candle's
-//! quantized models); [`tokenizer`] and [`chat_template`] come from the GGUF file's metadata;
-//! [`sampling`] picks tokens; [`text_stream`] turns tokens into sendable text and applies stop
+//! [`engine`] owns the queue and the generation thread; [`model`] runs the transformer: for
+//! llama files [`llama`], our own forward pass on [`quant`]'s quantized products (SIMD kernels
+//! picked at run time), for the others candle's quantized models; [`tokenizer`] and
+//! [`chat_template`] come from the GGUF file's metadata; [`sampling`] picks tokens; [`text_stream`] turns tokens into sendable text and applies stop
 //! sequences.
 
 pub mod chat_template;
 pub mod engine;
+pub mod llama;
 mod metadata;
 pub mod model;
+pub mod quant;
 pub mod sampling;
 pub mod text_stream;
 pub mod tokenizer;

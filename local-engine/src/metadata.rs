@@ -48,6 +48,14 @@ impl<'a> Metadata<'a> {
             .or_else(|| value.to_u64().ok().and_then(|v| u32::try_from(v).ok()))
     }
 
+    pub fn optional_f32(&self, key: &str) -> Option<f32> {
+        let value = self.get(key).ok()?;
+        value
+            .to_f32()
+            .ok()
+            .or_else(|| value.to_f64().ok().map(|v| v as f32))
+    }
+
     pub fn optional_bool(&self, key: &str) -> Option<bool> {
         self.get(key).ok()?.to_bool().ok()
     }

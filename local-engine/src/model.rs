@@ -1,6 +1,6 @@
-//! The transformer itself: GGUF weights run by candle's quantized model code, one variant per
-//! architecture. This is the hot path that the speed work replaces; everything else talks to it
-//! through [`Model::forward`].
+//! The transformer itself, one variant per architecture: llama files whose weights are Q4_1 or
+//! Q8_0 run on our own forward pass ([`crate::llama`]), everything else on candle's quantized
+//! model code. Everything else talks to it through [`Model::forward`].
 
 use std::fs::File;
 
@@ -15,6 +15,7 @@ use crate::metadata::Metadata;
 pub const SUPPORTED: &str = "llama, qwen2, qwen3, phi3, gemma3";
 
 enum Weights {
+    Own(crate::llama::Llama),
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
@@ -39,6 +40,8 @@ pub enum ModelError {
     Metadata(#[from] crate::metadata::MetadataError),
     #[error("{0}")]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Llama(#[from] crate::llama::LlamaError),
 }
 
 impl Model {
@@ -50,39 +53,47 @@ impl Model {
         let declared = metadata
             .optional_u32(&format!("{architecture}.context_length"))
             .map_or(usize::MAX, |n| n as usize);
-        let (weights, table_limit) = match architecture.as_str() {
-            "llama" => (
+        let own = match architecture.as_str() {
+            "llama" => crate::llama::Llama::load(&content, file)?,
+            _ => None,
+        };
+        let (weights, table_limit) = match (architecture.as_str(), own) {
+            (_, Some(own)) => {
+                let limit = own.context_length();
+                (Weights::Own(own), limit)
+            }
+            ("llama", None) => (
                 Weights::Llama(quantized_llama::ModelWeights::from_gguf(
                     content, file, &device,
                 )?),
                 // candle's rotary tables for llama stop here.
                 quantized_llama::MAX_SEQ_LEN,
             ),
-            "qwen2" => (
+            ("qwen2", None) => (
                 Weights::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
                     content, file, &device,
                 )?),
                 usize::MAX,
             ),
-            "qwen3" => (
+            ("qwen3", None) => (
                 Weights::Qwen3(quantized_qwen3::ModelWeights::from_gguf(
                     content, file, &device,
                 )?),
                 usize::MAX,
             ),
-            "phi3" => (
+            ("phi3", None) => (
                 Weights::Phi3(quantized_phi3::ModelWeights::from_gguf(
                     false, content, file, &device,
                 )?),
                 usize::MAX,
             ),
-            "gemma3" => (
+            ("gemma3", None) => (
                 Weights::Gemma3(quantized_gemma3::ModelWeights::from_gguf(
                     content, file, &device,
                 )?),
                 quantized_gemma3::MAX_SEQ_LEN,
             ),
-            other => return Err(ModelError::UnsupportedArchitecture(other.to_owned())),
+            (other, None) => return Err(ModelError::UnsupportedArchitecture(other.to_owned())),
         };
         let context_length = declared.min(table_limit);
         Ok(Self {
@@ -96,6 +107,7 @@ impl Model {
     /// Forgets the sequence so far.
     pub fn reset(&mut self) {
         match &mut self.weights {
+            Weights::Own(w) => w.reset(),
             Weights::Llama(w) => w.clear_kv_cache(),
             Weights::Qwen2(w) => w.clear_kv_cache(),
             Weights::Qwen3(w) => w.clear_kv_cache(),
@@ -106,13 +118,14 @@ impl Model {
 
     /// Runs `tokens` at positions `position..`, and returns the logits of the last one.
     pub fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, ModelError> {
-        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let input = || Tensor::new(tokens, &self.device)?.unsqueeze(0);
         let logits = match &mut self.weights {
-            Weights::Llama(w) => w.forward(&input, position)?,
-            Weights::Qwen2(w) => w.forward(&input, position)?,
-            Weights::Qwen3(w) => w.forward(&input, position)?,
-            Weights::Phi3(w) => w.forward(&input, position)?,
-            Weights::Gemma3(w) => w.forward(&input, position)?,
+            Weights::Own(w) => return Ok(w.forward(tokens, position)),
+            Weights::Llama(w) => w.forward(&input()?, position)?,
+            Weights::Qwen2(w) => w.forward(&input()?, position)?,
+            Weights::Qwen3(w) => w.forward(&input()?, position)?,
+            Weights::Phi3(w) => w.forward(&input()?, position)?,
+            Weights::Gemma3(w) => w.forward(&input()?, position)?,
         };
         // [1, vocab] from most architectures, [1, tokens, vocab] from some: keep the last row.
         let mut logits = logits.squeeze(0)?;

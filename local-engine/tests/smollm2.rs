@@ -200,6 +200,8 @@ fn prompts_render_like_the_reference() {
 /// How far below our best logit llama.cpp's choice may be and still count as the same decision:
 /// the two engines' logits differ with a standard deviation of about 0.13.
 const NEAR_TIE: f32 = 0.2;
+/// Free-running decoding of an "exact" conversation follows llama.cpp's at least this far.
+const EXACT_PREFIX: usize = 8;
 
 #[test]
 fn greedy_tokens_match_llama_cpp() {
@@ -214,18 +216,24 @@ fn greedy_tokens_match_llama_cpp() {
         let expected = &conversation.greedy_ids;
         if conversation.check == "exact" {
             assert!(expected.len() >= 16, "{}", conversation.prompt);
-            // Free-running: our own tokens are fed back.
+            // Free-running: our own tokens are fed back, and they are llama.cpp's until a
+            // near tie, where the last bits of two engines' sums may pick either side (and the
+            // rest of the answer follows that side).
             model.reset();
             let mut logits = model.forward(prompt, 0).unwrap();
-            let mut greedy = Vec::new();
-            while greedy.len() < expected.len() {
-                let token = switchboard_local_engine::sampling::argmax(&logits);
-                greedy.push(token);
-                logits = model
-                    .forward(&[token], prompt.len() + greedy.len() - 1)
-                    .unwrap();
+            for (step, &theirs) in expected.iter().enumerate() {
+                let ours = switchboard_local_engine::sampling::argmax(&logits);
+                if ours != theirs {
+                    let gap = logits[ours as usize] - logits[theirs as usize];
+                    assert!(
+                        step >= EXACT_PREFIX && gap < NEAR_TIE,
+                        "step {step} of {:?}: we chose {ours}, llama.cpp {theirs}, {gap} below",
+                        conversation.prompt
+                    );
+                    break;
+                }
+                logits = model.forward(&[ours], prompt.len() + step).unwrap();
             }
-            assert_eq!(&greedy, expected, "{}", conversation.prompt);
         }
         // Teacher-forced: llama.cpp's tokens are fed back, and each of its choices must be ours
         // or a near-tie with ours.
@@ -303,19 +311,16 @@ fn the_engine_answers_greedily_with_stops_limits_and_logprobs() {
 fn requests_beyond_the_context_are_refused_with_the_numbers() {
     let engine = engine(4);
     let context = engine.info().context_length;
-    assert_eq!(
-        context, 4096,
-        "SmolLM2 says 8192; candle's llama tables stop at 4096"
-    );
+    assert_eq!(context, 8192, "SmolLM2 says 8192");
     let Err(SubmitError::ContextExceeded {
         prompt,
         requested,
         context: limit,
-    }) = engine.submit(request(ask("hi"), 5000))
+    }) = engine.submit(request(ask("hi"), 9000))
     else {
         panic!("expected ContextExceeded");
     };
-    assert_eq!((requested, limit), (5000, 4096));
+    assert_eq!((requested, limit), (9000, 8192));
     assert!(prompt > 1);
 }
 

@@ -1,0 +1,518 @@
+//! Llama-architecture models (SmolLM2, TinyLlama, Mistral-style files) run by our own forward
+//! pass on the quantized products of [`crate::quant`], where candle's CPU path is slow (a
+//! scalar Q4_1 dot product, prompts processed row by row, a KV cache grown by concatenation).
+//! Weights stay as the file has them (Q4_1 or Q8_0 blocks; norms in f32); activations are
+//! quantized to 8 bits per block before each product, as llama.cpp does. Each layer's KV cache
+//! grows by doubling. A file with other weight formats, or with rope frequency factors, is
+//! left to candle (see [`crate::model`]).
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+
+use candle_core::quantized::GgmlDType;
+use candle_core::quantized::gguf_file::Content;
+use rayon::prelude::*;
+
+use crate::metadata::{Metadata, MetadataError};
+use crate::quant::{self, Format, Isa, Q8Vector, QuantMatrix};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlamaError {
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("tensor '{0}' is missing")]
+    Missing(String),
+    #[error("tensor '{name}' has shape {shape:?}, expected {expected:?}")]
+    Shape {
+        name: String,
+        shape: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("tensor '{name}' lies beyond the end of the file")]
+    Truncated { name: String },
+    #[error("tensor '{name}': {source}")]
+    Quant {
+        name: String,
+        source: quant::QuantError,
+    },
+    #[error("cannot read tensor '{name}': {source}")]
+    Io {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("the model's dimensions do not fit together: {0}")]
+    Dimensions(String),
+}
+
+struct Config {
+    dim: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    rope_dim: usize,
+    eps: f32,
+    context_length: usize,
+}
+
+impl Config {
+    fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+}
+
+struct Layer {
+    attention_norm: Vec<f32>,
+    query: QuantMatrix,
+    key: QuantMatrix,
+    value: QuantMatrix,
+    attention_output: QuantMatrix,
+    ffn_norm: Vec<f32>,
+    gate: QuantMatrix,
+    up: QuantMatrix,
+    down: QuantMatrix,
+}
+
+/// Keys and values of every position so far, per layer: `[position][kv_dim]`.
+#[derive(Default)]
+struct KvCache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    len: usize,
+}
+
+pub struct Llama {
+    isa: Isa,
+    config: Config,
+    embeddings: QuantMatrix,
+    /// `None`: the output layer is the embeddings (tied weights).
+    output: Option<QuantMatrix>,
+    output_norm: Vec<f32>,
+    layers: Vec<Layer>,
+    inverse_frequencies: Vec<f32>,
+    cache: KvCache,
+}
+
+/// Reads the tensors of a GGUF file, checking each against the file's size before reading it.
+struct Tensors<'a> {
+    content: &'a Content,
+    file: &'a mut File,
+    file_len: u64,
+}
+
+/// A tensor's type and dimensions (rows first), or `None` when it is not in the file.
+type Found = Option<(GgmlDType, Vec<usize>)>;
+
+impl Tensors<'_> {
+    fn describe(&self, name: &str) -> Found {
+        let info = self.content.tensor_infos.get(name)?;
+        Some((info.ggml_dtype, info.shape.dims().to_vec()))
+    }
+
+    fn bytes(&mut self, name: &str) -> Result<Vec<u8>, LlamaError> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| LlamaError::Missing(name.to_owned()))?;
+        let dtype = info.ggml_dtype;
+        let size = (info.shape.elem_count() / dtype.block_size() * dtype.type_size()) as u64;
+        let start = self.content.tensor_data_offset.checked_add(info.offset);
+        let end = start.and_then(|s| s.checked_add(size));
+        let (Some(start), Some(end)) = (start, end) else {
+            return Err(LlamaError::Truncated {
+                name: name.to_owned(),
+            });
+        };
+        if end > self.file_len {
+            return Err(LlamaError::Truncated {
+                name: name.to_owned(),
+            });
+        }
+        let io = |source| LlamaError::Io {
+            name: name.to_owned(),
+            source,
+        };
+        let mut data = vec![0; size as usize];
+        self.file.seek(SeekFrom::Start(start)).map_err(io)?;
+        self.file.read_exact(&mut data).map_err(io)?;
+        Ok(data)
+    }
+
+    /// A `rows × columns` weight matrix, or `None` if its format is not one the kernels take.
+    fn matrix(
+        &mut self,
+        name: &str,
+        rows: usize,
+        columns: usize,
+    ) -> Result<Option<QuantMatrix>, LlamaError> {
+        let (dtype, dims) = self
+            .describe(name)
+            .ok_or_else(|| LlamaError::Missing(name.to_owned()))?;
+        if dims != [rows, columns] {
+            return Err(LlamaError::Shape {
+                name: name.to_owned(),
+                shape: dims,
+                expected: vec![rows, columns],
+            });
+        }
+        let format = match dtype {
+            GgmlDType::Q4_1 => Format::Q4_1,
+            GgmlDType::Q8_0 => Format::Q8_0,
+            _ => return Ok(None),
+        };
+        let data = self.bytes(name)?;
+        QuantMatrix::new(format, rows, columns, data)
+            .map(Some)
+            .map_err(|source| LlamaError::Quant {
+                name: name.to_owned(),
+                source,
+            })
+    }
+
+    /// An f32 vector (a norm's weights), or `None` if it is stored otherwise.
+    fn vector(&mut self, name: &str, len: usize) -> Result<Option<Vec<f32>>, LlamaError> {
+        let (dtype, dims) = self
+            .describe(name)
+            .ok_or_else(|| LlamaError::Missing(name.to_owned()))?;
+        if dims != [len] {
+            return Err(LlamaError::Shape {
+                name: name.to_owned(),
+                shape: dims,
+                expected: vec![len],
+            });
+        }
+        if dtype != GgmlDType::F32 {
+            return Ok(None);
+        }
+        let bytes = self.bytes(name)?;
+        Ok(Some(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ))
+    }
+}
+
+/// Returns `None` from the enclosing function when a tensor is in a format we leave to candle.
+macro_rules! or_candle {
+    ($found:expr) => {
+        match $found? {
+            Some(value) => value,
+            None => return Ok(None),
+        }
+    };
+}
+
+impl Llama {
+    /// Loads a llama-architecture file, or returns `None` when its weights are in formats the
+    /// kernels do not take (candle runs those).
+    pub fn load(content: &Content, file: &mut File) -> Result<Option<Self>, LlamaError> {
+        let metadata = Metadata(content);
+        let number = |key: &str| -> Result<usize, LlamaError> {
+            metadata
+                .optional_u32(key)
+                .map(|n| n as usize)
+                .ok_or_else(|| MetadataError::Missing(key.to_owned()).into())
+        };
+        let dim = number("llama.embedding_length")?;
+        let heads = number("llama.attention.head_count")?;
+        let kv_heads = metadata
+            .optional_u32("llama.attention.head_count_kv")
+            .map_or(heads, |n| n as usize);
+        let layers = number("llama.block_count")?;
+        let hidden = number("llama.feed_forward_length")?;
+        if heads == 0 || kv_heads == 0 || dim % heads != 0 || heads % kv_heads != 0 {
+            return Err(LlamaError::Dimensions(format!(
+                "{dim} wide, {heads} heads, {kv_heads} key/value heads"
+            )));
+        }
+        let head_dim = dim / heads;
+        let rope_dim = metadata
+            .optional_u32("llama.rope.dimension_count")
+            .map_or(head_dim, |n| n as usize);
+        if rope_dim > head_dim || rope_dim % 2 != 0 {
+            return Err(LlamaError::Dimensions(format!(
+                "rotary dimensions {rope_dim} for heads of {head_dim}"
+            )));
+        }
+        if content.tensor_infos.contains_key("rope_freqs.weight") {
+            return Ok(None); // scaled rotary frequencies (Llama 3.1 and later): candle's
+        }
+        let eps = metadata
+            .optional_f32("llama.attention.layer_norm_rms_epsilon")
+            .unwrap_or(1e-5);
+        let rope_base = metadata
+            .optional_f32("llama.rope.freq_base")
+            .unwrap_or(10_000.0);
+        let context_length = metadata
+            .optional_u32("llama.context_length")
+            .map_or(2048, |n| n as usize);
+        let config = Config {
+            dim,
+            heads,
+            kv_heads,
+            head_dim,
+            rope_dim,
+            eps,
+            context_length,
+        };
+
+        let file_len = file
+            .metadata()
+            .map_err(|source| LlamaError::Io {
+                name: "the file".to_owned(),
+                source,
+            })?
+            .len();
+        let mut tensors = Tensors {
+            content,
+            file,
+            file_len,
+        };
+        let vocab = match tensors.describe("token_embd.weight") {
+            Some((_, dims)) if dims.len() == 2 => dims[0],
+            Some((_, dims)) => {
+                return Err(LlamaError::Shape {
+                    name: "token_embd.weight".to_owned(),
+                    shape: dims,
+                    expected: vec![0, dim],
+                });
+            }
+            None => return Err(LlamaError::Missing("token_embd.weight".to_owned())),
+        };
+        let embeddings = or_candle!(tensors.matrix("token_embd.weight", vocab, dim));
+        let output = match tensors.describe("output.weight") {
+            Some(_) => Some(or_candle!(tensors.matrix("output.weight", vocab, dim))),
+            None => None,
+        };
+        let output_norm = or_candle!(tensors.vector("output_norm.weight", dim));
+        let kv_dim = config.kv_dim();
+        let mut blocks = Vec::with_capacity(layers);
+        for l in 0..layers {
+            let name = |part: &str| format!("blk.{l}.{part}.weight");
+            blocks.push(Layer {
+                attention_norm: or_candle!(tensors.vector(&name("attn_norm"), dim)),
+                query: or_candle!(tensors.matrix(&name("attn_q"), dim, dim)),
+                key: or_candle!(tensors.matrix(&name("attn_k"), kv_dim, dim)),
+                value: or_candle!(tensors.matrix(&name("attn_v"), kv_dim, dim)),
+                attention_output: or_candle!(tensors.matrix(&name("attn_output"), dim, dim)),
+                ffn_norm: or_candle!(tensors.vector(&name("ffn_norm"), dim)),
+                gate: or_candle!(tensors.matrix(&name("ffn_gate"), hidden, dim)),
+                up: or_candle!(tensors.matrix(&name("ffn_up"), hidden, dim)),
+                down: or_candle!(tensors.matrix(&name("ffn_down"), dim, hidden)),
+            });
+        }
+        let inverse_frequencies = (0..rope_dim / 2)
+            .map(|i| rope_base.powf(-2.0 * i as f32 / rope_dim as f32))
+            .collect();
+        Ok(Some(Self {
+            isa: Isa::detect(),
+            cache: KvCache {
+                keys: vec![Vec::new(); layers],
+                values: vec![Vec::new(); layers],
+                len: 0,
+            },
+            config,
+            embeddings,
+            output,
+            output_norm,
+            layers: blocks,
+            inverse_frequencies,
+        }))
+    }
+
+    /// The longest sequence the file says the model was trained for.
+    pub fn context_length(&self) -> usize {
+        self.config.context_length
+    }
+
+    /// Forgets the sequence so far (the cache keeps its memory).
+    pub fn reset(&mut self) {
+        self.cache.len = 0;
+    }
+
+    /// Runs `tokens` at positions `position..` (earlier positions come from the cache) and
+    /// returns the logits of the last one.
+    pub fn forward(&mut self, tokens: &[u32], position: usize) -> Vec<f32> {
+        assert!(!tokens.is_empty(), "at least one token");
+        assert!(position <= self.cache.len, "positions follow the cache");
+        let c = &self.config;
+        let (dim, kv_dim, count) = (c.dim, c.kv_dim(), tokens.len());
+        let isa = self.isa;
+
+        let mut x = vec![0.0f32; count * dim];
+        for (row, &token) in x.chunks_exact_mut(dim).zip(tokens) {
+            let token = (token as usize).min(self.embeddings.rows() - 1);
+            self.embeddings.dequantize_row(token, row);
+        }
+        let mut normed = vec![0.0f32; count * dim];
+        let mut quantized = vec![Q8Vector::default(); count];
+        let mut queries = vec![0.0f32; count * dim];
+        let mut keys = vec![0.0f32; count * kv_dim];
+        let mut values = vec![0.0f32; count * kv_dim];
+        let mut attended = vec![0.0f32; count * dim];
+        let mut projected = vec![0.0f32; count * dim];
+        let hidden = self.layers.first().map_or(0, |l| l.gate.rows());
+        let mut gate = vec![0.0f32; count * hidden];
+        let mut up = vec![0.0f32; count * hidden];
+        let mut quantized_hidden = vec![Q8Vector::default(); count];
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            rms_norm_rows(&x, &layer.attention_norm, c.eps, &mut normed);
+            quantize_rows(&normed, dim, &mut quantized);
+            product(isa, &layer.query, &quantized, &mut queries);
+            product(isa, &layer.key, &quantized, &mut keys);
+            product(isa, &layer.value, &quantized, &mut values);
+            for t in 0..count {
+                let at = position + t;
+                rotate(
+                    &mut queries[t * dim..(t + 1) * dim],
+                    c,
+                    &self.inverse_frequencies,
+                    at,
+                );
+                rotate(
+                    &mut keys[t * kv_dim..(t + 1) * kv_dim],
+                    c,
+                    &self.inverse_frequencies,
+                    at,
+                );
+            }
+            let cached_keys = &mut self.cache.keys[l];
+            let cached_values = &mut self.cache.values[l];
+            cached_keys.truncate(position * kv_dim);
+            cached_values.truncate(position * kv_dim);
+            cached_keys.extend_from_slice(&keys);
+            cached_values.extend_from_slice(&values);
+            attend(
+                c,
+                &queries,
+                cached_keys,
+                cached_values,
+                position,
+                &mut attended,
+            );
+            quantize_rows(&attended, dim, &mut quantized);
+            product(isa, &layer.attention_output, &quantized, &mut projected);
+            add(&mut x, &projected);
+
+            rms_norm_rows(&x, &layer.ffn_norm, c.eps, &mut normed);
+            quantize_rows(&normed, dim, &mut quantized);
+            product(isa, &layer.gate, &quantized, &mut gate);
+            product(isa, &layer.up, &quantized, &mut up);
+            for (g, u) in gate.iter_mut().zip(&up) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+            quantize_rows(&gate, hidden, &mut quantized_hidden);
+            product(isa, &layer.down, &quantized_hidden, &mut projected);
+            add(&mut x, &projected);
+        }
+        self.cache.len = position + count;
+
+        let last = &x[(count - 1) * dim..];
+        let mut normed_last = vec![0.0f32; dim];
+        rms_norm(last, &self.output_norm, c.eps, &mut normed_last);
+        let output = self.output.as_ref().unwrap_or(&self.embeddings);
+        let mut logits = vec![0.0f32; output.rows()];
+        quant::matvec(isa, output, &Q8Vector::quantize(&normed_last), &mut logits);
+        logits
+    }
+}
+
+/// `out = matrix · x` for each quantized row `x`.
+fn product(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) {
+    if let [x] = xs {
+        quant::matvec(isa, matrix, x, out);
+    } else {
+        quant::matmul(isa, matrix, xs, out);
+    }
+}
+
+fn quantize_rows(values: &[f32], width: usize, out: &mut [Q8Vector]) {
+    for (row, quantized) in values.chunks_exact(width).zip(out) {
+        quantized.quantize_from(row);
+    }
+}
+
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    // As llama.cpp: the squares summed in f64, then one scale.
+    let sum: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * scale * w;
+    }
+}
+
+fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let width = weight.len();
+    for (row, out) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        rms_norm(row, weight, eps, out);
+    }
+}
+
+fn add(x: &mut [f32], delta: &[f32]) {
+    for (a, b) in x.iter_mut().zip(delta) {
+        *a += b;
+    }
+}
+
+/// Rotary position embedding of every head in `heads` at `position`, GGUF's llama convention:
+/// adjacent pairs `(2i, 2i + 1)` rotate together.
+fn rotate(heads: &mut [f32], config: &Config, inverse_frequencies: &[f32], position: usize) {
+    for head in heads.chunks_exact_mut(config.head_dim) {
+        for (pair, &frequency) in head[..config.rope_dim]
+            .chunks_exact_mut(2)
+            .zip(inverse_frequencies)
+        {
+            let (sin, cos) = (position as f32 * frequency).sin_cos();
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * cos - b * sin;
+            pair[1] = a * sin + b * cos;
+        }
+    }
+}
+
+/// Causal attention of the new tokens (at `position..`) over every cached position, each
+/// query head reading its group's key/value head. Heads run in parallel.
+fn attend(
+    config: &Config,
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    position: usize,
+    out: &mut [f32],
+) {
+    let (head_dim, kv_dim) = (config.head_dim, config.kv_dim());
+    let group = config.heads / config.kv_heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    out.par_chunks_mut(head_dim)
+        .enumerate()
+        .for_each(|(index, out)| {
+            let (t, head) = (index / config.heads, index % config.heads);
+            let query = &queries[index * head_dim..(index + 1) * head_dim];
+            let offset = (head / group) * head_dim;
+            let visible = position + t + 1;
+            let mut scores: Vec<f32> = (0..visible)
+                .map(|p| {
+                    let key = &keys[p * kv_dim + offset..p * kv_dim + offset + head_dim];
+                    query.iter().zip(key).map(|(q, k)| q * k).sum::<f32>() * scale
+                })
+                .collect();
+            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let mut total = 0.0;
+            for s in &mut scores {
+                *s = (*s - max).exp();
+                total += *s;
+            }
+            out.fill(0.0);
+            for (p, s) in scores.iter().enumerate() {
+                let weight = s / total;
+                let value = &values[p * kv_dim + offset..p * kv_dim + offset + head_dim];
+                for (o, v) in out.iter_mut().zip(value) {
+                    *o += weight * v;
+                }
+            }
+        });
+}

@@ -1,0 +1,525 @@
+//! Quantized products, the engine's hot loop: weight matrices in GGUF's Q4_1 and Q8_0 blocks
+//! times activations quantized to 8 bits per block of 32 values (as llama.cpp does). The block
+//! dot products have kernels for AVX-512 VNNI (`vpdpbusd`), AVX2 (`vpmaddubsw`) and any CPU,
+//! picked once at run time, so that the release binary runs on any x86-64; the tests hold every
+//! kernel this CPU can run to the portable one.
+//!
+//! Q4_1 block (20 bytes): scale `d` and minimum `m` (f16), then 16 bytes whose low nibbles are
+//! values 0–15 and high nibbles values 16–31; value = d·q + m. Q8_0 block (34 bytes): `d` (f16)
+//! and 32 signed bytes; value = d·q.
+
+use half::f16;
+use rayon::prelude::*;
+
+/// Values per block, in weights and activations alike.
+pub const BLOCK: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Q4_1,
+    Q8_0,
+}
+
+impl Format {
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            Format::Q4_1 => 20,
+            Format::Q8_0 => 34,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QuantError {
+    #[error("a row of {0} values is not whole blocks of {BLOCK}")]
+    PartialBlock(usize),
+    #[error("{format:?} data of {rows}×{columns} needs {expected} bytes, not {actual}")]
+    Size {
+        format: Format,
+        rows: usize,
+        columns: usize,
+        expected: usize,
+        actual: usize,
+    },
+}
+
+/// A weight matrix as GGUF stores it: `rows` rows of `columns` values, each row a run of blocks.
+pub struct QuantMatrix {
+    format: Format,
+    rows: usize,
+    columns: usize,
+    data: Vec<u8>,
+}
+
+impl QuantMatrix {
+    pub fn new(
+        format: Format,
+        rows: usize,
+        columns: usize,
+        data: Vec<u8>,
+    ) -> Result<Self, QuantError> {
+        if !columns.is_multiple_of(BLOCK) {
+            return Err(QuantError::PartialBlock(columns));
+        }
+        let expected = rows * columns / BLOCK * format.block_bytes();
+        if data.len() != expected {
+            return Err(QuantError::Size {
+                format,
+                rows,
+                columns,
+                expected,
+                actual: data.len(),
+            });
+        }
+        Ok(Self {
+            format,
+            rows,
+            columns,
+            data,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn columns(&self) -> usize {
+        self.columns
+    }
+
+    fn row(&self, row: usize) -> &[u8] {
+        let bytes = self.columns / BLOCK * self.format.block_bytes();
+        &self.data[row * bytes..(row + 1) * bytes]
+    }
+
+    /// One row in f32 (an embedding lookup).
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        let bytes = self.format.block_bytes();
+        for (block, values) in self
+            .row(row)
+            .chunks_exact(bytes)
+            .zip(out.chunks_exact_mut(BLOCK))
+        {
+            let d = half_at(block, 0);
+            match self.format {
+                Format::Q4_1 => {
+                    let m = half_at(block, 2);
+                    for (j, &byte) in block[4..20].iter().enumerate() {
+                        values[j] = d * f32::from(byte & 0x0f) + m;
+                        values[j + 16] = d * f32::from(byte >> 4) + m;
+                    }
+                }
+                Format::Q8_0 => {
+                    for (value, &q) in values.iter_mut().zip(&block[2..34]) {
+                        *value = d * f32::from(q as i8);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn half_at(block: &[u8], at: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([block[at], block[at + 1]])).to_f32()
+}
+
+/// A vector quantized to 8 bits per block (llama.cpp's Q8_1): per block its scale, the sum of
+/// its values (scale × the sum of its quanta, which Q4_1's minimum multiplies), and the quanta.
+#[derive(Debug, Clone, Default)]
+pub struct Q8Vector {
+    scales: Vec<f32>,
+    sums: Vec<f32>,
+    quanta: Vec<i8>,
+}
+
+impl Q8Vector {
+    pub fn quantize(values: &[f32]) -> Self {
+        let mut vector = Self::default();
+        vector.quantize_from(values);
+        vector
+    }
+
+    /// Requantizes in place (the buffers are kept between tokens).
+    pub fn quantize_from(&mut self, values: &[f32]) {
+        assert!(values.len().is_multiple_of(BLOCK), "whole blocks only");
+        let blocks = values.len() / BLOCK;
+        self.scales.resize(blocks, 0.0);
+        self.sums.resize(blocks, 0.0);
+        self.quanta.resize(values.len(), 0);
+        // As llama.cpp's x86 code does it, to the rounding: the inverse is 127 / max, halves
+        // round to even, the scale and the sum are stored as f16. The model's greedy answers
+        // then match llama.cpp's (small models amplify the last bit of a product).
+        for (b, block) in values.chunks_exact(BLOCK).enumerate() {
+            let amax = block.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let scale = amax / 127.0;
+            let inverse = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            let mut sum = 0i32;
+            for (q, &v) in self.quanta[b * BLOCK..(b + 1) * BLOCK]
+                .iter_mut()
+                .zip(block)
+            {
+                *q = (v * inverse).round_ties_even() as i8;
+                sum += i32::from(*q);
+            }
+            self.scales[b] = f16::from_f32(scale).to_f32();
+            self.sums[b] = f16::from_f32(scale * sum as f32).to_f32();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.quanta.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.quanta.is_empty()
+    }
+}
+
+/// The kernels this CPU can run, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Portable,
+    /// AVX2, FMA and F16C.
+    Avx2,
+    /// AVX-512 (F, BW, VL) with VNNI, on top of AVX2.
+    Avx512Vnni,
+}
+
+impl Isa {
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+            if avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni")
+            {
+                return Self::Avx512Vnni;
+            }
+            if avx2 {
+                return Self::Avx2;
+            }
+        }
+        Self::Portable
+    }
+
+    /// Every level this CPU runs, best first.
+    pub fn supported() -> Vec<Self> {
+        let best = Self::detect();
+        [Self::Avx512Vnni, Self::Avx2, Self::Portable]
+            .into_iter()
+            .filter(|isa| *isa <= best)
+            .collect()
+    }
+}
+
+/// One weight row times a quantized vector.
+pub fn dot(isa: Isa, format: Format, row: &[u8], x: &Q8Vector) -> f32 {
+    debug_assert_eq!(row.len() / format.block_bytes() * BLOCK, x.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `isa` came from `Isa::detect`, so this CPU has the features each kernel
+        // enables; the kernels read within `row` and `x`, whose lengths agree (checked above in
+        // debug builds, and by `QuantMatrix`/`Q8Vector` construction in the callers).
+        unsafe {
+            match (isa, format) {
+                (Isa::Avx512Vnni, Format::Q4_1) => return x86::q4_1_vnni(row, x),
+                (Isa::Avx512Vnni, Format::Q8_0) => return x86::q8_0_vnni(row, x),
+                (Isa::Avx2, Format::Q4_1) => return x86::q4_1_avx2(row, x),
+                (Isa::Avx2, Format::Q8_0) => return x86::q8_0_avx2(row, x),
+                (Isa::Portable, _) => {}
+            }
+        }
+    }
+    portable::dot(format, row, x)
+}
+
+/// `out[r] = row r · x` for every row, the rows shared among the threads.
+pub fn matvec(isa: Isa, matrix: &QuantMatrix, x: &Q8Vector, out: &mut [f32]) {
+    assert_eq!(x.len(), matrix.columns);
+    assert_eq!(out.len(), matrix.rows);
+    const ROWS_PER_TASK: usize = 64;
+    out.par_chunks_mut(ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            for (i, value) in chunk.iter_mut().enumerate() {
+                let row = matrix.row(task * ROWS_PER_TASK + i);
+                *value = dot(isa, matrix.format, row, x);
+            }
+        });
+}
+
+/// `out[t][r] = row r · xs[t]` for several vectors (a prompt's tokens). Each task takes a few
+/// rows and runs every vector past them while they are in cache.
+pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) {
+    let rows = matrix.rows;
+    assert_eq!(out.len(), xs.len() * rows);
+    assert!(xs.iter().all(|x| x.len() == matrix.columns));
+    const ROWS_PER_TASK: usize = 16;
+    let tasks = rows.div_ceil(ROWS_PER_TASK);
+    // Each task computes its own rows for every token, into a buffer of its own.
+    let blocks: Vec<Vec<f32>> = (0..tasks)
+        .into_par_iter()
+        .map(|task| {
+            let first = task * ROWS_PER_TASK;
+            let last = (first + ROWS_PER_TASK).min(rows);
+            let mut values = Vec::with_capacity((last - first) * xs.len());
+            for x in xs {
+                for row in first..last {
+                    values.push(dot(isa, matrix.format, matrix.row(row), x));
+                }
+            }
+            values
+        })
+        .collect();
+    for (task, values) in blocks.iter().enumerate() {
+        let first = task * ROWS_PER_TASK;
+        let width = values.len() / xs.len().max(1);
+        for (t, chunk) in values.chunks_exact(width.max(1)).enumerate() {
+            out[t * rows + first..t * rows + first + width].copy_from_slice(chunk);
+        }
+    }
+}
+
+mod portable {
+    use super::*;
+
+    pub fn dot(format: Format, row: &[u8], x: &Q8Vector) -> f32 {
+        let bytes = format.block_bytes();
+        let mut total = 0.0f32;
+        for (b, block) in row.chunks_exact(bytes).enumerate() {
+            let quanta = &x.quanta[b * BLOCK..(b + 1) * BLOCK];
+            let d = half_at(block, 0);
+            match format {
+                Format::Q4_1 => {
+                    let mut sum = 0i32;
+                    for (j, &byte) in block[4..20].iter().enumerate() {
+                        sum += i32::from(byte & 0x0f) * i32::from(quanta[j]);
+                        sum += i32::from(byte >> 4) * i32::from(quanta[j + 16]);
+                    }
+                    total += d * x.scales[b] * sum as f32 + half_at(block, 2) * x.sums[b];
+                }
+                Format::Q8_0 => {
+                    let sum: i32 = block[2..34]
+                        .iter()
+                        .zip(quanta)
+                        .map(|(&w, &a)| i32::from(w as i8) * i32::from(a))
+                        .sum();
+                    total += d * x.scales[b] * sum as f32;
+                }
+            }
+        }
+        total
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, Q8Vector};
+
+    #[inline(always)]
+    unsafe fn half(block: *const u8) -> f32 {
+        // SAFETY: the caller's block has its f16 at `block`; F16C is enabled by every caller.
+        unsafe {
+            let bits = i32::from(u16::from_le_bytes([*block, *block.add(1)]));
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn sum8(v: __m256) -> f32 {
+        // SAFETY: plain register arithmetic, AVX enabled by every caller.
+        unsafe {
+            let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+            _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
+        }
+    }
+
+    /// The 32 unsigned 4-bit values of a Q4_1 block, in order, one per byte.
+    #[inline(always)]
+    unsafe fn nibbles(block: *const u8) -> __m256i {
+        // SAFETY: a Q4_1 block has 16 bytes of nibbles at offset 4.
+        unsafe {
+            let packed = _mm_loadu_si128(block.add(4) as *const __m128i);
+            let mask = _mm_set1_epi8(0x0f);
+            let low = _mm_and_si128(packed, mask);
+            let high = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+            _mm256_set_m128i(high, low)
+        }
+    }
+
+    /// Generates a Q4_1 and a Q8_0 kernel around `$products`, which turns 32 unsigned bytes
+    /// and 32 signed bytes into 8 sums of 4 products.
+    macro_rules! kernels {
+        ($features:literal, $q4_1:ident, $q8_0:ident, $products:ident) => {
+            #[target_feature(enable = $features)]
+            pub unsafe fn $q4_1(row: &[u8], x: &Q8Vector) -> f32 {
+                let blocks = x.quanta.len() / BLOCK;
+                let mut acc = _mm256_setzero_ps();
+                let mut minimums = 0.0f32;
+                for b in 0..blocks {
+                    // SAFETY: `row` holds `blocks` Q4_1 blocks of 20 bytes, `x` as many blocks.
+                    unsafe {
+                        let block = row.as_ptr().add(b * 20);
+                        let a =
+                            _mm256_loadu_si256(x.quanta.as_ptr().add(b * BLOCK) as *const __m256i);
+                        let sums = $products(nibbles(block), a);
+                        let scale = _mm256_set1_ps(half(block) * *x.scales.get_unchecked(b));
+                        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
+                        minimums += half(block.add(2)) * *x.sums.get_unchecked(b);
+                    }
+                }
+                // SAFETY: register arithmetic.
+                unsafe { sum8(acc) + minimums }
+            }
+
+            #[target_feature(enable = $features)]
+            pub unsafe fn $q8_0(row: &[u8], x: &Q8Vector) -> f32 {
+                let blocks = x.quanta.len() / BLOCK;
+                let mut acc = _mm256_setzero_ps();
+                for b in 0..blocks {
+                    // SAFETY: `row` holds `blocks` Q8_0 blocks of 34 bytes, `x` as many blocks.
+                    unsafe {
+                        let block = row.as_ptr().add(b * 34);
+                        let w = _mm256_loadu_si256(block.add(2) as *const __m256i);
+                        let a =
+                            _mm256_loadu_si256(x.quanta.as_ptr().add(b * BLOCK) as *const __m256i);
+                        // |w| × (a with w's sign): the unsigned-by-signed product the
+                        // instructions take, equal to w × a.
+                        let sums = $products(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+                        let scale = _mm256_set1_ps(half(block) * *x.scales.get_unchecked(b));
+                        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
+                    }
+                }
+                // SAFETY: register arithmetic.
+                unsafe { sum8(acc) }
+            }
+        };
+    }
+
+    #[inline(always)]
+    unsafe fn products_avx2(unsigned: __m256i, signed: __m256i) -> __m256i {
+        // SAFETY: register arithmetic. A pair of products fits i16 without saturating: at
+        // most 2 × 15 × 127 for Q4_1's nibbles, 2 × 128 × 127 for Q8_0's bytes.
+        unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned, signed), _mm256_set1_epi16(1)) }
+    }
+
+    #[inline(always)]
+    unsafe fn products_vnni(unsigned: __m256i, signed: __m256i) -> __m256i {
+        // SAFETY: register arithmetic; AVX-512 VNNI and VL are enabled by the callers.
+        unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned, signed) }
+    }
+
+    kernels!("avx2,fma,f16c", q4_1_avx2, q8_0_avx2, products_avx2);
+    kernels!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        q4_1_vnni,
+        q8_0_vnni,
+        products_vnni
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random blocks with scales of a real model's size.
+    fn random_matrix(format: Format, rows: usize, columns: usize) -> QuantMatrix {
+        let blocks = rows * columns / BLOCK;
+        let mut data = Vec::with_capacity(blocks * format.block_bytes());
+        for _ in 0..blocks {
+            let scale = f16::from_f32(fastrand::f32() * 0.02 + 0.001).to_bits();
+            data.extend_from_slice(&scale.to_le_bytes());
+            if format == Format::Q4_1 {
+                let minimum = f16::from_f32(-fastrand::f32() * 0.1).to_bits();
+                data.extend_from_slice(&minimum.to_le_bytes());
+                data.extend((0..16).map(|_| fastrand::u8(..)));
+            } else {
+                data.extend((0..32).map(|_| fastrand::i8(-127..=127) as u8));
+            }
+        }
+        QuantMatrix::new(format, rows, columns, data).unwrap()
+    }
+
+    fn random_vector(len: usize) -> Vec<f32> {
+        (0..len).map(|_| fastrand::f32() * 4.0 - 2.0).collect()
+    }
+
+    #[test]
+    fn every_kernel_agrees_with_the_portable_one() {
+        for format in [Format::Q4_1, Format::Q8_0] {
+            let matrix = random_matrix(format, 8, 1536);
+            let x = Q8Vector::quantize(&random_vector(1536));
+            for row in 0..matrix.rows() {
+                let expected = portable::dot(format, matrix.row(row), &x);
+                for isa in Isa::supported() {
+                    let got = dot(isa, format, matrix.row(row), &x);
+                    let tolerance = 1e-4 * expected.abs().max(1.0);
+                    assert!(
+                        (got - expected).abs() <= tolerance,
+                        "{isa:?} {format:?}: {got} vs {expected}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn products_are_close_to_f32_ones() {
+        for format in [Format::Q4_1, Format::Q8_0] {
+            let matrix = random_matrix(format, 4, 576);
+            let values = random_vector(576);
+            let x = Q8Vector::quantize(&values);
+            let mut weights = vec![0.0; 576];
+            for row in 0..matrix.rows() {
+                matrix.dequantize_row(row, &mut weights);
+                let exact: f32 = weights.iter().zip(&values).map(|(w, v)| w * v).sum();
+                let magnitude: f32 = weights
+                    .iter()
+                    .zip(&values)
+                    .map(|(w, v)| (w * v).abs())
+                    .sum();
+                let got = dot(Isa::detect(), format, matrix.row(row), &x);
+                // 8-bit activations: about half a percent of the products' magnitude.
+                assert!(
+                    (got - exact).abs() <= 0.01 * magnitude,
+                    "{format:?}: {got} vs {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_and_matvec_agree_with_the_dot_products() {
+        let isa = Isa::detect();
+        let matrix = random_matrix(Format::Q4_1, 70, 64);
+        let xs: Vec<Q8Vector> = (0..3)
+            .map(|_| Q8Vector::quantize(&random_vector(64)))
+            .collect();
+        let mut out = vec![0.0; 3 * 70];
+        matmul(isa, &matrix, &xs, &mut out);
+        let mut single = vec![0.0; 70];
+        for (t, x) in xs.iter().enumerate() {
+            matvec(isa, &matrix, x, &mut single);
+            assert_eq!(&out[t * 70..(t + 1) * 70], &single[..]);
+            for (row, value) in single.iter().enumerate() {
+                assert_eq!(*value, dot(isa, Format::Q4_1, matrix.row(row), x));
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_are_checked() {
+        assert_eq!(
+            QuantMatrix::new(Format::Q4_1, 2, 48, vec![]).err(),
+            Some(QuantError::PartialBlock(48))
+        );
+        assert!(matches!(
+            QuantMatrix::new(Format::Q8_0, 2, 64, vec![0; 10]),
+            Err(QuantError::Size { expected: 136, .. })
+        ));
+    }
+}
