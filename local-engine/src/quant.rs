@@ -234,6 +234,25 @@ pub fn dot(isa: Isa, format: Format, row: &[u8], x: &Q8Vector) -> f32 {
     portable::dot(format, row, x)
 }
 
+/// One weight row times four quantized vectors: the row's blocks are unpacked once for all
+/// four. Each result is exactly [`dot`]'s (the same operations in the same order).
+pub fn dot4(isa: Isa, format: Format, row: &[u8], xs: [&Q8Vector; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: as in `dot`.
+        unsafe {
+            match (isa, format) {
+                (Isa::Avx512Vnni, Format::Q4_1) => return x86::q4_1_vnni_x4(row, xs),
+                (Isa::Avx512Vnni, Format::Q8_0) => return x86::q8_0_vnni_x4(row, xs),
+                (Isa::Avx2, Format::Q4_1) => return x86::q4_1_avx2_x4(row, xs),
+                (Isa::Avx2, Format::Q8_0) => return x86::q8_0_avx2_x4(row, xs),
+                (Isa::Portable, _) => {}
+            }
+        }
+    }
+    xs.map(|x| portable::dot(format, row, x))
+}
+
 /// `out[r] = row r · x` for every row, the rows shared among the threads.
 pub fn matvec(isa: Isa, matrix: &QuantMatrix, x: &Q8Vector, out: &mut [f32]) {
     assert_eq!(x.len(), matrix.columns);
@@ -250,7 +269,8 @@ pub fn matvec(isa: Isa, matrix: &QuantMatrix, x: &Q8Vector, out: &mut [f32]) {
 }
 
 /// `out[t][r] = row r · xs[t]` for several vectors (a prompt's tokens). Each task takes a few
-/// rows and runs every vector past them while they are in cache.
+/// rows and runs every vector past them while they are in cache, four vectors per pass over a
+/// row.
 pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) {
     let rows = matrix.rows;
     assert_eq!(out.len(), xs.len() * rows);
@@ -263,10 +283,25 @@ pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) 
         .map(|task| {
             let first = task * ROWS_PER_TASK;
             let last = (first + ROWS_PER_TASK).min(rows);
-            let mut values = Vec::with_capacity((last - first) * xs.len());
-            for x in xs {
+            let width = last - first;
+            let mut values = vec![0.0; width * xs.len()];
+            let fours = xs.len() / 4 * 4;
+            for (t, x) in xs.chunks_exact(4).enumerate() {
                 for row in first..last {
-                    values.push(dot(isa, matrix.format, matrix.row(row), x));
+                    let four = dot4(
+                        isa,
+                        matrix.format,
+                        matrix.row(row),
+                        [&x[0], &x[1], &x[2], &x[3]],
+                    );
+                    for (k, value) in four.into_iter().enumerate() {
+                        values[(t * 4 + k) * width + row - first] = value;
+                    }
+                }
+            }
+            for (t, x) in xs.iter().enumerate().skip(fours) {
+                for row in first..last {
+                    values[t * width + row - first] = dot(isa, matrix.format, matrix.row(row), x);
                 }
             }
             values
@@ -351,10 +386,63 @@ mod x86 {
         }
     }
 
-    /// Generates a Q4_1 and a Q8_0 kernel around `$products`, which turns 32 unsigned bytes
-    /// and 32 signed bytes into 8 sums of 4 products.
+    /// Generates Q4_1 and Q8_0 kernels, for one vector and for four, around `$products`,
+    /// which turns 32 unsigned bytes and 32 signed bytes into 8 sums of 4 products.
     macro_rules! kernels {
-        ($features:literal, $q4_1:ident, $q8_0:ident, $products:ident) => {
+        ($features:literal, $q4_1:ident, $q8_0:ident, $q4_1_x4:ident, $q8_0_x4:ident, $products:ident) => {
+            #[target_feature(enable = $features)]
+            pub unsafe fn $q4_1_x4(row: &[u8], xs: [&Q8Vector; 4]) -> [f32; 4] {
+                let blocks = xs[0].quanta.len() / BLOCK;
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut minimums = [0.0f32; 4];
+                for b in 0..blocks {
+                    // SAFETY: `row` holds `blocks` Q4_1 blocks, each vector as many blocks.
+                    unsafe {
+                        let block = row.as_ptr().add(b * 20);
+                        let weights = nibbles(block);
+                        let (d, m) = (half(block), half(block.add(2)));
+                        for t in 0..4 {
+                            let x = xs[t];
+                            let a = _mm256_loadu_si256(
+                                x.quanta.as_ptr().add(b * BLOCK) as *const __m256i
+                            );
+                            let sums = $products(weights, a);
+                            let scale = _mm256_set1_ps(d * *x.scales.get_unchecked(b));
+                            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[t]);
+                            minimums[t] += m * *x.sums.get_unchecked(b);
+                        }
+                    }
+                }
+                // SAFETY: register arithmetic.
+                unsafe { [0, 1, 2, 3].map(|t| sum8(acc[t]) + minimums[t]) }
+            }
+
+            #[target_feature(enable = $features)]
+            pub unsafe fn $q8_0_x4(row: &[u8], xs: [&Q8Vector; 4]) -> [f32; 4] {
+                let blocks = xs[0].quanta.len() / BLOCK;
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for b in 0..blocks {
+                    // SAFETY: `row` holds `blocks` Q8_0 blocks, each vector as many blocks.
+                    unsafe {
+                        let block = row.as_ptr().add(b * 34);
+                        let w = _mm256_loadu_si256(block.add(2) as *const __m256i);
+                        let magnitudes = _mm256_sign_epi8(w, w);
+                        let d = half(block);
+                        for t in 0..4 {
+                            let x = xs[t];
+                            let a = _mm256_loadu_si256(
+                                x.quanta.as_ptr().add(b * BLOCK) as *const __m256i
+                            );
+                            let sums = $products(magnitudes, _mm256_sign_epi8(a, w));
+                            let scale = _mm256_set1_ps(d * *x.scales.get_unchecked(b));
+                            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[t]);
+                        }
+                    }
+                }
+                // SAFETY: register arithmetic.
+                unsafe { [0, 1, 2, 3].map(|t| sum8(acc[t])) }
+            }
+
             #[target_feature(enable = $features)]
             pub unsafe fn $q4_1(row: &[u8], x: &Q8Vector) -> f32 {
                 let blocks = x.quanta.len() / BLOCK;
@@ -413,11 +501,20 @@ mod x86 {
         unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned, signed) }
     }
 
-    kernels!("avx2,fma,f16c", q4_1_avx2, q8_0_avx2, products_avx2);
+    kernels!(
+        "avx2,fma,f16c",
+        q4_1_avx2,
+        q8_0_avx2,
+        q4_1_avx2_x4,
+        q8_0_avx2_x4,
+        products_avx2
+    );
     kernels!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         q4_1_vnni,
         q8_0_vnni,
+        q4_1_vnni_x4,
+        q8_0_vnni_x4,
         products_vnni
     );
 }
@@ -496,10 +593,10 @@ mod tests {
     fn matmul_and_matvec_agree_with_the_dot_products() {
         let isa = Isa::detect();
         let matrix = random_matrix(Format::Q4_1, 70, 64);
-        let xs: Vec<Q8Vector> = (0..3)
+        let xs: Vec<Q8Vector> = (0..7)
             .map(|_| Q8Vector::quantize(&random_vector(64)))
             .collect();
-        let mut out = vec![0.0; 3 * 70];
+        let mut out = vec![0.0; 7 * 70];
         matmul(isa, &matrix, &xs, &mut out);
         let mut single = vec![0.0; 70];
         for (t, x) in xs.iter().enumerate() {
@@ -507,6 +604,28 @@ mod tests {
             assert_eq!(&out[t * 70..(t + 1) * 70], &single[..]);
             for (row, value) in single.iter().enumerate() {
                 assert_eq!(*value, dot(isa, Format::Q4_1, matrix.row(row), x));
+            }
+        }
+    }
+
+    #[test]
+    fn four_at_once_is_exactly_one_at_a_time() {
+        for format in [Format::Q4_1, Format::Q8_0] {
+            let matrix = random_matrix(format, 3, 576);
+            let xs: Vec<Q8Vector> = (0..4)
+                .map(|_| Q8Vector::quantize(&random_vector(576)))
+                .collect();
+            for isa in Isa::supported() {
+                for row in 0..matrix.rows() {
+                    let four = dot4(
+                        isa,
+                        format,
+                        matrix.row(row),
+                        [&xs[0], &xs[1], &xs[2], &xs[3]],
+                    );
+                    let one = [0, 1, 2, 3].map(|t| dot(isa, format, matrix.row(row), &xs[t]));
+                    assert_eq!(four, one, "{isa:?} {format:?}");
+                }
             }
         }
     }
