@@ -361,9 +361,15 @@ impl Llama {
         for (l, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&x, &layer.attention_norm, c.eps, &mut normed);
             quantize_rows(&normed, dim, &mut quantized);
-            product(isa, &layer.query, &quantized, &mut queries);
-            product(isa, &layer.key, &quantized, &mut keys);
-            product(isa, &layer.value, &quantized, &mut values);
+            products(
+                isa,
+                &mut [
+                    (&layer.query, &mut queries),
+                    (&layer.key, &mut keys),
+                    (&layer.value, &mut values),
+                ],
+                &quantized,
+            );
             for t in 0..count {
                 let at = position + t;
                 rotate(
@@ -399,8 +405,11 @@ impl Llama {
 
             rms_norm_rows(&x, &layer.ffn_norm, c.eps, &mut normed);
             quantize_rows(&normed, dim, &mut quantized);
-            product(isa, &layer.gate, &quantized, &mut gate);
-            product(isa, &layer.up, &quantized, &mut up);
+            products(
+                isa,
+                &mut [(&layer.gate, &mut gate), (&layer.up, &mut up)],
+                &quantized,
+            );
             for (g, u) in gate.iter_mut().zip(&up) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }
@@ -422,10 +431,18 @@ impl Llama {
 
 /// `out = matrix · x` for each quantized row `x`.
 fn product(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) {
-    if let [x] = xs {
-        quant::matvec(isa, matrix, x, out);
-    } else {
-        quant::matmul(isa, matrix, xs, out);
+    products(isa, &mut [(matrix, out)], xs);
+}
+
+/// Several matrices times the same quantized rows: one parallel pass for a single token.
+fn products(isa: Isa, outputs: &mut [(&QuantMatrix, &mut [f32])], xs: &[Q8Vector]) {
+    match xs {
+        [x] => quant::matvecs(isa, outputs, x),
+        _ => {
+            for (matrix, out) in outputs.iter_mut() {
+                quant::matmul(isa, matrix, xs, out);
+            }
+        }
     }
 }
 

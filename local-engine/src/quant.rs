@@ -159,7 +159,7 @@ impl Q8Vector {
                 .iter_mut()
                 .zip(block)
             {
-                *q = (v * inverse).round_ties_even() as i8;
+                *q = round_ties_even(v * inverse) as i8;
                 sum += i32::from(*q);
             }
             self.scales[b] = f16::from_f32(scale).to_f32();
@@ -174,6 +174,14 @@ impl Q8Vector {
     pub fn is_empty(&self) -> bool {
         self.quanta.is_empty()
     }
+}
+
+/// Rounds half to even for |value| ≤ 2²²: adding and taking away 1.5 × 2²³ leaves the
+/// default rounding of the addition to do it (what `f32::round_ties_even` calls libm for).
+#[inline(always)]
+fn round_ties_even(value: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (value + MAGIC) - MAGIC
 }
 
 /// The kernels this CPU can run, best first.
@@ -255,17 +263,27 @@ pub fn dot4(isa: Isa, format: Format, row: &[u8], xs: [&Q8Vector; 4]) -> [f32; 4
 
 /// `out[r] = row r · x` for every row, the rows shared among the threads.
 pub fn matvec(isa: Isa, matrix: &QuantMatrix, x: &Q8Vector, out: &mut [f32]) {
-    assert_eq!(x.len(), matrix.columns);
-    assert_eq!(out.len(), matrix.rows);
+    matvecs(isa, &mut [(matrix, out)], x);
+}
+
+/// Several matrices times the same vector in one parallel pass (a layer's query, key and value
+/// projections): one hand-off to the threads instead of one per matrix.
+pub fn matvecs(isa: Isa, products: &mut [(&QuantMatrix, &mut [f32])], x: &Q8Vector) {
     const ROWS_PER_TASK: usize = 64;
-    out.par_chunks_mut(ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (i, value) in chunk.iter_mut().enumerate() {
-                let row = matrix.row(task * ROWS_PER_TASK + i);
-                *value = dot(isa, matrix.format, row, x);
-            }
-        });
+    let mut tasks = Vec::new();
+    for (matrix, out) in products.iter_mut() {
+        assert_eq!(x.len(), matrix.columns);
+        assert_eq!(out.len(), matrix.rows);
+        let matrix: &QuantMatrix = matrix;
+        for (task, chunk) in out.chunks_mut(ROWS_PER_TASK).enumerate() {
+            tasks.push((matrix, task * ROWS_PER_TASK, chunk));
+        }
+    }
+    tasks.into_par_iter().for_each(|(matrix, first, chunk)| {
+        for (i, value) in chunk.iter_mut().enumerate() {
+            *value = dot(isa, matrix.format, matrix.row(first + i), x);
+        }
+    });
 }
 
 /// `out[t][r] = row r · xs[t]` for several vectors (a prompt's tokens). Each task takes a few
@@ -627,6 +645,19 @@ mod tests {
                     assert_eq!(four, one, "{isa:?} {format:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn rounding_is_half_to_even_like_the_standard_library() {
+        for i in -130_000..=130_000 {
+            let value = i as f32 / 1000.0;
+            assert_eq!(round_ties_even(value), value.round_ties_even(), "{value}");
+        }
+        for value in [
+            0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -127.5, 0.49999997,
+        ] {
+            assert_eq!(round_ties_even(value), value.round_ties_even(), "{value}");
         }
     }
 
