@@ -145,6 +145,17 @@ impl Gateway {
                     .with_label_values(&labels),
                 engine.generated_tokens() as u64,
             );
+            let (cached, computed) = engine.prompt_token_counts();
+            let prompt_tokens = &self.metrics.local_prompt_tokens;
+            let model = local.name.as_str();
+            catch_up(
+                prompt_tokens.with_label_values(&[model, "hit"]),
+                cached as u64,
+            );
+            catch_up(
+                prompt_tokens.with_label_values(&[model, "miss"]),
+                computed as u64,
+            );
         }
     }
 

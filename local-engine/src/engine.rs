@@ -148,6 +148,9 @@ struct Shared {
     tokenizer: ModelTokenizer,
     template: ChatTemplate,
     generated_tokens: AtomicUsize,
+    /// Prompt tokens whose keys and values came from the previous sequence, and the others.
+    prompt_tokens_cached: AtomicUsize,
+    prompt_tokens_computed: AtomicUsize,
 }
 
 impl Engine {
@@ -200,6 +203,8 @@ impl Engine {
             tokenizer,
             template,
             generated_tokens: AtomicUsize::new(0),
+            prompt_tokens_cached: AtomicUsize::new(0),
+            prompt_tokens_computed: AtomicUsize::new(0),
         });
         let capacity = config.queue_capacity.max(1);
         let (jobs, receiver) = std::sync::mpsc::sync_channel(capacity);
@@ -247,6 +252,14 @@ impl Engine {
     /// Tokens generated since the engine started.
     pub fn generated_tokens(&self) -> usize {
         self.shared.generated_tokens.load(Ordering::Relaxed)
+    }
+
+    /// Prompt tokens since the engine started: (taken from the cache, computed).
+    pub fn prompt_token_counts(&self) -> (usize, usize) {
+        (
+            self.shared.prompt_tokens_cached.load(Ordering::Relaxed),
+            self.shared.prompt_tokens_computed.load(Ordering::Relaxed),
+        )
     }
 
     /// The prompt the model sees for `turns`.
@@ -346,6 +359,7 @@ impl Worker {
                 Ok(Err(error)) => error.to_string(),
                 Err(_) => "the model code panicked".to_owned(),
             };
+            self.model.reset();
             tracing::error!(error = %failure, "local generation failed");
             let _ = events.send(Event::Failed(failure));
         }
@@ -361,8 +375,15 @@ impl Worker {
         let tokenizer = &self.shared.tokenizer;
         let mut sampler = Sampler::new(request.sampling.clone());
         let mut text = TextStream::new(request.stop.clone());
-        self.model.reset();
-        let mut logits = self.model.forward(&prompt, 0)?;
+        let (mut logits, cached) = self.model.start(&prompt)?;
+        let shared = &self.shared;
+        shared
+            .prompt_tokens_cached
+            .fetch_add(cached, Ordering::Relaxed);
+        let computed = prompt.len() - cached;
+        shared
+            .prompt_tokens_computed
+            .fetch_add(computed, Ordering::Relaxed);
         let mut generated = 0;
         let finish = loop {
             if events.is_closed() {
@@ -395,7 +416,7 @@ impl Worker {
             if generated >= max_tokens {
                 break FinishReason::Length;
             }
-            logits = self.model.forward(&[token], prompt.len() + generated - 1)?;
+            logits = self.model.next(token)?;
         };
         // Text held back as a possible stop sequence is answer after all.
         let rest = text.finish();

@@ -26,6 +26,8 @@ enum Weights {
 /// A loaded model with its state for one sequence (the KV cache inside the weights).
 pub struct Model {
     weights: Weights,
+    /// The tokens whose keys and values are in the cache, in order.
+    sequence: Vec<u32>,
     device: Device,
     pub architecture: String,
     /// The longest sequence (prompt and answer) the model can take.
@@ -98,14 +100,48 @@ impl Model {
         let context_length = declared.min(table_limit);
         Ok(Self {
             weights,
+            sequence: Vec::new(),
             device,
             architecture,
             context_length,
         })
     }
 
+    /// Starts a sequence at `prompt` and returns the logits of its last token, with how many of
+    /// its tokens came from the cache: our llama path keeps the keys and values of the longest
+    /// prefix the prompt shares with the sequence before (a repeated system prompt costs its
+    /// prefill once); candle's models start over.
+    pub fn start(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize), ModelError> {
+        let shared = match self.weights {
+            Weights::Own(_) => self
+                .sequence
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a == b)
+                .count()
+                // The last prompt token runs again: its logits are the answer's first.
+                .min(prompt.len().saturating_sub(1)),
+            _ => 0,
+        };
+        if shared == 0 {
+            self.reset();
+        }
+        self.sequence.truncate(shared);
+        let logits = self.forward(&prompt[shared..], shared)?;
+        self.sequence.extend_from_slice(&prompt[shared..]);
+        Ok((logits, shared))
+    }
+
+    /// Appends a token to the sequence and returns the logits after it.
+    pub fn next(&mut self, token: u32) -> Result<Vec<f32>, ModelError> {
+        let logits = self.forward(&[token], self.sequence.len())?;
+        self.sequence.push(token);
+        Ok(logits)
+    }
+
     /// Forgets the sequence so far.
     pub fn reset(&mut self) {
+        self.sequence.clear();
         match &mut self.weights {
             Weights::Own(w) => w.reset(),
             Weights::Llama(w) => w.clear_kv_cache(),

@@ -388,3 +388,36 @@ fn unreadable_files_are_refused_with_the_file_and_the_reason() {
     assert!(error.contains("GGUF"), "{error}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_shared_prompt_prefix_comes_from_the_cache_with_the_same_logits() {
+    let path = model_path();
+    let mut file = std::fs::File::open(&path).unwrap();
+    let content = Content::read(&mut file).unwrap();
+    let mut model = Model::load(content, &mut file).unwrap();
+    let conversations = reference().conversations;
+    // The same system prompt, two questions.
+    let (first, second) = (&conversations[0].prompt_ids, &conversations[2].prompt_ids);
+    let shared = first.iter().zip(second).take_while(|(a, b)| a == b).count();
+    assert!(
+        shared > 10,
+        "the reference conversations share their system prompt"
+    );
+
+    let (_, cached) = model.start(first).unwrap();
+    assert_eq!(cached, 0);
+    for token in [28u32, 2618, 2828] {
+        model.next(token).unwrap();
+    }
+    let (from_cache, cached) = model.start(second).unwrap();
+    assert_eq!(cached, shared);
+    model.reset();
+    let (fresh, cached) = model.start(second).unwrap();
+    assert_eq!(cached, 0);
+    assert_eq!(from_cache, fresh, "the cached prefix changes nothing");
+
+    // The same prompt again: all but its last token come from the cache.
+    let (again, cached) = model.start(second).unwrap();
+    assert_eq!(cached, second.len() - 1);
+    assert_eq!(again, fresh);
+}

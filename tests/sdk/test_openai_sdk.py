@@ -240,6 +240,19 @@ def test_local_cancellation_and_full_queue(gateway):
     assert after - before < 100
 
 
+def test_a_repeated_local_prompt_comes_from_the_prefix_cache(gateway):
+    hits = 'switchboard_local_prompt_tokens_total{cache="hit",model="smollm2"}'
+    ask = lambda: gateway.client().chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "Where is the printer?"}],
+        max_tokens=1, temperature=0)
+    first = ask()
+    before = metric(gateway, hits)
+    second = ask()
+    # Everything but the prompt's last token: its keys and values are still in the cache.
+    assert metric(gateway, hits) - before == second.usage.prompt_tokens - 1
+    assert second.choices[0].message.content == first.choices[0].message.content
+
+
 def test_errors_surface_as_typed_exceptions(gateway, fake):
     with pytest.raises(openai.AuthenticationError) as error:
         gateway.client(key="sk-wrong").chat.completions.create(
