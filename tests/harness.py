@@ -71,3 +71,38 @@ class FakeUpstream:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(10)
+
+
+def fake_openai_provider(fake, key_env, models=(("gpt-test", 0.15, 0.6),)):
+    """A policy's `providers:` section: `fake` on the OpenAI wire, its key in `key_env`, serving
+    `models` as (name, USD per million input tokens, per million output tokens)."""
+    lines = [
+        "providers:",
+        "  - name: fake-openai",
+        "    kind: openai",
+        f"    base_url: {fake.url}/v1",
+        f"    api_key_env: {key_env}",
+        "    models:",
+    ]
+    for name, input_price, output_price in models:
+        lines.append(f"      - {{ name: {name}, price: {{ input_per_mtok: {input_price}, "
+                     f"output_per_mtok: {output_price} }} }}")
+    return "\n".join(lines) + "\n"
+
+
+class Serve:
+    """`switchboard serve` with `policy` on a free loopback port, ready once constructed."""
+
+    def __init__(self, policy, env, stderr=subprocess.DEVNULL, args=()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [BIN / "switchboard", "serve", "--config", policy,
+             "--listen", f"127.0.0.1:{self.port}", *args],
+            stderr=stderr, env=dict(os.environ, **env))
+        wait_until_ready(f"{self.url}/readyz", self.proc)
+
+    def stop(self, seconds=30):
+        """SIGTERM; the exit status."""
+        self.proc.terminate()
+        return self.proc.wait(seconds)

@@ -138,6 +138,21 @@ impl Tensors<'_> {
         Ok(data)
     }
 
+    /// The type of a tensor that must be in the file with these dimensions.
+    fn dtype(&self, name: &str, expected: &[usize]) -> Result<GgmlDType, LlamaError> {
+        let (dtype, dims) = self
+            .describe(name)
+            .ok_or_else(|| LlamaError::Missing(name.to_owned()))?;
+        if dims != expected {
+            return Err(LlamaError::Shape {
+                name: name.to_owned(),
+                shape: dims,
+                expected: expected.to_vec(),
+            });
+        }
+        Ok(dtype)
+    }
+
     /// A `rows × columns` weight matrix, or `None` if its format is not one the kernels take.
     fn matrix(
         &mut self,
@@ -145,17 +160,7 @@ impl Tensors<'_> {
         rows: usize,
         columns: usize,
     ) -> Result<Option<QuantMatrix>, LlamaError> {
-        let (dtype, dims) = self
-            .describe(name)
-            .ok_or_else(|| LlamaError::Missing(name.to_owned()))?;
-        if dims != [rows, columns] {
-            return Err(LlamaError::Shape {
-                name: name.to_owned(),
-                shape: dims,
-                expected: vec![rows, columns],
-            });
-        }
-        let format = match dtype {
+        let format = match self.dtype(name, &[rows, columns])? {
             GgmlDType::Q4_1 => Format::Q4_1,
             GgmlDType::Q8_0 => Format::Q8_0,
             _ => return Ok(None),
@@ -171,17 +176,7 @@ impl Tensors<'_> {
 
     /// An f32 vector (a norm's weights), or `None` if it is stored otherwise.
     fn vector(&mut self, name: &str, len: usize) -> Result<Option<Vec<f32>>, LlamaError> {
-        let (dtype, dims) = self
-            .describe(name)
-            .ok_or_else(|| LlamaError::Missing(name.to_owned()))?;
-        if dims != [len] {
-            return Err(LlamaError::Shape {
-                name: name.to_owned(),
-                shape: dims,
-                expected: vec![len],
-            });
-        }
-        if dtype != GgmlDType::F32 {
+        if self.dtype(name, &[len])? != GgmlDType::F32 {
             return Ok(None);
         }
         let bytes = self.bytes(name)?;

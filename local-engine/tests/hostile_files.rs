@@ -3,22 +3,14 @@
 //! header, the metadata and the first tensors, and byte flips in the header and metadata,
 //! where lengths, counts, types and offsets live.
 
+mod common;
+
 use std::io::Write;
-use std::path::PathBuf;
 
 use proptest::prelude::*;
 use switchboard_local_engine::{Engine, EngineConfig};
 
-fn model_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("SWITCHBOARD_TEST_GGUF") {
-        return path.into();
-    }
-    let home = std::env::var_os("SWITCHBOARD_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/switchboard")))
-        .expect("HOME is set");
-    home.join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
+use common::model_path;
 
 /// Loads `bytes` as a model file; fails the case on a panic.
 fn load(bytes: &[u8], dir: &std::path::Path) -> Result<(), TestCaseError> {
@@ -39,7 +31,7 @@ fn load(bytes: &[u8], dir: &std::path::Path) -> Result<(), TestCaseError> {
 
 #[test]
 fn damaged_model_files_are_refused_without_a_panic() {
-    let original = std::fs::read(model_path()).expect("run `switchboard models fetch` first");
+    let original = std::fs::read(model_path()).unwrap();
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("hostile-gguf");
     std::fs::create_dir_all(&dir).unwrap();
     // The header and the metadata (the vocabulary is most of it) fit in the first 2 MiB.

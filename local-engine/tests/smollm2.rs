@@ -4,12 +4,12 @@
 //! The model comes from `switchboard models fetch` (./test.sh runs it first); its path is
 //! `$SWITCHBOARD_TEST_GGUF`, else the default model directory.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
 use candle_core::quantized::gguf_file::Content;
 use serde::Deserialize;
-use switchboard_local_engine::model::Model;
 use switchboard_local_engine::text_stream::{Piece, TextStream};
 use switchboard_local_engine::tokenizer::ModelTokenizer;
 use switchboard_local_engine::{
@@ -17,25 +17,7 @@ use switchboard_local_engine::{
     SubmitError, Turn,
 };
 
-fn model_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("SWITCHBOARD_TEST_GGUF") {
-        return path.into();
-    }
-    let home = std::env::var_os("SWITCHBOARD_HOME")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("switchboard"))
-        })
-        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/switchboard")))
-        .expect("HOME is set");
-    let path = home.join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing: run `switchboard models fetch` (./test.sh does)",
-        path.display()
-    );
-    path
-}
+use common::{load_model, model_path};
 
 #[derive(Deserialize)]
 struct Reference {
@@ -205,10 +187,7 @@ const EXACT_PREFIX: usize = 8;
 
 #[test]
 fn greedy_tokens_match_llama_cpp() {
-    let path = model_path();
-    let mut file = std::fs::File::open(&path).unwrap();
-    let content = Content::read(&mut file).unwrap();
-    let mut model = Model::load(content, &mut file).unwrap();
+    let mut model = load_model();
     let conversations = reference().conversations;
     assert!(conversations.iter().filter(|c| c.check == "exact").count() >= 3);
     for conversation in conversations {
@@ -391,10 +370,7 @@ fn unreadable_files_are_refused_with_the_file_and_the_reason() {
 
 #[test]
 fn a_shared_prompt_prefix_comes_from_the_cache_with_the_same_logits() {
-    let path = model_path();
-    let mut file = std::fs::File::open(&path).unwrap();
-    let content = Content::read(&mut file).unwrap();
-    let mut model = Model::load(content, &mut file).unwrap();
+    let mut model = load_model();
     let conversations = reference().conversations;
     // The same system prompt, two questions.
     let (first, second) = (&conversations[0].prompt_ids, &conversations[2].prompt_ids);

@@ -4,7 +4,6 @@ panel's PromQL returns data and every alert rule's expression evaluates. Run by 
 installs Debian's prometheus when it is missing."""
 
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -15,7 +14,8 @@ import urllib.request
 import openai
 import pytest
 
-from harness import BIN, ROOT, FakeUpstream, free_port, http, key_hash, wait_until_ready
+from harness import (ROOT, FakeUpstream, Serve, fake_openai_provider, free_port, http, key_hash,
+                     wait_until_ready)
 
 DASHBOARDS = ROOT / "dashboards"
 KEY, THRIFTY_KEY, UPSTREAM_KEY = "sk-dash-test", "sk-dash-thrifty", "sk-dash-upstream"
@@ -26,22 +26,12 @@ HARD = "Write a Python function that merges two sorted linked lists in O(n) time
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dashboards")
     fake = FakeUpstream(UPSTREAM_KEY)
-    fake_url = fake.url
-    port = free_port()
     policy = tmp / "policy.yaml"
     policy.write_text(f"""
 ledger: {{ path: {tmp / "ledger"} }}
 upstream:
   retry: {{ max_attempts: 1 }}
-providers:
-  - name: fake-openai
-    kind: openai
-    base_url: {fake_url}/v1
-    api_key_env: DASH_UPSTREAM_KEY
-    models:
-      - {{ name: gpt-test, price: {{ input_per_mtok: 0.15, output_per_mtok: 0.6 }} }}
-      - {{ name: gpt-big, price: {{ input_per_mtok: 2.5, output_per_mtok: 10 }} }}
-local_models:
+{fake_openai_provider(fake, "DASH_UPSTREAM_KEY", [("gpt-test", 0.15, 0.6), ("gpt-big", 2.5, 10)])}local_models:
   - {{ name: smollm2, default_model: smollm2, queue_capacity: 4 }}
 embedding_models:
   - {{ name: minilm, default_model: all-minilm-l6-v2 }}
@@ -58,12 +48,8 @@ tenants:
   - {{ name: thrifty, api_key_hashes: ["{key_hash(THRIFTY_KEY)}"], allowed_models: ["*"],
       budget: {{ daily_usd: 0.000001, when_spent: reject }} }}
 """)
-    env = dict(os.environ, DASH_UPSTREAM_KEY=UPSTREAM_KEY)
-    gateway = subprocess.Popen([BIN / "switchboard", "serve", "--config", policy,
-                                "--listen", f"127.0.0.1:{port}"],
-                               stderr=subprocess.DEVNULL, env=env)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_ready(f"{url}/readyz", gateway)
+    gateway = Serve(policy, {"DASH_UPSTREAM_KEY": UPSTREAM_KEY})
+    url, port = gateway.url, gateway.port
     prometheus_port = free_port()
     config = tmp / "prometheus.yml"
     shutil.copy(DASHBOARDS / "alerts.yml", tmp / "alerts.yml")
@@ -81,9 +67,9 @@ scrape_configs:
     prometheus_url = f"http://127.0.0.1:{prometheus_port}"
     wait_until_ready(f"{prometheus_url}/-/ready", prometheus)
     yield url, fake, prometheus_url
-    for proc in (prometheus, gateway):
-        proc.terminate()
-        proc.wait(15)
+    prometheus.terminate()
+    prometheus.wait(15)
+    gateway.stop()
     fake.stop()
 
 

@@ -9,7 +9,6 @@ lose every record of a round."""
 
 import datetime
 import json
-import os
 import random
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from http.client import HTTPException
 
 import pytest
 
-from harness import BIN, FakeUpstream, free_port, http, key_hash, wait_until_ready
+from harness import BIN, FakeUpstream, Serve, fake_openai_provider, http, key_hash
 
 KEY, UPSTREAM_KEY = "sk-crash-test", "sk-crash-upstream"
 DAILY_BUDGET_USD = 1000
@@ -38,14 +37,7 @@ def setup(tmp_path_factory):
 ledger: {{ path: {tmp / "ledger"}, flush_every_ms: 60000 }}
 upstream:
   retry: {{ max_attempts: 1 }}
-providers:
-  - name: fake-openai
-    kind: openai
-    base_url: {fake.url}/v1
-    api_key_env: CRASH_UPSTREAM_KEY
-    models:
-      - {{ name: gpt-test, price: {{ input_per_mtok: 0.15, output_per_mtok: 0.6 }} }}
-local_models:
+{fake_openai_provider(fake, "CRASH_UPSTREAM_KEY")}local_models:
   - {{ name: smollm2, default_model: smollm2, queue_capacity: 8 }}
 routing:
   reference_model: gpt-test
@@ -60,18 +52,11 @@ tenants:
     fake.stop()
 
 
-class Gateway:
-    def __init__(self, policy, log):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        env = dict(os.environ, CRASH_UPSTREAM_KEY=UPSTREAM_KEY)
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [BIN / "switchboard", "serve", "--config", policy, "--listen",
-                 f"127.0.0.1:{self.port}", "--log-format", "json"],
-                stderr=out, env=env)
-        wait_until_ready(f"{self.url}/readyz", self.proc)
+def start_gateway(policy, log):
+    """A gateway whose JSON logs go to the end of `log`."""
+    with open(log, "ab") as out:
+        return Serve(policy, {"CRASH_UPSTREAM_KEY": UPSTREAM_KEY}, stderr=out,
+                     args=["--log-format", "json"])
 
 
 def ask(url, request_id, kind):
@@ -138,16 +123,15 @@ def test_kill_9_loses_no_answered_request(setup):
     log = tmp / "gateway.log"
     day = datetime.datetime.now(datetime.timezone.utc).date()
     completed = []
-    gateway = Gateway(policy, log)
+    gateway = start_gateway(policy, log)
     for round_ in range(ROUNDS):
         answered = load_until_killed(gateway, round_)
         assert len(answered) >= 20, f"round {round_}: the load hardly ran ({len(answered)})"
         completed += answered
 
-        gateway = Gateway(policy, log)  # the restart opens the ledger the kill left
+        gateway = start_gateway(policy, log)  # the restart opens the ledger the kill left
         remaining = budget_remaining(gateway)
-        gateway.proc.terminate()
-        assert gateway.proc.wait(30) == 0
+        assert gateway.stop() == 0
         records = ledger_records(policy, tmp / f"records-{round_}.jsonl")
 
         ids = [r["request_id"] for r in records]
@@ -158,7 +142,7 @@ def test_kill_9_loses_no_answered_request(setup):
             spent = sum(r["cost"] for r in records if r["tenant"] == "acme")
             assert remaining == pytest.approx(DAILY_BUDGET_USD - spent / NANO, abs=1e-9)
         if round_ + 1 < ROUNDS:
-            gateway = Gateway(policy, log)
+            gateway = start_gateway(policy, log)
 
     errors = [line for line in log.read_text().splitlines()
               if json.loads(line).get("level") == "ERROR"]

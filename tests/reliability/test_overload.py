@@ -11,14 +11,13 @@ printed (-s shows them)."""
 import json
 import os
 import statistics
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from http.client import HTTPException
 
-from harness import BIN, FakeUpstream, free_port, http, key_hash, wait_until_ready
+from harness import FakeUpstream, Serve, fake_openai_provider, http, key_hash
 
 KEY, UPSTREAM_KEY = "sk-overload-test", "sk-overload-upstream"
 SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
@@ -58,32 +57,20 @@ def ask(url, kind):
 
 def test_overload_is_shed_with_retry_after_and_memory_stays_flat(tmp_path):
     fake = FakeUpstream(UPSTREAM_KEY)
-    port = free_port()
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"""
 limits: {{ max_in_flight: 16 }}
 ledger: {{ path: {tmp_path / "ledger"} }}
 upstream:
   retry: {{ max_attempts: 1 }}
-providers:
-  - name: fake-openai
-    kind: openai
-    base_url: {fake.url}/v1
-    api_key_env: OVERLOAD_UPSTREAM_KEY
-    models:
-      - {{ name: gpt-test, price: {{ input_per_mtok: 0.15, output_per_mtok: 0.6 }} }}
-local_models:
+{fake_openai_provider(fake, "OVERLOAD_UPSTREAM_KEY")}local_models:
   - {{ name: smollm2, default_model: smollm2, queue_capacity: 2 }}
 tenants:
   - {{ name: acme, api_key_hashes: ["{key_hash(KEY)}"], allowed_models: ["*"] }}
 """)
-    env = dict(os.environ, OVERLOAD_UPSTREAM_KEY=UPSTREAM_KEY)
-    gateway = subprocess.Popen([BIN / "switchboard", "serve", "--config", policy,
-                                "--listen", f"127.0.0.1:{port}"],
-                               stderr=subprocess.DEVNULL, env=env)
-    url = f"http://127.0.0.1:{port}"
+    gateway = Serve(policy, {"OVERLOAD_UPSTREAM_KEY": UPSTREAM_KEY})
+    url = gateway.url
     try:
-        wait_until_ready(f"{url}/readyz", gateway)
         # Every upstream answer takes 200 ms: more clients than in-flight places.
         for _ in range(int(SECONDS * 20) // 100 + 20):  # 10,000 a batch: well over the need
             fake.script(*[{"delay_ms": 200}] * 10_000)
@@ -103,10 +90,10 @@ tenants:
         for c in clients:
             c.start()
         time.sleep(min(5, SECONDS / 4))
-        warm_rss = rss_mb(gateway.pid)
+        warm_rss = rss_mb(gateway.proc.pid)
         warm_count = len(results)
         time.sleep(SECONDS)
-        end_rss = rss_mb(gateway.pid)
+        end_rss = rss_mb(gateway.proc.pid)
         stop.set()
         for c in clients:
             c.join(120)
@@ -137,6 +124,5 @@ tenants:
                          if l.startswith("switchboard_in_flight_requests "))
         assert in_flight.split()[-1] == "0"
     finally:
-        gateway.terminate()
-        gateway.wait(30)
+        gateway.stop()
         fake.stop()
