@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use switchboard_local_engine::{Engine, EngineConfig};
+use switchboard_local_engine::{Engine, EngineConfig, ModelSettings};
 use switchboard_router::batcher::{BatchSettings, EmbeddingService};
 use switchboard_router::embedder::{BertEmbedder, Embed};
 
@@ -86,6 +86,10 @@ impl Catalog {
                 path: model_location(&model.path, &model.default_model, |p| store.main_file(p)),
                 queue_capacity: model.queue_capacity,
                 max_context: model.max_context,
+                model: ModelSettings {
+                    max_batch: model.max_batch,
+                    prefix_cache_bytes: model.prefix_cache_mib.saturating_mul(1 << 20),
+                },
             })?;
             let model = LocalModel {
                 name: model.name.clone(),

@@ -293,10 +293,26 @@ pub struct LocalModelConfig {
     /// Caps the context length the model declares (memory).
     #[serde(default)]
     pub max_context: Option<usize>,
+    /// Generations decoded together (continuous batching; models that run on candle take one
+    /// at a time).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Memory for finished requests' keys and values, reused by prompts that start the same
+    /// way (a shared system prompt); 0 turns the prefix cache off.
+    #[serde(default = "default_prefix_cache_mib")]
+    pub prefix_cache_mib: usize,
 }
 
 fn default_queue_capacity() -> usize {
     16
+}
+
+fn default_max_batch() -> usize {
+    8
+}
+
+fn default_prefix_cache_mib() -> usize {
+    256
 }
 
 /// A sentence-embedding model (BERT family, safetensors) served at `/v1/embeddings`.
@@ -563,6 +579,9 @@ impl Config {
             }
             if local.queue_capacity == 0 {
                 problem(at.key("queue_capacity"), "must be above 0".to_owned());
+            }
+            if local.max_batch == 0 {
+                problem(at.key("max_batch"), "must be above 0".to_owned());
             }
         }
 

@@ -70,6 +70,11 @@ pub struct Metrics {
     pub budget_remaining_ratio: GaugeVec,
     /// `switchboard_local_queue_capacity{model}`: requests that may wait for a local model.
     pub local_queue_capacity: IntGaugeVec,
+    /// `switchboard_local_running{model}`: generations decoded together now.
+    pub local_running: IntGaugeVec,
+    /// `switchboard_local_prefix_cache_bytes{model}`: memory of the keys and values kept for
+    /// prompts that share a prefix.
+    pub local_prefix_cache_bytes: IntGaugeVec,
 }
 
 /// Scoring takes about a millisecond for short texts and tens of milliseconds for long ones
@@ -229,15 +234,23 @@ impl Metrics {
             "budget_remaining_ratio",
             "The smallest share of a budget window's limit that the tenant has left (0 to 1).",
         );
-        let local_queue_capacity = register(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "local_queue_capacity",
-                    "Requests that may wait for a local model; beyond, spill or 503.",
-                ),
-                &["model"],
-            ),
+        let local_gauge = |name: &str, help: &str| {
+            register(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), &["model"]),
+            )
+        };
+        let local_queue_capacity = local_gauge(
+            "local_queue_capacity",
+            "Requests that may wait for a local model; beyond, spill or 503.",
+        );
+        let local_running = local_gauge(
+            "local_running",
+            "Generations a local model decodes together now (its batch).",
+        );
+        let local_prefix_cache_bytes = local_gauge(
+            "local_prefix_cache_bytes",
+            "Memory of the keys and values a local model keeps for prompts that share a prefix.",
         );
         let policy_reloads = counter(
             "policy_reloads_total",
@@ -268,6 +281,8 @@ impl Metrics {
             local_queue_depth,
             local_generated_tokens,
             local_prompt_tokens,
+            local_running,
+            local_prefix_cache_bytes,
             router_decision,
             router_complexity,
             router_cache_lookups,

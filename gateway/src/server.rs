@@ -139,6 +139,14 @@ impl Gateway {
                 .local_queue_capacity
                 .with_label_values(&labels)
                 .set(engine.capacity() as i64);
+            self.metrics
+                .local_running
+                .with_label_values(&labels)
+                .set(engine.running() as i64);
+            self.metrics
+                .local_prefix_cache_bytes
+                .with_label_values(&labels)
+                .set(engine.prefix_cache_bytes() as i64);
             catch_up(
                 self.metrics
                     .local_generated_tokens

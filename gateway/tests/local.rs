@@ -11,8 +11,9 @@ use support::*;
 async fn local_gateway(queue_capacity: usize) -> (TestGateway, fake_upstream::FakeUpstream) {
     let openai = fake_upstream::FakeUpstream::start().await;
     let anthropic = fake_upstream::FakeUpstream::start().await;
+    // One generation at a time: the queue fills predictably (batching has its own tests).
     let extra = format!(
-        "local_models:\n  - name: smollm2\n    default_model: smollm2\n    queue_capacity: {queue_capacity}\nembedding_models:\n  - name: minilm\n    default_model: all-minilm-l6-v2\n"
+        "local_models:\n  - name: smollm2\n    default_model: smollm2\n    queue_capacity: {queue_capacity}\n    max_batch: 1\nembedding_models:\n  - name: minilm\n    default_model: all-minilm-l6-v2\n"
     );
     // Generation on a loaded test machine may outlast the remote tests' 3-second deadline.
     let yaml =

@@ -53,6 +53,7 @@ local_models:
   - name: smollm2
     default_model: smollm2
     queue_capacity: {queue_capacity}
+    max_batch: 1  # one generation at a time: the queue fills predictably
 embedding_models:
   - name: minilm
     default_model: all-minilm-l6-v2

@@ -2,9 +2,10 @@
 //!
 //! [`Engine::submit`] renders and tokenizes the conversation on the caller's thread (cheap, and
 //! it lets context-length errors come back at once), then queues the job or refuses it when the
-//! queue is full. The generation thread takes one job at a time, sends each piece of text as an
-//! [`Event`] down an unbounded channel (a slow reader never stalls the model), and stops within
-//! one decode step once the receiver is dropped.
+//! queue is full. The generation thread decodes up to the model's batch size of jobs together
+//! (continuous batching: jobs join and leave between steps), sends each piece of text as an
+//! [`Event`] down an unbounded channel (a slow reader never stalls the model), and drops a job
+//! within one step once its receiver is dropped.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::chat_template::{CHATML, ChatTemplate, TemplateError, Turn};
 use crate::metadata::Metadata;
-use crate::model::{Model, ModelError};
+use crate::model::{Feed, Model, ModelError, Sequence, Settings};
 use crate::sampling::{Sampler, SamplingParams, log_softmax, top_logprobs};
 use crate::text_stream::{Piece, TextStream};
 use crate::tokenizer::{ModelTokenizer, TokenizerError};
@@ -30,6 +31,8 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
     /// Caps the model's own context length (memory for the rotary tables and KV cache).
     pub max_context: Option<usize>,
+    /// Generations decoded together, and the prefix cache's memory bound.
+    pub model: Settings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +154,9 @@ struct Shared {
     /// Prompt tokens whose keys and values came from the previous sequence, and the others.
     prompt_tokens_cached: AtomicUsize,
     prompt_tokens_computed: AtomicUsize,
+    /// Generations in the batch now.
+    running: AtomicUsize,
+    prefix_cache_bytes: AtomicUsize,
 }
 
 impl Engine {
@@ -181,7 +187,8 @@ impl Engine {
         )
         .map_err(|e| fail(e.to_string()))?;
         let name = metadata.optional_string("general.name").map(str::to_owned);
-        let model = Model::load(content, &mut file).map_err(|e| fail(model_reason(e)))?;
+        let model =
+            Model::load(content, &mut file, config.model).map_err(|e| fail(model_reason(e)))?;
         let context_length = config
             .max_context
             .map_or(model.context_length, |cap| cap.min(model.context_length));
@@ -205,6 +212,8 @@ impl Engine {
             generated_tokens: AtomicUsize::new(0),
             prompt_tokens_cached: AtomicUsize::new(0),
             prompt_tokens_computed: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            prefix_cache_bytes: AtomicUsize::new(0),
         });
         let capacity = config.queue_capacity.max(1);
         let (jobs, receiver) = std::sync::mpsc::sync_channel(capacity);
@@ -260,6 +269,16 @@ impl Engine {
             self.shared.prompt_tokens_cached.load(Ordering::Relaxed),
             self.shared.prompt_tokens_computed.load(Ordering::Relaxed),
         )
+    }
+
+    /// Generations being decoded now (at most the batch size).
+    pub fn running(&self) -> usize {
+        self.shared.running.load(Ordering::Relaxed)
+    }
+
+    /// Memory held by the prefix cache's keys and values.
+    pub fn prefix_cache_bytes(&self) -> usize {
+        self.shared.prefix_cache_bytes.load(Ordering::Relaxed)
     }
 
     /// The prompt the model sees for `turns`.
@@ -318,15 +337,6 @@ impl Engine {
     }
 }
 
-/// Why a generation failed after it started.
-#[derive(Debug, thiserror::Error)]
-enum GenerateError {
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
-}
-
 fn model_reason(error: ModelError) -> String {
     match error {
         ModelError::Candle(e) => format!("the weights cannot be read: {e}"),
@@ -335,6 +345,11 @@ fn model_reason(error: ModelError) -> String {
     }
 }
 
+/// Prompt tokens one step runs beside the decoding sequences' tokens: a long prompt joins in
+/// chunks, so the answers already streaming pause for one chunk at a time, not for the whole
+/// prompt.
+const PROMPT_TOKENS_PER_STEP: usize = 256;
+
 /// The generation thread's state.
 struct Worker {
     model: Model,
@@ -342,115 +357,286 @@ struct Worker {
     queued: Arc<AtomicUsize>,
 }
 
+/// A generation in progress.
+struct Running {
+    sequence: Sequence,
+    prompt: Vec<u32>,
+    max_tokens: usize,
+    logprobs: Option<usize>,
+    events: UnboundedSender<Event>,
+    sampler: Sampler,
+    text: TextStream,
+    generated: usize,
+    /// The token sampled last, fed in the next step; `None` while the prompt runs.
+    next: Option<u32>,
+}
+
+/// What a step does for one running generation.
+#[derive(Clone, Copy)]
+enum Work {
+    /// Feeds the prompt up to this token; the logits are wanted when that is its end.
+    Prompt {
+        end: usize,
+    },
+    Decode,
+}
+
 impl Worker {
+    /// Continuous batching: generations join between steps as long as there is room, each
+    /// step runs every generation's next token (or prompt chunk) together, and a generation
+    /// leaves as soon as it is done or its client is gone.
     fn run(mut self, jobs: Receiver<Job>) {
-        while let Ok(job) = jobs.recv() {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            if job.events.is_closed() {
-                continue; // the client left while the job waited
+        let mut running: Vec<Running> = Vec::new();
+        loop {
+            if running.is_empty() {
+                match jobs.recv() {
+                    Ok(job) => self.admit(job, &mut running),
+                    Err(_) => return, // the engine is gone
+                }
             }
-            let events = job.events.clone();
-            // A panic in the model code fails this request, not the engine: the next job
-            // starts from a reset model.
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.generate(job)));
-            let failure = match outcome {
-                Ok(Ok(())) => continue,
-                Ok(Err(error)) => error.to_string(),
-                Err(_) => "the model code panicked".to_owned(),
-            };
-            self.model.reset();
-            tracing::error!(error = %failure, "local generation failed");
-            let _ = events.send(Event::Failed(failure));
+            while running.len() < self.model.max_batch() {
+                match jobs.try_recv() {
+                    Ok(job) => self.admit(job, &mut running),
+                    Err(_) => break,
+                }
+            }
+            self.leave_if_gone(&mut running);
+            // Before the step too, so that whoever reads an answer's first token sees it counted.
+            let count = |running: &Vec<Running>| running.len();
+            self.shared
+                .running
+                .store(count(&running), Ordering::Relaxed);
+            if !running.is_empty() {
+                self.step(&mut running);
+            }
+            self.shared
+                .running
+                .store(count(&running), Ordering::Relaxed);
         }
     }
 
-    fn generate(&mut self, job: Job) -> Result<(), GenerateError> {
-        let Job {
-            prompt,
-            max_tokens,
-            request,
-            events,
-        } = job;
-        let tokenizer = &self.shared.tokenizer;
-        let mut sampler = Sampler::new(request.sampling.clone());
-        let mut text = TextStream::new(request.stop.clone());
-        let (mut logits, cached) = self.model.start(&prompt)?;
+    /// Ends a generation's sequence (its prefix may stay in the model's cache).
+    fn close(&mut self, sequence: Sequence) {
+        self.model.close(sequence);
+        self.shared
+            .prefix_cache_bytes
+            .store(self.model.prefix_cache_bytes(), Ordering::Relaxed);
+    }
+
+    fn admit(&mut self, job: Job, running: &mut Vec<Running>) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        if job.events.is_closed() {
+            return; // the client left while the job waited
+        }
+        let (sequence, cached) = self.model.open(&job.prompt);
         let shared = &self.shared;
         shared
             .prompt_tokens_cached
             .fetch_add(cached, Ordering::Relaxed);
-        let computed = prompt.len() - cached;
         shared
             .prompt_tokens_computed
-            .fetch_add(computed, Ordering::Relaxed);
-        let mut generated = 0;
-        let finish = loop {
-            if events.is_closed() {
-                tracing::debug!(generated, "client gone: generation stopped");
-                return Ok(());
+            .fetch_add(job.prompt.len() - cached, Ordering::Relaxed);
+        running.push(Running {
+            sequence,
+            prompt: job.prompt,
+            max_tokens: job.max_tokens,
+            logprobs: job.request.logprobs,
+            events: job.events,
+            sampler: Sampler::new(job.request.sampling),
+            text: TextStream::new(job.request.stop),
+            generated: 0,
+            next: None,
+        });
+    }
+
+    fn leave_if_gone(&mut self, running: &mut Vec<Running>) {
+        let mut i = 0;
+        while i < running.len() {
+            if running[i].events.is_closed() {
+                let gone = running.remove(i);
+                tracing::debug!(
+                    generated = gone.generated,
+                    "client gone: generation stopped"
+                );
+                self.close(gone.sequence);
+            } else {
+                i += 1;
             }
-            let logprobs = request.logprobs.map(|top| (log_softmax(&logits), top));
-            let token = sampler.sample(&mut logits);
-            generated += 1;
-            self.shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
-            if tokenizer.is_end(token) {
-                break FinishReason::Stop;
+        }
+    }
+
+    /// One forward pass over every running generation, then each samples its next token.
+    fn step(&mut self, running: &mut Vec<Running>) {
+        let plan = self.plan(running);
+        let mut feeds: Vec<Feed> = running
+            .iter_mut()
+            .zip(&plan)
+            .filter_map(|(r, work)| {
+                let Running {
+                    sequence,
+                    prompt,
+                    next,
+                    ..
+                } = r;
+                Some(match (*work)? {
+                    Work::Prompt { end } => Feed {
+                        tokens: &prompt[sequence.tokens().len()..end],
+                        logits: end == prompt.len(),
+                        sequence,
+                    },
+                    Work::Decode => Feed {
+                        tokens: std::slice::from_ref(next.as_ref()?),
+                        logits: true,
+                        sequence,
+                    },
+                })
+            })
+            .collect();
+        // A panic in the model code fails this step's generations, not the engine.
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.model.step(&mut feeds)));
+        drop(feeds);
+        let logits = match outcome {
+            Ok(Ok(logits)) => logits,
+            failed => {
+                let failure = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "the model code panicked".to_owned(),
+                };
+                tracing::error!(error = %failure, "local generation failed");
+                let mut i = 0;
+                for work in &plan {
+                    if work.is_some() {
+                        let failed = running.remove(i);
+                        let _ = failed.events.send(Event::Failed(failure.clone()));
+                    } else {
+                        i += 1;
+                    }
+                }
+                return;
             }
-            let token_logprobs = logprobs
-                .map(|(all, top)| vec![self.token_logprob(token, &all, top)])
-                .unwrap_or_default();
-            let (piece, stopped) = match text.push(tokenizer, token)? {
-                Piece::Text(piece) => (piece, false),
-                Piece::Stop(piece) => (piece, true),
-            };
-            if !piece.is_empty() || !token_logprobs.is_empty() {
-                let _ = events.send(Event::Delta {
-                    text: piece,
-                    logprobs: token_logprobs,
-                });
-            }
-            if stopped {
-                break FinishReason::Stop;
-            }
-            if generated >= max_tokens {
-                break FinishReason::Length;
-            }
-            logits = self.model.next(token)?;
         };
+        let mut logits = logits.into_iter();
+        let mut i = 0;
+        for work in &plan {
+            let wanted = work.and_then(|_| logits.next()).flatten();
+            let outcome = match wanted {
+                Some(logits) => running[i].advance(logits, &self.shared),
+                None => Ok(None),
+            };
+            match outcome {
+                Ok(None) => i += 1,
+                Ok(Some(finish)) => {
+                    let done = running.remove(i);
+                    self.close(done.finish(finish));
+                }
+                Err(error) => {
+                    let failed = running.remove(i);
+                    tracing::error!(error = %error, "local generation failed");
+                    let _ = failed.events.send(Event::Failed(error.to_string()));
+                    self.close(failed.sequence);
+                }
+            }
+        }
+    }
+
+    /// What this step does for each generation: every decoding one runs its token, and
+    /// prompts share what is left of the step's prompt tokens, first come first served
+    /// (candle's models, one generation at a time, take a whole prompt at once).
+    fn plan(&self, running: &[Running]) -> Vec<Option<Work>> {
+        let mut budget = if self.model.max_batch() == 1 {
+            usize::MAX
+        } else {
+            PROMPT_TOKENS_PER_STEP
+        };
+        running
+            .iter()
+            .map(|r| {
+                if r.next.is_some() {
+                    return Some(Work::Decode);
+                }
+                let done = r.sequence.tokens().len();
+                let take = (r.prompt.len() - done).min(budget);
+                budget -= take;
+                (take > 0).then_some(Work::Prompt { end: done + take })
+            })
+            .collect()
+    }
+}
+
+impl Running {
+    /// Samples the next token from `logits` and sends its text; says how the generation
+    /// finished, if it did.
+    fn advance(
+        &mut self,
+        mut logits: Vec<f32>,
+        shared: &Shared,
+    ) -> Result<Option<FinishReason>, TokenizerError> {
+        let tokenizer = &shared.tokenizer;
+        let logprobs = self.logprobs.map(|top| (log_softmax(&logits), top));
+        let token = self.sampler.sample(&mut logits);
+        self.generated += 1;
+        shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
+        if tokenizer.is_end(token) {
+            return Ok(Some(FinishReason::Stop));
+        }
+        let token_logprobs = logprobs
+            .map(|(all, top)| vec![token_logprob(tokenizer, token, &all, top)])
+            .unwrap_or_default();
+        let (piece, stopped) = match self.text.push(tokenizer, token)? {
+            Piece::Text(piece) => (piece, false),
+            Piece::Stop(piece) => (piece, true),
+        };
+        if !piece.is_empty() || !token_logprobs.is_empty() {
+            let _ = self.events.send(Event::Delta {
+                text: piece,
+                logprobs: token_logprobs,
+            });
+        }
+        if stopped {
+            return Ok(Some(FinishReason::Stop));
+        }
+        if self.generated >= self.max_tokens {
+            return Ok(Some(FinishReason::Length));
+        }
+        self.next = Some(token);
+        Ok(None)
+    }
+
+    /// Sends the end of the answer, and gives back the sequence.
+    fn finish(mut self, finish: FinishReason) -> Sequence {
         // Text held back as a possible stop sequence is answer after all.
-        let rest = text.finish();
+        let rest = self.text.finish();
         if !rest.is_empty() {
-            let _ = events.send(Event::Delta {
+            let _ = self.events.send(Event::Delta {
                 text: rest,
                 logprobs: Vec::new(),
             });
         }
-        let _ = events.send(Event::Done {
+        let _ = self.events.send(Event::Done {
             finish,
-            completion_tokens: generated,
+            completion_tokens: self.generated,
         });
-        Ok(())
+        self.sequence
     }
+}
 
-    fn token_logprob(&self, token: u32, all: &[f32], top: usize) -> TokenLogprob {
-        let tokenizer = &self.shared.tokenizer;
-        let describe = |id: u32| {
-            let bytes = tokenizer.token_bytes(id);
-            (String::from_utf8_lossy(&bytes).into_owned(), bytes)
-        };
-        let (text, bytes) = describe(token);
-        TokenLogprob {
-            token: text,
-            bytes,
-            logprob: all[token as usize],
-            top: top_logprobs(all, top)
-                .into_iter()
-                .map(|(id, lp)| {
-                    let (text, bytes) = describe(id);
-                    (text, bytes, lp)
-                })
-                .collect(),
-        }
+fn token_logprob(tokenizer: &ModelTokenizer, token: u32, all: &[f32], top: usize) -> TokenLogprob {
+    let describe = |id: u32| {
+        let bytes = tokenizer.token_bytes(id);
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    };
+    let (text, bytes) = describe(token);
+    TokenLogprob {
+        token: text,
+        bytes,
+        logprob: all[token as usize],
+        top: top_logprobs(all, top)
+            .into_iter()
+            .map(|(id, lp)| {
+                let (text, bytes) = describe(id);
+                (text, bytes, lp)
+            })
+            .collect(),
     }
 }

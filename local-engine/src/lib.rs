@@ -12,6 +12,7 @@ pub mod engine;
 pub mod llama;
 mod metadata;
 pub mod model;
+mod prefix_cache;
 pub mod quant;
 pub mod sampling;
 pub mod text_stream;
@@ -22,4 +23,5 @@ pub use engine::{
     Engine, EngineConfig, Event, FinishReason, Generation, GenerationRequest, LoadError, ModelInfo,
     SubmitError, TokenLogprob,
 };
+pub use model::Settings as ModelSettings;
 pub use sampling::SamplingParams;

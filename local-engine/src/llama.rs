@@ -2,9 +2,12 @@
 //! pass on the quantized products of [`crate::quant`], where candle's CPU path is slow (a
 //! scalar Q4_1 dot product, prompts processed row by row, a KV cache grown by concatenation).
 //! Weights stay as the file has them (Q4_1 or Q8_0 blocks; norms in f32); activations are
-//! quantized to 8 bits per block before each product, as llama.cpp does. Each layer's KV cache
-//! grows by doubling. A file with other weight formats, or with rope frequency factors, is
-//! left to candle (see [`crate::model`]).
+//! quantized to 8 bits per block before each product, as llama.cpp does.
+//!
+//! The weights are shared and immutable; each sequence brings its own [`KvCache`], so one
+//! [`Llama::forward`] runs several sequences together (their rows share every pass over the
+//! weights: continuous batching). A file with other weight formats, or with rope frequency
+//! factors, is left to candle (see [`crate::model`]).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -72,12 +75,71 @@ struct Layer {
     down: QuantMatrix,
 }
 
-/// Keys and values of every position so far, per layer: `[position][kv_dim]`.
-#[derive(Default)]
-struct KvCache {
+/// One sequence's keys and values of every position so far, per layer: `[position][kv_dim]`.
+/// Each layer's buffers grow by doubling.
+#[derive(Debug, Clone)]
+pub struct KvCache {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
+    /// Floats per position (the key/value heads' width).
+    width: usize,
     len: usize,
+}
+
+impl KvCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drops the capacity beyond what is held (before the cache is kept for long).
+    pub fn shrink_to_fit(&mut self) {
+        for buffer in self.keys.iter_mut().chain(&mut self.values) {
+            buffer.shrink_to_fit();
+        }
+    }
+}
+
+impl crate::prefix_cache::Prefixes for KvCache {
+    fn bytes(&self) -> usize {
+        let floats: usize = self
+            .keys
+            .iter()
+            .chain(&self.values)
+            .map(Vec::capacity)
+            .sum();
+        floats * std::mem::size_of::<f32>()
+    }
+
+    fn prefix(&self, len: usize) -> Self {
+        let len = len.min(self.len);
+        let copy = |buffers: &[Vec<f32>]| {
+            buffers
+                .iter()
+                .map(|b| b[..len * self.width].to_vec())
+                .collect()
+        };
+        Self {
+            keys: copy(&self.keys),
+            values: copy(&self.values),
+            width: self.width,
+            len,
+        }
+    }
+}
+
+/// One sequence's part of a [`Llama::forward`] batch.
+pub struct Input<'a> {
+    pub cache: &'a mut KvCache,
+    /// The tokens after the cached positions.
+    pub tokens: &'a [u32],
+    /// Whether the logits after the last of `tokens` are wanted (not for a prompt's first
+    /// chunks).
+    pub logits: bool,
 }
 
 pub struct Llama {
@@ -89,7 +151,6 @@ pub struct Llama {
     output_norm: Vec<f32>,
     layers: Vec<Layer>,
     inverse_frequencies: Vec<f32>,
-    cache: KvCache,
 }
 
 /// Reads the tensors of a GGUF file, checking each against the file's size before reading it.
@@ -303,11 +364,6 @@ impl Llama {
             .collect();
         Ok(Some(Self {
             isa: Isa::detect(),
-            cache: KvCache {
-                keys: vec![Vec::new(); layers],
-                values: vec![Vec::new(); layers],
-                len: 0,
-            },
             config,
             embeddings,
             output,
@@ -322,21 +378,33 @@ impl Llama {
         self.config.context_length
     }
 
-    /// Forgets the sequence so far (the cache keeps its memory).
-    pub fn reset(&mut self) {
-        self.cache.len = 0;
+    /// An empty cache for a new sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            keys: vec![Vec::new(); self.layers.len()],
+            values: vec![Vec::new(); self.layers.len()],
+            width: self.config.kv_dim(),
+            len: 0,
+        }
     }
 
-    /// Runs `tokens` at positions `position..` (earlier positions come from the cache) and
-    /// returns the logits of the last one.
-    pub fn forward(&mut self, tokens: &[u32], position: usize) -> Vec<f32> {
-        assert!(!tokens.is_empty(), "at least one token");
-        assert!(position <= self.cache.len, "positions follow the cache");
+    /// Runs each input's tokens after its cached positions, all inputs' rows together through
+    /// each weight matrix, and returns the logits of each input that wants them.
+    pub fn forward(&self, inputs: &mut [Input]) -> Vec<Option<Vec<f32>>> {
         let c = &self.config;
-        let (dim, kv_dim, count) = (c.dim, c.kv_dim(), tokens.len());
+        let (dim, kv_dim) = (c.dim, c.kv_dim());
         let isa = self.isa;
+        // Each row's sequence and position; a sequence's rows are consecutive.
+        let mut rows = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            assert!(!input.tokens.is_empty(), "at least one token per sequence");
+            let start = input.cache.len;
+            rows.extend((start..start + input.tokens.len()).map(|position| (i, position)));
+        }
+        let count = rows.len();
 
         let mut x = vec![0.0f32; count * dim];
+        let tokens = inputs.iter().flat_map(|input| input.tokens);
         for (row, &token) in x.chunks_exact_mut(dim).zip(tokens) {
             let token = (token as usize).min(self.embeddings.rows() - 1);
             self.embeddings.dequantize_row(token, row);
@@ -365,35 +433,33 @@ impl Llama {
                 ],
                 &quantized,
             );
-            for t in 0..count {
-                let at = position + t;
-                rotate(
-                    &mut queries[t * dim..(t + 1) * dim],
-                    c,
-                    &self.inverse_frequencies,
-                    at,
-                );
-                rotate(
-                    &mut keys[t * kv_dim..(t + 1) * kv_dim],
-                    c,
-                    &self.inverse_frequencies,
-                    at,
-                );
+            for (r, &(_, position)) in rows.iter().enumerate() {
+                let frequencies = &self.inverse_frequencies;
+                rotate(&mut queries[r * dim..][..dim], c, frequencies, position);
+                rotate(&mut keys[r * kv_dim..][..kv_dim], c, frequencies, position);
             }
-            let cached_keys = &mut self.cache.keys[l];
-            let cached_values = &mut self.cache.values[l];
-            cached_keys.truncate(position * kv_dim);
-            cached_values.truncate(position * kv_dim);
-            cached_keys.extend_from_slice(&keys);
-            cached_values.extend_from_slice(&values);
-            attend(
-                c,
-                &queries,
-                cached_keys,
-                cached_values,
-                position,
-                &mut attended,
-            );
+            let mut first = 0;
+            for input in inputs.iter_mut() {
+                let (start, new) = (input.cache.len, input.tokens.len());
+                let range = first * kv_dim..(first + new) * kv_dim;
+                for (cached, fresh) in [
+                    (&mut input.cache.keys[l], &keys[range.clone()]),
+                    (&mut input.cache.values[l], &values[range]),
+                ] {
+                    cached.truncate(start * kv_dim);
+                    cached.extend_from_slice(fresh);
+                }
+                first += new;
+            }
+            let contexts: Vec<Context> = rows
+                .iter()
+                .map(|&(i, position)| Context {
+                    keys: &inputs[i].cache.keys[l],
+                    values: &inputs[i].cache.values[l],
+                    visible: position + 1,
+                })
+                .collect();
+            attend(c, &queries, &contexts, &mut attended);
             quantize_rows(&attended, dim, &mut quantized);
             product(isa, &layer.attention_output, &quantized, &mut projected);
             add(&mut x, &projected);
@@ -412,15 +478,45 @@ impl Llama {
             product(isa, &layer.down, &quantized_hidden, &mut projected);
             add(&mut x, &projected);
         }
-        self.cache.len = position + count;
 
-        let last = &x[(count - 1) * dim..];
+        // The logits of each wanted sequence's last row, every such row in one product.
+        let mut last_rows = Vec::new();
+        let mut first = 0;
+        for input in inputs.iter_mut() {
+            first += input.tokens.len();
+            input.cache.len += input.tokens.len();
+            if input.logits {
+                last_rows.push(first - 1);
+            }
+        }
         let mut normed_last = vec![0.0f32; dim];
-        rms_norm(last, &self.output_norm, c.eps, &mut normed_last);
+        let wanted: Vec<Q8Vector> = last_rows
+            .iter()
+            .map(|&r| {
+                rms_norm(
+                    &x[r * dim..][..dim],
+                    &self.output_norm,
+                    c.eps,
+                    &mut normed_last,
+                );
+                Q8Vector::quantize(&normed_last)
+            })
+            .collect();
         let output = self.output.as_ref().unwrap_or(&self.embeddings);
-        let mut logits = vec![0.0f32; output.rows()];
-        quant::matvec(isa, output, &Q8Vector::quantize(&normed_last), &mut logits);
-        logits
+        let vocab = output.rows();
+        let mut logits = vec![0.0f32; wanted.len() * vocab];
+        if !wanted.is_empty() {
+            product(isa, output, &wanted, &mut logits);
+        }
+        let mut logits = logits.chunks_exact(vocab.max(1));
+        inputs
+            .iter()
+            .map(|input| {
+                input
+                    .logits
+                    .then(|| logits.next().map(<[f32]>::to_vec).unwrap_or_default())
+            })
+            .collect()
     }
 }
 
@@ -486,26 +582,31 @@ fn rotate(heads: &mut [f32], config: &Config, inverse_frequencies: &[f32], posit
     }
 }
 
-/// Causal attention of the new tokens (at `position..`) over every cached position, each
-/// query head reading its group's key/value head. Heads run in parallel.
-fn attend(
-    config: &Config,
-    queries: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    position: usize,
-    out: &mut [f32],
-) {
+/// What one row attends to: its sequence's keys and values up to and including its own
+/// position.
+struct Context<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    visible: usize,
+}
+
+/// Causal attention of each row over its context, each query head reading its group's
+/// key/value head. Rows and heads run in parallel.
+fn attend(config: &Config, queries: &[f32], contexts: &[Context], out: &mut [f32]) {
     let (head_dim, kv_dim) = (config.head_dim, config.kv_dim());
     let group = config.heads / config.kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
     out.par_chunks_mut(head_dim)
         .enumerate()
         .for_each(|(index, out)| {
-            let (t, head) = (index / config.heads, index % config.heads);
+            let (row, head) = (index / config.heads, index % config.heads);
+            let Context {
+                keys,
+                values,
+                visible,
+            } = contexts[row];
             let query = &queries[index * head_dim..(index + 1) * head_dim];
             let offset = (head / group) * head_dim;
-            let visible = position + t + 1;
             let mut scores: Vec<f32> = (0..visible)
                 .map(|p| {
                     let key = &keys[p * kv_dim + offset..p * kv_dim + offset + head_dim];

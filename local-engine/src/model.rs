@@ -1,6 +1,8 @@
 //! The transformer itself, one variant per architecture: llama files whose weights are Q4_1 or
-//! Q8_0 run on our own forward pass ([`crate::llama`]), everything else on candle's quantized
-//! model code. Everything else talks to it through [`Model::forward`].
+//! Q8_0 run on our own forward pass ([`crate::llama`]: several sequences per step, finished
+//! ones' prefixes kept in a [`PrefixCache`]), everything else on candle's quantized model code
+//! (one sequence at a time). Everything else talks to it through [`Sequence`]s and
+//! [`Model::step`].
 
 use std::fs::File;
 
@@ -10,12 +12,19 @@ use candle_transformers::models::{
     quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
 };
 
+use crate::llama::{Input, KvCache};
 use crate::metadata::Metadata;
+use crate::prefix_cache::PrefixCache;
 
 pub const SUPPORTED: &str = "llama, qwen2, qwen3, phi3, gemma3";
 
 enum Weights {
     Own(crate::llama::Llama),
+    Candle(CandleWeights),
+}
+
+/// candle's models keep their one sequence's keys and values inside the weights.
+enum CandleWeights {
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
@@ -23,15 +32,61 @@ enum Weights {
     Gemma3(quantized_gemma3::ModelWeights),
 }
 
-/// A loaded model with its state for one sequence (the KV cache inside the weights).
+/// How many sequences run together, and how much memory keeps finished ones' prefixes.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Sequences decoded together on our llama path (candle's models take one).
+    pub max_batch: usize,
+    /// The bound on the prefix cache's keys and values (0: no cache).
+    pub prefix_cache_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_batch: 8,
+            prefix_cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// A loaded model. Sequences are [`Model::open`]ed, fed with [`Model::step`] (several at a
+/// time on our llama path) and [`Model::close`]d.
 pub struct Model {
     weights: Weights,
-    /// The tokens whose keys and values are in the cache, in order.
-    sequence: Vec<u32>,
+    settings: Settings,
+    prefixes: PrefixCache<KvCache>,
+    /// Which sequence candle's weights hold the state of (they hold one).
+    candle_sequence: Option<u64>,
+    next_id: u64,
     device: Device,
     pub architecture: String,
     /// The longest sequence (prompt and answer) the model can take.
     pub context_length: usize,
+}
+
+/// One sequence: the tokens run so far and, on our llama path, their keys and values.
+pub struct Sequence {
+    id: u64,
+    tokens: Vec<u32>,
+    /// `None` on candle's models, whose one sequence lives inside the weights.
+    cache: Option<KvCache>,
+}
+
+impl Sequence {
+    /// The tokens run so far, in order.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+}
+
+/// One sequence's part of a [`Model::step`].
+pub struct Feed<'a> {
+    pub sequence: &'a mut Sequence,
+    /// The tokens that follow the sequence so far.
+    pub tokens: &'a [u32],
+    /// Whether the logits after the last of `tokens` are wanted.
+    pub logits: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +99,13 @@ pub enum ModelError {
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Llama(#[from] crate::llama::LlamaError),
+    #[error("this model runs one sequence at a time, and that is not it")]
+    NotTheSequence,
 }
 
 impl Model {
     /// Loads the weights described by `content` from `file`.
-    pub fn load(content: Content, file: &mut File) -> Result<Self, ModelError> {
+    pub fn load(content: Content, file: &mut File, settings: Settings) -> Result<Self, ModelError> {
         let device = Device::Cpu;
         let metadata = Metadata(&content);
         let architecture = metadata.string("general.architecture")?.to_owned();
@@ -65,34 +122,34 @@ impl Model {
                 (Weights::Own(own), limit)
             }
             ("llama", None) => (
-                Weights::Llama(quantized_llama::ModelWeights::from_gguf(
-                    content, file, &device,
-                )?),
+                Weights::Candle(CandleWeights::Llama(
+                    quantized_llama::ModelWeights::from_gguf(content, file, &device)?,
+                )),
                 // candle's rotary tables for llama stop here.
                 quantized_llama::MAX_SEQ_LEN,
             ),
             ("qwen2", None) => (
-                Weights::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
-                    content, file, &device,
-                )?),
+                Weights::Candle(CandleWeights::Qwen2(
+                    quantized_qwen2::ModelWeights::from_gguf(content, file, &device)?,
+                )),
                 usize::MAX,
             ),
             ("qwen3", None) => (
-                Weights::Qwen3(quantized_qwen3::ModelWeights::from_gguf(
-                    content, file, &device,
-                )?),
+                Weights::Candle(CandleWeights::Qwen3(
+                    quantized_qwen3::ModelWeights::from_gguf(content, file, &device)?,
+                )),
                 usize::MAX,
             ),
             ("phi3", None) => (
-                Weights::Phi3(quantized_phi3::ModelWeights::from_gguf(
-                    false, content, file, &device,
-                )?),
+                Weights::Candle(CandleWeights::Phi3(
+                    quantized_phi3::ModelWeights::from_gguf(false, content, file, &device)?,
+                )),
                 usize::MAX,
             ),
             ("gemma3", None) => (
-                Weights::Gemma3(quantized_gemma3::ModelWeights::from_gguf(
-                    content, file, &device,
-                )?),
+                Weights::Candle(CandleWeights::Gemma3(
+                    quantized_gemma3::ModelWeights::from_gguf(content, file, &device)?,
+                )),
                 quantized_gemma3::MAX_SEQ_LEN,
             ),
             (other, None) => return Err(ModelError::UnsupportedArchitecture(other.to_owned())),
@@ -100,68 +157,152 @@ impl Model {
         let context_length = declared.min(table_limit);
         Ok(Self {
             weights,
-            sequence: Vec::new(),
+            settings,
+            prefixes: PrefixCache::new(settings.prefix_cache_bytes),
+            candle_sequence: None,
+            next_id: 0,
             device,
             architecture,
             context_length,
         })
     }
 
-    /// Starts a sequence at `prompt` and returns the logits of its last token, with how many of
-    /// its tokens came from the cache: our llama path keeps the keys and values of the longest
-    /// prefix the prompt shares with the sequence before (a repeated system prompt costs its
-    /// prefill once); candle's models start over.
-    pub fn start(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize), ModelError> {
-        let shared = match self.weights {
-            Weights::Own(_) => self
-                .sequence
-                .iter()
-                .zip(prompt)
-                .take_while(|(a, b)| a == b)
-                .count()
-                // The last prompt token runs again: its logits are the answer's first.
-                .min(prompt.len().saturating_sub(1)),
-            _ => 0,
+    /// How many sequences [`Model::step`] takes at once.
+    pub fn max_batch(&self) -> usize {
+        match self.weights {
+            Weights::Own(_) => self.settings.max_batch.max(1),
+            Weights::Candle(_) => 1,
+        }
+    }
+
+    /// Memory held by the prefix cache.
+    pub fn prefix_cache_bytes(&self) -> usize {
+        self.prefixes.bytes()
+    }
+
+    /// A new sequence for `prompt`, holding the longest prefix of it that the prefix cache has
+    /// (never all of it: the last prompt token must run for its logits), and how many tokens
+    /// that is. The caller feeds the rest. On candle's models this ends the sequence before.
+    pub fn open(&mut self, prompt: &[u32]) -> (Sequence, usize) {
+        self.next_id += 1;
+        let id = self.next_id;
+        let (tokens, cache) = match &mut self.weights {
+            Weights::Own(llama) => {
+                let limit = prompt.len().saturating_sub(1);
+                match self.prefixes.lookup(prompt, limit) {
+                    Some((shared, cache)) => (prompt[..shared].to_vec(), Some(cache)),
+                    None => (Vec::new(), Some(llama.new_cache())),
+                }
+            }
+            Weights::Candle(weights) => {
+                weights.clear();
+                self.candle_sequence = Some(id);
+                (Vec::new(), None)
+            }
         };
-        if shared == 0 {
-            self.reset();
+        let cached = tokens.len();
+        (Sequence { id, tokens, cache }, cached)
+    }
+
+    /// Runs each feed's tokens after its sequence so far, and returns the logits of each feed
+    /// that wants them.
+    pub fn step(&mut self, feeds: &mut [Feed]) -> Result<Vec<Option<Vec<f32>>>, ModelError> {
+        let weights = match &mut self.weights {
+            Weights::Candle(weights) => weights,
+            Weights::Own(llama) => {
+                let mut inputs: Vec<Input> = feeds
+                    .iter_mut()
+                    .map(|feed| Input {
+                        cache: feed
+                            .sequence
+                            .cache
+                            .as_mut()
+                            .expect("our sequences have a cache"),
+                        tokens: feed.tokens,
+                        logits: feed.logits,
+                    })
+                    .collect();
+                let logits = llama.forward(&mut inputs);
+                for feed in feeds.iter_mut() {
+                    feed.sequence.tokens.extend_from_slice(feed.tokens);
+                }
+                return Ok(logits);
+            }
+        };
+        let [feed] = feeds else {
+            return Err(ModelError::NotTheSequence);
+        };
+        if self.candle_sequence != Some(feed.sequence.id) {
+            return Err(ModelError::NotTheSequence);
         }
-        self.sequence.truncate(shared);
-        let logits = self.forward(&prompt[shared..], shared)?;
-        self.sequence.extend_from_slice(&prompt[shared..]);
-        Ok((logits, shared))
+        let position = feed.sequence.tokens.len();
+        let logits = weights.forward(feed.tokens, position, &self.device)?;
+        feed.sequence.tokens.extend_from_slice(feed.tokens);
+        Ok(vec![feed.logits.then_some(logits)])
     }
 
-    /// Appends a token to the sequence and returns the logits after it.
-    pub fn next(&mut self, token: u32) -> Result<Vec<f32>, ModelError> {
-        let logits = self.forward(&[token], self.sequence.len())?;
-        self.sequence.push(token);
-        Ok(logits)
+    /// Runs `tokens` after the sequence so far and returns the logits after the last one.
+    pub fn feed(
+        &mut self,
+        sequence: &mut Sequence,
+        tokens: &[u32],
+    ) -> Result<Vec<f32>, ModelError> {
+        let mut feeds = [Feed {
+            sequence,
+            tokens,
+            logits: true,
+        }];
+        let [logits] = <[_; 1]>::try_from(self.step(&mut feeds)?).expect("one feed, one answer");
+        Ok(logits.expect("logits were asked for"))
     }
 
-    /// Forgets the sequence so far.
-    pub fn reset(&mut self) {
-        self.sequence.clear();
-        match &mut self.weights {
-            Weights::Own(w) => w.reset(),
-            Weights::Llama(w) => w.clear_kv_cache(),
-            Weights::Qwen2(w) => w.clear_kv_cache(),
-            Weights::Qwen3(w) => w.clear_kv_cache(),
-            // These two drop their cache when a sequence starts at position 0.
-            Weights::Phi3(_) | Weights::Gemma3(_) => {}
+    /// Ends a sequence; on our llama path its keys and values go to the prefix cache.
+    pub fn close(&mut self, sequence: Sequence) {
+        match sequence.cache {
+            Some(mut cache) if cache.len() == sequence.tokens.len() => {
+                cache.shrink_to_fit();
+                self.prefixes.insert(sequence.tokens, cache);
+            }
+            Some(_) => {} // a failed step left it unfinished
+            None => {
+                if self.candle_sequence == Some(sequence.id) {
+                    self.candle_sequence = None;
+                }
+            }
         }
     }
 
-    /// Runs `tokens` at positions `position..`, and returns the logits of the last one.
-    pub fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, ModelError> {
-        let input = || Tensor::new(tokens, &self.device)?.unsqueeze(0);
-        let logits = match &mut self.weights {
-            Weights::Own(w) => return Ok(w.forward(tokens, position)),
-            Weights::Llama(w) => w.forward(&input()?, position)?,
-            Weights::Qwen2(w) => w.forward(&input()?, position)?,
-            Weights::Qwen3(w) => w.forward(&input()?, position)?,
-            Weights::Phi3(w) => w.forward(&input()?, position)?,
-            Weights::Gemma3(w) => w.forward(&input()?, position)?,
+    /// Empties the prefix cache.
+    pub fn clear_prefix_cache(&mut self) {
+        self.prefixes.clear();
+    }
+}
+
+impl CandleWeights {
+    fn clear(&mut self) {
+        match self {
+            CandleWeights::Llama(w) => w.clear_kv_cache(),
+            CandleWeights::Qwen2(w) => w.clear_kv_cache(),
+            CandleWeights::Qwen3(w) => w.clear_kv_cache(),
+            // These drop their cache when a sequence starts at position 0.
+            CandleWeights::Phi3(_) | CandleWeights::Gemma3(_) => {}
+        }
+    }
+
+    /// Runs `tokens` at positions `position..` and returns the logits of the last one.
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        position: usize,
+        device: &Device,
+    ) -> Result<Vec<f32>, ModelError> {
+        let input = || Tensor::new(tokens, device)?.unsqueeze(0);
+        let logits = match self {
+            CandleWeights::Llama(w) => w.forward(&input()?, position)?,
+            CandleWeights::Qwen2(w) => w.forward(&input()?, position)?,
+            CandleWeights::Qwen3(w) => w.forward(&input()?, position)?,
+            CandleWeights::Phi3(w) => w.forward(&input()?, position)?,
+            CandleWeights::Gemma3(w) => w.forward(&input()?, position)?,
         };
         // [1, vocab] from most architectures, [1, tokens, vocab] from some: keep the last row.
         let mut logits = logits.squeeze(0)?;

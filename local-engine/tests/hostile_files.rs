@@ -22,6 +22,7 @@ fn load(bytes: &[u8], dir: &std::path::Path) -> Result<(), TestCaseError> {
         path: path.clone(),
         queue_capacity: 1,
         max_context: Some(256),
+        model: Default::default(),
     };
     let loaded = std::panic::catch_unwind(|| Engine::load(&config).map(drop));
     std::fs::remove_file(&path).unwrap();

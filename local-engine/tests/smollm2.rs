@@ -17,7 +17,9 @@ use switchboard_local_engine::{
     SubmitError, Turn,
 };
 
-use common::{load_model, model_path};
+use common::{load_model, load_model_with, model_path};
+use switchboard_local_engine::ModelSettings;
+use switchboard_local_engine::model::{Feed, Model, Sequence};
 
 #[derive(Deserialize)]
 struct Reference {
@@ -58,10 +60,15 @@ fn tokenizer() -> ModelTokenizer {
 }
 
 fn engine(queue_capacity: usize) -> Engine {
+    engine_with(queue_capacity, ModelSettings::default())
+}
+
+fn engine_with(queue_capacity: usize, model: ModelSettings) -> Engine {
     Engine::load(&EngineConfig {
         path: model_path(),
         queue_capacity,
         max_context: None,
+        model,
     })
     .unwrap()
 }
@@ -185,6 +192,14 @@ const NEAR_TIE: f32 = 0.2;
 /// Free-running decoding of an "exact" conversation follows llama.cpp's at least this far.
 const EXACT_PREFIX: usize = 8;
 
+/// A new sequence (the test's models keep no finished ones) after `prompt`, with its logits.
+fn run_prompt(model: &mut Model, prompt: &[u32]) -> (Sequence, Vec<f32>) {
+    let (mut sequence, cached) = model.open(prompt);
+    assert_eq!(cached, 0);
+    let logits = model.feed(&mut sequence, prompt).unwrap();
+    (sequence, logits)
+}
+
 #[test]
 fn greedy_tokens_match_llama_cpp() {
     let mut model = load_model();
@@ -198,8 +213,7 @@ fn greedy_tokens_match_llama_cpp() {
             // Free-running: our own tokens are fed back, and they are llama.cpp's until a
             // near tie, where the last bits of two engines' sums may pick either side (and the
             // rest of the answer follows that side).
-            model.reset();
-            let mut logits = model.forward(prompt, 0).unwrap();
+            let (mut sequence, mut logits) = run_prompt(&mut model, prompt);
             for (step, &theirs) in expected.iter().enumerate() {
                 let ours = switchboard_local_engine::sampling::argmax(&logits);
                 if ours != theirs {
@@ -211,13 +225,12 @@ fn greedy_tokens_match_llama_cpp() {
                     );
                     break;
                 }
-                logits = model.forward(&[ours], prompt.len() + step).unwrap();
+                logits = model.feed(&mut sequence, &[ours]).unwrap();
             }
         }
         // Teacher-forced: llama.cpp's tokens are fed back, and each of its choices must be ours
         // or a near-tie with ours.
-        model.reset();
-        let mut logits = model.forward(prompt, 0).unwrap();
+        let (mut sequence, mut logits) = run_prompt(&mut model, prompt);
         for (step, &token) in expected.iter().enumerate() {
             let best = switchboard_local_engine::sampling::argmax(&logits);
             let gap = logits[best as usize] - logits[token as usize];
@@ -226,7 +239,7 @@ fn greedy_tokens_match_llama_cpp() {
                 "step {step} of {:?}: llama.cpp chose {token}, {gap} below our {best}",
                 conversation.prompt
             );
-            logits = model.forward(&[token], prompt.len() + step).unwrap();
+            logits = model.feed(&mut sequence, &[token]).unwrap();
         }
     }
 }
@@ -304,16 +317,27 @@ fn requests_beyond_the_context_are_refused_with_the_numbers() {
 }
 
 #[test]
-fn a_dropped_receiver_stops_generation_and_a_full_queue_refuses() {
-    let engine = engine(1);
-    let mut running = engine
-        .submit(request(ask("Count from one to one hundred."), 400))
-        .unwrap();
-    assert!(matches!(
-        running.events.blocking_recv(),
-        Some(Event::Delta { .. })
-    ));
-    // Running: the queue has room for one more, and no other.
+fn dropped_receivers_stop_generation_and_a_full_queue_refuses() {
+    let batch = ModelSettings {
+        max_batch: 2,
+        ..ModelSettings::default()
+    };
+    let engine = engine_with(1, batch);
+    let mut running: Vec<Generation> = (0..2)
+        .map(|_| {
+            engine
+                .submit(request(ask("Count from one to one hundred."), 400))
+                .unwrap()
+        })
+        .collect();
+    for generation in &mut running {
+        assert!(matches!(
+            generation.events.blocking_recv(),
+            Some(Event::Delta { .. })
+        ));
+    }
+    assert_eq!(engine.running(), 2);
+    // The batch is full: the queue has room for one more, and no other.
     let waiting = engine.submit(request(ask("hi"), 2)).unwrap();
     assert!(matches!(
         engine.submit(request(ask("hi"), 2)),
@@ -322,12 +346,12 @@ fn a_dropped_receiver_stops_generation_and_a_full_queue_refuses() {
     assert_eq!(engine.queue_depth(), 1);
 
     drop(running);
-    // The waiting job runs next, so the running one must have stopped early.
+    // The waiting job joins once a place is free, so the running ones must have stopped early.
     let (_, finish, tokens) = collect(waiting);
     assert_eq!((finish, tokens), (FinishReason::Length, 2));
     let after_cancel = engine.generated_tokens();
     assert!(
-        after_cancel < 100,
+        after_cancel < 200,
         "generation stopped early: {after_cancel} tokens"
     );
     std::thread::sleep(Duration::from_millis(200));
@@ -336,6 +360,7 @@ fn a_dropped_receiver_stops_generation_and_a_full_queue_refuses() {
         after_cancel,
         "nothing runs in the background"
     );
+    assert_eq!(engine.running(), 0);
 }
 
 #[test]
@@ -349,6 +374,7 @@ fn unreadable_files_are_refused_with_the_file_and_the_reason() {
             path: path.clone(),
             queue_capacity: 1,
             max_context: None,
+            model: Default::default(),
         })
         .err()
         .expect("loading must fail")
@@ -370,7 +396,7 @@ fn unreadable_files_are_refused_with_the_file_and_the_reason() {
 
 #[test]
 fn a_shared_prompt_prefix_comes_from_the_cache_with_the_same_logits() {
-    let mut model = load_model();
+    let mut model = load_model_with(ModelSettings::default());
     let conversations = reference().conversations;
     // The same system prompt, two questions.
     let (first, second) = (&conversations[0].prompt_ids, &conversations[2].prompt_ids);
@@ -380,20 +406,138 @@ fn a_shared_prompt_prefix_comes_from_the_cache_with_the_same_logits() {
         "the reference conversations share their system prompt"
     );
 
-    let (_, cached) = model.start(first).unwrap();
+    let (mut sequence, cached) = model.open(first);
     assert_eq!(cached, 0);
+    model.feed(&mut sequence, first).unwrap();
     for token in [28u32, 2618, 2828] {
-        model.next(token).unwrap();
+        model.feed(&mut sequence, &[token]).unwrap();
     }
-    let (from_cache, cached) = model.start(second).unwrap();
+    model.close(sequence);
+    let (mut sequence, cached) = model.open(second);
     assert_eq!(cached, shared);
-    model.reset();
-    let (fresh, cached) = model.start(second).unwrap();
+    let from_cache = model.feed(&mut sequence, &second[cached..]).unwrap();
+    drop(sequence);
+
+    model.clear_prefix_cache();
+    let (mut sequence, cached) = model.open(second);
     assert_eq!(cached, 0);
+    let fresh = model.feed(&mut sequence, second).unwrap();
     assert_eq!(from_cache, fresh, "the cached prefix changes nothing");
+    model.close(sequence);
 
     // The same prompt again: all but its last token come from the cache.
-    let (again, cached) = model.start(second).unwrap();
+    let (mut sequence, cached) = model.open(second);
     assert_eq!(cached, second.len() - 1);
+    let again = model.feed(&mut sequence, &second[cached..]).unwrap();
     assert_eq!(again, fresh);
+
+    let off = ModelSettings {
+        prefix_cache_bytes: 0,
+        ..ModelSettings::default()
+    };
+    let mut model = load_model_with(off);
+    let (mut sequence, _) = model.open(second);
+    model.feed(&mut sequence, second).unwrap();
+    model.close(sequence);
+    assert_eq!(model.open(second).1, 0, "a cache of 0 bytes keeps nothing");
+    assert_eq!(model.prefix_cache_bytes(), 0);
+}
+
+#[test]
+fn sequences_stepped_together_get_the_logits_they_get_alone() {
+    let conversations = reference().conversations;
+    let prompts: Vec<&[u32]> = conversations[..3]
+        .iter()
+        .map(|c| c.prompt_ids.as_slice())
+        .collect();
+    // Each alone: the prompt, then its greedy tokens one at a time.
+    let mut model = load_model();
+    let alone: Vec<Vec<Vec<f32>>> = prompts
+        .iter()
+        .map(|prompt| {
+            let (mut sequence, mut logits) = run_prompt(&mut model, prompt);
+            let mut all = vec![logits.clone()];
+            for _ in 0..4 {
+                let token = switchboard_local_engine::sampling::argmax(&logits);
+                logits = model.feed(&mut sequence, &[token]).unwrap();
+                all.push(logits.clone());
+            }
+            all
+        })
+        .collect();
+
+    // Together: the first prompt alone in the first step, then the second one's prompt in two
+    // chunks beside the first one's decoding, the third joining later.
+    let mut sequences: Vec<Sequence> = prompts.iter().map(|p| model.open(p).0).collect();
+    let mut logits: Vec<Vec<Vec<f32>>> = vec![Vec::new(); 3];
+    let mut next = [0u32; 3];
+    let half = prompts[1].len() / 2;
+    for step in 0..8 {
+        let mut work: Vec<(usize, Vec<u32>, bool)> = Vec::new();
+        for s in 0..3 {
+            let done = sequences[s].tokens().len();
+            let joins = [0, 1, 3][s];
+            if step < joins || logits[s].len() == alone[s].len() {
+                continue;
+            }
+            let prompt = prompts[s];
+            work.push(if s == 1 && done == 0 {
+                (s, prompt[..half].to_vec(), false)
+            } else if done < prompt.len() {
+                (s, prompt[done..].to_vec(), true)
+            } else {
+                (s, vec![next[s]], true)
+            });
+        }
+        let mut taken: Vec<Option<&mut Sequence>> = sequences.iter_mut().map(Some).collect();
+        let mut feeds: Vec<Feed> = work
+            .iter()
+            .map(|(s, tokens, wanted)| Feed {
+                sequence: taken[*s].take().unwrap(),
+                tokens,
+                logits: *wanted,
+            })
+            .collect();
+        let results = model.step(&mut feeds).unwrap();
+        for ((s, _, wanted), result) in work.iter().zip(results) {
+            assert_eq!(result.is_some(), *wanted);
+            if let Some(result) = result {
+                next[*s] = switchboard_local_engine::sampling::argmax(&result);
+                logits[*s].push(result);
+            }
+        }
+    }
+    for s in 0..3 {
+        assert_eq!(
+            logits[s].len(),
+            alone[s].len(),
+            "sequence {s} ran to its end"
+        );
+        assert!(logits[s] == alone[s], "sequence {s}: batched logits differ");
+    }
+}
+
+#[test]
+fn concurrent_requests_get_the_answers_they_get_alone() {
+    let engine = engine(8);
+    let questions: Vec<Vec<Turn>> = reference().conversations[..4]
+        .iter()
+        .map(Conversation::turns)
+        .collect();
+    let alone: Vec<String> = questions
+        .iter()
+        .map(|turns| collect(engine.submit(request(turns.clone(), 24)).unwrap()).0)
+        .collect();
+    let generations: Vec<Generation> = questions
+        .iter()
+        .map(|turns| engine.submit(request(turns.clone(), 24)).unwrap())
+        .collect();
+    let together: Vec<String> = generations.into_iter().map(|g| collect(g).0).collect();
+    assert_eq!(together, alone);
+    let (cached, _) = engine.prompt_token_counts();
+    assert!(
+        cached > 0,
+        "the second round found its prompts in the cache"
+    );
+    assert!(engine.prefix_cache_bytes() > 0);
 }

@@ -62,6 +62,7 @@ local_models:
   - name: smollm2
     default_model: smollm2
     queue_capacity: 1
+    max_batch: 2
 embedding_models:
   - name: minilm
     default_model: all-minilm-l6-v2
@@ -210,15 +211,21 @@ def wait_for_full_local_queue(gateway, deadline_s=30):
         time.sleep(0.02)
 
 
-def test_local_cancellation_and_full_queue(gateway):
+def test_local_batching_cancellation_and_full_queue(gateway):
     client = gateway.client(max_retries=0)
-    stream = client.chat.completions.create(
-        model="smollm2",
-        messages=[{"role": "user", "content": "Count from one to one hundred."}],
-        max_tokens=300,
-        stream=True,
-    )
-    next(iter(stream))  # the first token is out: the model is busy with this request
+    streams = [
+        client.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": f"Count from {n} to one hundred."}],
+            max_tokens=300,
+            stream=True,
+        )
+        for n in ("one", "two")
+    ]
+    for stream in streams:
+        next(iter(stream))  # the first token is out: the request is in the batch
+    # Both decode together, and the batch (max_batch: 2) is full.
+    assert metric(gateway, 'switchboard_local_running{model="smollm2"}') == 2
     waiting = threading.Thread(target=lambda: client.chat.completions.create(
         model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=2))
     waiting.start()
@@ -231,13 +238,14 @@ def test_local_cancellation_and_full_queue(gateway):
     assert error.value.response.headers["retry-after"] == "1"
 
     before = generated_tokens(gateway)
-    stream.close()  # the client goes away mid-answer
+    for stream in streams:
+        stream.close()  # the clients go away mid-answer
     waiting.join(30)
     time.sleep(0.3)
     after = generated_tokens(gateway)
     time.sleep(0.3)
-    assert generated_tokens(gateway) == after, "the abandoned generation stopped"
-    assert after - before < 100
+    assert generated_tokens(gateway) == after, "the abandoned generations stopped"
+    assert after - before < 200
 
 
 def test_a_repeated_local_prompt_comes_from_the_prefix_cache(gateway):
@@ -250,6 +258,7 @@ def test_a_repeated_local_prompt_comes_from_the_prefix_cache(gateway):
     second = ask()
     # Everything but the prompt's last token: its keys and values are still in the cache.
     assert metric(gateway, hits) - before == second.usage.prompt_tokens - 1
+    assert metric(gateway, 'switchboard_local_prefix_cache_bytes{model="smollm2"}') > 0
     assert second.choices[0].message.content == first.choices[0].message.content
 
 

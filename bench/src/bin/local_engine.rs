@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 use switchboard_local_engine::{
-    Engine, EngineConfig, Event, GenerationRequest, SamplingParams, Turn,
+    Engine, EngineConfig, Event, GenerationRequest, ModelSettings, SamplingParams, Turn,
 };
 
 /// Tokens in the prompt-processing case, and generated in the decoding case.
@@ -86,10 +86,13 @@ fn generate(engine: &Engine, turns: Vec<Turn>, max_tokens: usize) -> anyhow::Res
     }
 }
 
-/// Runs a short request that shares no more than the chat template's first tokens with the
-/// benchmark's prompts, so that the next one starts cold.
-fn evict(engine: &Engine) -> anyhow::Result<()> {
-    generate(engine, vec![turn("user", "Hi")], 1).map(drop)
+fn load(model: &str, settings: ModelSettings) -> anyhow::Result<Engine> {
+    Ok(Engine::load(&EngineConfig {
+        path: PathBuf::from(model),
+        queue_capacity: 16,
+        max_context: Some(2048),
+        model: settings,
+    })?)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -102,24 +105,26 @@ fn main() -> anyhow::Result<()> {
     let (Some(model), Some(out)) = (args.next(), args.next()) else {
         bail!("usage: local_engine MODEL.gguf OUT.json");
     };
-    let engine = Engine::load(&EngineConfig {
-        path: PathBuf::from(&model),
-        queue_capacity: 16,
-        max_context: Some(2048),
-    })?;
+    let engine = load(&model, ModelSettings::default())?;
+    // Cold measurements on an engine that keeps no prefixes.
+    let cold_engine = load(
+        &model,
+        ModelSettings {
+            prefix_cache_bytes: 0,
+            ..ModelSettings::default()
+        },
+    )?;
 
     // Warm-up: page the weights in.
     generate(&engine, vec![turn("user", "Hi")], 4)?;
+    generate(&cold_engine, vec![turn("user", "Hi")], 4)?;
 
     let prefill_turns = conversation(&engine, PROMPT_TOKENS, "How do I reset my VPN password?")?;
     let prefill_ids = engine.prompt_tokens(&prefill_turns)?;
     let mut prefill = Vec::new();
     let mut first_token = Vec::new();
     for _ in 0..REPEATS {
-        // The engine keeps the keys and values of the sequence before: a short unrelated one
-        // in between leaves only the chat template's first tokens to share.
-        evict(&engine)?;
-        let run = generate(&engine, prefill_turns.clone(), 1)?;
+        let run = generate(&cold_engine, prefill_turns.clone(), 1)?;
         prefill.push(run.prompt_tokens as f64 / run.first_token.as_secs_f64());
         first_token.push(run.first_token.as_secs_f64() * 1000.0);
     }
@@ -163,8 +168,8 @@ fn main() -> anyhow::Result<()> {
     let cold_turns = conversation(&engine, SYSTEM_PROMPT_TOKENS, "Where is the printer?")?;
     let mut warm_turns = cold_turns.clone();
     warm_turns[1] = turn("user", "How do I file an expense?");
-    evict(&engine)?;
-    let cold = generate(&engine, cold_turns.clone(), 1)?;
+    let cold = generate(&cold_engine, cold_turns.clone(), 1)?;
+    generate(&engine, cold_turns.clone(), 1)?;
     let warm = generate(&engine, warm_turns.clone(), 1)?;
 
     let figures = json!({

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use candle_core::quantized::gguf_file::Content;
+use switchboard_local_engine::ModelSettings;
 use switchboard_local_engine::model::Model;
 
 /// `$SWITCHBOARD_TEST_GGUF`, else the default model directory that `switchboard models fetch`
@@ -29,9 +30,16 @@ pub fn model_path() -> PathBuf {
     path
 }
 
-/// The model alone, without the engine's queue and thread.
+/// The model alone, without the engine's queue and thread, keeping no finished sequences.
 pub fn load_model() -> Model {
+    load_model_with(ModelSettings {
+        prefix_cache_bytes: 0,
+        ..ModelSettings::default()
+    })
+}
+
+pub fn load_model_with(settings: ModelSettings) -> Model {
     let mut file = std::fs::File::open(model_path()).unwrap();
     let content = Content::read(&mut file).unwrap();
-    Model::load(content, &mut file).unwrap()
+    Model::load(content, &mut file, settings).unwrap()
 }

@@ -32,6 +32,7 @@ pub fn label(args: LabelArgs) -> anyhow::Result<()> {
         path: model,
         queue_capacity: 1,
         max_context: None,
+        model: Default::default(),
     })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
