@@ -7,6 +7,7 @@
 //! [`chat_template`] come from the GGUF file's metadata; [`sampling`] picks tokens; [`text_stream`] turns tokens into sendable text and applies stop
 //! sequences.
 
+mod attention;
 pub mod chat_template;
 pub mod engine;
 pub mod llama;

@@ -14,8 +14,9 @@ use std::io::{Read, Seek, SeekFrom};
 
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::Content;
-use rayon::prelude::*;
 
+pub use crate::attention::KvCache;
+use crate::attention::{self, Context, Heads};
 use crate::metadata::{Metadata, MetadataError};
 use crate::quant::{self, Format, Isa, Q8Vector, QuantMatrix};
 
@@ -49,18 +50,10 @@ pub enum LlamaError {
 
 struct Config {
     dim: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
+    heads: Heads,
     rope_dim: usize,
     eps: f32,
     context_length: usize,
-}
-
-impl Config {
-    fn kv_dim(&self) -> usize {
-        self.kv_heads * self.head_dim
-    }
 }
 
 struct Layer {
@@ -73,63 +66,6 @@ struct Layer {
     gate: QuantMatrix,
     up: QuantMatrix,
     down: QuantMatrix,
-}
-
-/// One sequence's keys and values of every position so far, per layer: `[position][kv_dim]`.
-/// Each layer's buffers grow by doubling.
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
-    /// Floats per position (the key/value heads' width).
-    width: usize,
-    len: usize,
-}
-
-impl KvCache {
-    /// Positions held.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Drops the capacity beyond what is held (before the cache is kept for long).
-    pub fn shrink_to_fit(&mut self) {
-        for buffer in self.keys.iter_mut().chain(&mut self.values) {
-            buffer.shrink_to_fit();
-        }
-    }
-}
-
-impl crate::prefix_cache::Prefixes for KvCache {
-    fn bytes(&self) -> usize {
-        let floats: usize = self
-            .keys
-            .iter()
-            .chain(&self.values)
-            .map(Vec::capacity)
-            .sum();
-        floats * std::mem::size_of::<f32>()
-    }
-
-    fn prefix(&self, len: usize) -> Self {
-        let len = len.min(self.len);
-        let copy = |buffers: &[Vec<f32>]| {
-            buffers
-                .iter()
-                .map(|b| b[..len * self.width].to_vec())
-                .collect()
-        };
-        Self {
-            keys: copy(&self.keys),
-            values: copy(&self.values),
-            width: self.width,
-            len,
-        }
-    }
 }
 
 /// One sequence's part of a [`Llama::forward`] batch.
@@ -306,9 +242,11 @@ impl Llama {
             .map_or(2048, |n| n as usize);
         let config = Config {
             dim,
-            heads,
-            kv_heads,
-            head_dim,
+            heads: Heads {
+                heads,
+                kv_heads,
+                head_dim,
+            },
             rope_dim,
             eps,
             context_length,
@@ -343,7 +281,7 @@ impl Llama {
             None => None,
         };
         let output_norm = or_candle!(tensors.vector("output_norm.weight", dim));
-        let kv_dim = config.kv_dim();
+        let kv_dim = config.heads.kv_dim();
         let mut blocks = Vec::with_capacity(layers);
         for l in 0..layers {
             let name = |part: &str| format!("blk.{l}.{part}.weight");
@@ -380,25 +318,20 @@ impl Llama {
 
     /// An empty cache for a new sequence.
     pub fn new_cache(&self) -> KvCache {
-        KvCache {
-            keys: vec![Vec::new(); self.layers.len()],
-            values: vec![Vec::new(); self.layers.len()],
-            width: self.config.kv_dim(),
-            len: 0,
-        }
+        KvCache::new(self.layers.len(), self.config.heads.kv_dim())
     }
 
     /// Runs each input's tokens after its cached positions, all inputs' rows together through
     /// each weight matrix, and returns the logits of each input that wants them.
     pub fn forward(&self, inputs: &mut [Input]) -> Vec<Option<Vec<f32>>> {
         let c = &self.config;
-        let (dim, kv_dim) = (c.dim, c.kv_dim());
+        let (dim, kv_dim) = (c.dim, c.heads.kv_dim());
         let isa = self.isa;
         // Each row's sequence and position; a sequence's rows are consecutive.
         let mut rows = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
             assert!(!input.tokens.is_empty(), "at least one token per sequence");
-            let start = input.cache.len;
+            let start = input.cache.len();
             rows.extend((start..start + input.tokens.len()).map(|position| (i, position)));
         }
         let count = rows.len();
@@ -440,26 +373,18 @@ impl Llama {
             }
             let mut first = 0;
             for input in inputs.iter_mut() {
-                let (start, new) = (input.cache.len, input.tokens.len());
-                let range = first * kv_dim..(first + new) * kv_dim;
-                for (cached, fresh) in [
-                    (&mut input.cache.keys[l], &keys[range.clone()]),
-                    (&mut input.cache.values[l], &values[range]),
-                ] {
-                    cached.truncate(start * kv_dim);
-                    cached.extend_from_slice(fresh);
-                }
-                first += new;
+                let range = first * kv_dim..(first + input.tokens.len()) * kv_dim;
+                let start = input.cache.len();
+                input
+                    .cache
+                    .store(l, start, &keys[range.clone()], &values[range]);
+                first += input.tokens.len();
             }
             let contexts: Vec<Context> = rows
                 .iter()
-                .map(|&(i, position)| Context {
-                    keys: &inputs[i].cache.keys[l],
-                    values: &inputs[i].cache.values[l],
-                    visible: position + 1,
-                })
+                .map(|&(i, position)| inputs[i].cache.context(l, position + 1))
                 .collect();
-            attend(c, &queries, &contexts, &mut attended);
+            attention::attend(isa, c.heads, &queries, &contexts, &mut attended);
             quantize_rows(&attended, dim, &mut quantized);
             product(isa, &layer.attention_output, &quantized, &mut projected);
             add(&mut x, &projected);
@@ -484,7 +409,7 @@ impl Llama {
         let mut first = 0;
         for input in inputs.iter_mut() {
             first += input.tokens.len();
-            input.cache.len += input.tokens.len();
+            input.cache.extend(input.tokens.len());
             if input.logits {
                 last_rows.push(first - 1);
             }
@@ -569,7 +494,7 @@ fn add(x: &mut [f32], delta: &[f32]) {
 /// Rotary position embedding of every head in `heads` at `position`, GGUF's llama convention:
 /// adjacent pairs `(2i, 2i + 1)` rotate together.
 fn rotate(heads: &mut [f32], config: &Config, inverse_frequencies: &[f32], position: usize) {
-    for head in heads.chunks_exact_mut(config.head_dim) {
+    for head in heads.chunks_exact_mut(config.heads.head_dim) {
         for (pair, &frequency) in head[..config.rope_dim]
             .chunks_exact_mut(2)
             .zip(inverse_frequencies)
@@ -580,52 +505,4 @@ fn rotate(heads: &mut [f32], config: &Config, inverse_frequencies: &[f32], posit
             pair[1] = a * sin + b * cos;
         }
     }
-}
-
-/// What one row attends to: its sequence's keys and values up to and including its own
-/// position.
-struct Context<'a> {
-    keys: &'a [f32],
-    values: &'a [f32],
-    visible: usize,
-}
-
-/// Causal attention of each row over its context, each query head reading its group's
-/// key/value head. Rows and heads run in parallel.
-fn attend(config: &Config, queries: &[f32], contexts: &[Context], out: &mut [f32]) {
-    let (head_dim, kv_dim) = (config.head_dim, config.kv_dim());
-    let group = config.heads / config.kv_heads;
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    out.par_chunks_mut(head_dim)
-        .enumerate()
-        .for_each(|(index, out)| {
-            let (row, head) = (index / config.heads, index % config.heads);
-            let Context {
-                keys,
-                values,
-                visible,
-            } = contexts[row];
-            let query = &queries[index * head_dim..(index + 1) * head_dim];
-            let offset = (head / group) * head_dim;
-            let mut scores: Vec<f32> = (0..visible)
-                .map(|p| {
-                    let key = &keys[p * kv_dim + offset..p * kv_dim + offset + head_dim];
-                    query.iter().zip(key).map(|(q, k)| q * k).sum::<f32>() * scale
-                })
-                .collect();
-            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            let mut total = 0.0;
-            for s in &mut scores {
-                *s = (*s - max).exp();
-                total += *s;
-            }
-            out.fill(0.0);
-            for (p, s) in scores.iter().enumerate() {
-                let weight = s / total;
-                let value = &values[p * kv_dim + offset..p * kv_dim + offset + head_dim];
-                for (o, v) in out.iter_mut().zip(value) {
-                    *o += weight * v;
-                }
-            }
-        });
 }

@@ -323,19 +323,19 @@ fn dropped_receivers_stop_generation_and_a_full_queue_refuses() {
         ..ModelSettings::default()
     };
     let engine = engine_with(1, batch);
-    let mut running: Vec<Generation> = (0..2)
+    // One after the other: the queue has room for one job until the thread takes it.
+    let running: Vec<Generation> = (0..2)
         .map(|_| {
-            engine
+            let mut generation = engine
                 .submit(request(ask("Count from one to one hundred."), 400))
-                .unwrap()
+                .unwrap();
+            assert!(matches!(
+                generation.events.blocking_recv(),
+                Some(Event::Delta { .. })
+            ));
+            generation
         })
         .collect();
-    for generation in &mut running {
-        assert!(matches!(
-            generation.events.blocking_recv(),
-            Some(Event::Delta { .. })
-        ));
-    }
     assert_eq!(engine.running(), 2);
     // The batch is full: the queue has room for one more, and no other.
     let waiting = engine.submit(request(ask("hi"), 2)).unwrap();
