@@ -9,6 +9,8 @@
 //! and 32 signed bytes; value = d·q.
 
 use half::f16;
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 /// Values per block, in weights and activations alike.
@@ -223,42 +225,70 @@ impl Isa {
 
 /// One weight row times a quantized vector.
 pub fn dot(isa: Isa, format: Format, row: &[u8], x: &Q8Vector) -> f32 {
-    debug_assert_eq!(row.len() / format.block_bytes() * BLOCK, x.len());
+    tile(isa, format, [row], [x])[0][0]
+}
+
+/// `R` weight rows times `T` quantized vectors: each row's blocks are unpacked once for all
+/// the vectors, and the `R × T` sums are independent chains the CPU runs side by side. Each
+/// result is exactly [`dot`]'s (the same operations in the same order), whatever the tile.
+#[inline(always)]
+pub fn tile<const R: usize, const T: usize>(
+    isa: Isa,
+    format: Format,
+    rows: [&[u8]; R],
+    xs: [&Q8Vector; T],
+) -> [[f32; T]; R] {
+    debug_assert!(
+        rows.iter()
+            .all(|row| row.len() / format.block_bytes() * BLOCK == xs[0].len())
+    );
+    debug_assert!(xs.iter().all(|x| x.len() == xs[0].len()));
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: `isa` came from `Isa::detect`, so this CPU has the features each kernel
-        // enables; the kernels read within `row` and `x`, whose lengths agree (checked above in
-        // debug builds, and by `QuantMatrix`/`Q8Vector` construction in the callers).
+        // enables; the kernels read within the rows and vectors, whose lengths agree (checked
+        // above in debug builds, and by `QuantMatrix`/`Q8Vector` construction in the callers).
         unsafe {
-            match (isa, format) {
-                (Isa::Avx512Vnni, Format::Q4_1) => return x86::q4_1_vnni(row, x),
-                (Isa::Avx512Vnni, Format::Q8_0) => return x86::q8_0_vnni(row, x),
-                (Isa::Avx2, Format::Q4_1) => return x86::q4_1_avx2(row, x),
-                (Isa::Avx2, Format::Q8_0) => return x86::q8_0_avx2(row, x),
-                (Isa::Portable, _) => {}
+            match isa {
+                Isa::Avx512Vnni => return x86::tile_vnni(format, rows, xs),
+                Isa::Avx2 => return x86::tile_avx2(format, rows, xs),
+                Isa::Portable => {}
             }
         }
     }
-    portable::dot(format, row, x)
+    rows.map(|row| xs.map(|x| portable::dot(format, row, x)))
 }
 
-/// One weight row times four quantized vectors: the row's blocks are unpacked once for all
-/// four. Each result is exactly [`dot`]'s (the same operations in the same order).
-pub fn dot4(isa: Isa, format: Format, row: &[u8], xs: [&Q8Vector; 4]) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: as in `dot`.
-        unsafe {
-            match (isa, format) {
-                (Isa::Avx512Vnni, Format::Q4_1) => return x86::q4_1_vnni_x4(row, xs),
-                (Isa::Avx512Vnni, Format::Q8_0) => return x86::q8_0_vnni_x4(row, xs),
-                (Isa::Avx2, Format::Q4_1) => return x86::q4_1_avx2_x4(row, xs),
-                (Isa::Avx2, Format::Q8_0) => return x86::q8_0_avx2_x4(row, xs),
-                (Isa::Portable, _) => {}
-            }
-        }
+/// One vector (decoding) times `rows`: several Q4_1 rows at once hide the latency of each
+/// row's chain of sums (four: 1.3× faster than one, in `bench/src/bin/quant_kernels.rs`),
+/// while Q8_0 rows, interleaved, run at half speed from memory (their 34-byte blocks straddle
+/// cache lines), so they go one at a time.
+fn decode_sweep(
+    isa: Isa,
+    matrix: &QuantMatrix,
+    rows: Range<usize>,
+    x: &Q8Vector,
+    store: impl FnMut(usize, usize, f32),
+) {
+    match matrix.format {
+        Format::Q4_1 => sweep::<4, 1>(isa, matrix, rows, [x], store),
+        Format::Q8_0 => sweep::<1, 1>(isa, matrix, rows, [x], store),
     }
-    xs.map(|x| portable::dot(format, row, x))
+}
+
+/// Four vectors (a prompt's or a batch's) times `rows`, two rows at a time for Q4_1 (1.3 to
+/// 1.5× one), one for Q8_0 (as above).
+fn prompt_sweep(
+    isa: Isa,
+    matrix: &QuantMatrix,
+    rows: Range<usize>,
+    xs: [&Q8Vector; 4],
+    store: impl FnMut(usize, usize, f32),
+) {
+    match matrix.format {
+        Format::Q4_1 => sweep::<2, 4>(isa, matrix, rows, xs, store),
+        Format::Q8_0 => sweep::<1, 4>(isa, matrix, rows, xs, store),
+    }
 }
 
 /// `out[r] = row r · x` for every row, the rows shared among the threads.
@@ -280,15 +310,16 @@ pub fn matvecs(isa: Isa, products: &mut [(&QuantMatrix, &mut [f32])], x: &Q8Vect
         }
     }
     tasks.into_par_iter().for_each(|(matrix, first, chunk)| {
-        for (i, value) in chunk.iter_mut().enumerate() {
-            *value = dot(isa, matrix.format, matrix.row(first + i), x);
-        }
+        let rows = first..first + chunk.len();
+        decode_sweep(isa, matrix, rows, x, |row, _, value| {
+            chunk[row - first] = value;
+        });
     });
 }
 
-/// `out[t][r] = row r · xs[t]` for several vectors (a prompt's tokens). Each task takes a few
-/// rows and runs every vector past them while they are in cache, four vectors per pass over a
-/// row.
+/// `out[t][r] = row r · xs[t]` for several vectors (a prompt's tokens, or the batch's). Each
+/// task takes a few rows and runs every vector past them while they are in cache, four
+/// vectors per pass over a row.
 pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) {
     let rows = matrix.rows;
     assert_eq!(out.len(), xs.len() * rows);
@@ -303,24 +334,18 @@ pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) 
             let last = (first + ROWS_PER_TASK).min(rows);
             let width = last - first;
             let mut values = vec![0.0; width * xs.len()];
-            let fours = xs.len() / 4 * 4;
-            for (t, x) in xs.chunks_exact(4).enumerate() {
-                for row in first..last {
-                    let four = dot4(
-                        isa,
-                        matrix.format,
-                        matrix.row(row),
-                        [&x[0], &x[1], &x[2], &x[3]],
-                    );
-                    for (k, value) in four.into_iter().enumerate() {
-                        values[(t * 4 + k) * width + row - first] = value;
-                    }
-                }
+            let fours = xs.chunks_exact(4);
+            let rest = fours.remainder();
+            for (f, x) in fours.enumerate() {
+                let four = [&x[0], &x[1], &x[2], &x[3]];
+                prompt_sweep(isa, matrix, first..last, four, |row, t, value| {
+                    values[(f * 4 + t) * width + row - first] = value;
+                });
             }
-            for (t, x) in xs.iter().enumerate().skip(fours) {
-                for row in first..last {
-                    values[t * width + row - first] = dot(isa, matrix.format, matrix.row(row), x);
-                }
+            for (t, x) in (xs.len() - rest.len()..).zip(rest) {
+                decode_sweep(isa, matrix, first..last, x, |row, _, value| {
+                    values[t * width + row - first] = value;
+                });
             }
             values
         })
@@ -330,6 +355,40 @@ pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) 
         let width = values.len() / xs.len().max(1);
         for (t, chunk) in values.chunks_exact(width.max(1)).enumerate() {
             out[t * rows + first..t * rows + first + width].copy_from_slice(chunk);
+        }
+    }
+}
+
+/// Every row in `rows` times each of `xs`, `R` rows per [`tile`] (the last few one at a time),
+/// each result handed to `store(row, vector, value)`.
+#[inline(always)]
+fn sweep<const R: usize, const T: usize>(
+    isa: Isa,
+    matrix: &QuantMatrix,
+    rows: Range<usize>,
+    xs: [&Q8Vector; T],
+    mut store: impl FnMut(usize, usize, f32),
+) {
+    let format = matrix.format;
+    let mut first = rows.start;
+    while first + R <= rows.end {
+        let values = tile::<R, T>(
+            isa,
+            format,
+            std::array::from_fn(|i| matrix.row(first + i)),
+            xs,
+        );
+        for (i, values) in values.iter().enumerate() {
+            for (t, &value) in values.iter().enumerate() {
+                store(first + i, t, value);
+            }
+        }
+        first += R;
+    }
+    for row in first..rows.end {
+        let [values] = tile(isa, format, [matrix.row(row)], xs);
+        for (t, &value) in values.iter().enumerate() {
+            store(row, t, value);
         }
     }
 }
@@ -370,7 +429,7 @@ mod portable {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, Q8Vector};
+    use super::{BLOCK, Format, Q8Vector};
 
     #[inline(always)]
     unsafe fn half(block: *const u8) -> f32 {
@@ -404,137 +463,153 @@ mod x86 {
         }
     }
 
-    /// Generates Q4_1 and Q8_0 kernels, for one vector and for four, around `$products`,
-    /// which turns 32 unsigned bytes and 32 signed bytes into 8 sums of 4 products.
-    macro_rules! kernels {
-        ($features:literal, $q4_1:ident, $q8_0:ident, $q4_1_x4:ident, $q8_0_x4:ident, $products:ident) => {
-            #[target_feature(enable = $features)]
-            pub unsafe fn $q4_1_x4(row: &[u8], xs: [&Q8Vector; 4]) -> [f32; 4] {
-                let blocks = xs[0].quanta.len() / BLOCK;
-                let mut acc = [_mm256_setzero_ps(); 4];
-                let mut minimums = [0.0f32; 4];
-                for b in 0..blocks {
-                    // SAFETY: `row` holds `blocks` Q4_1 blocks, each vector as many blocks.
-                    unsafe {
-                        let block = row.as_ptr().add(b * 20);
-                        let weights = nibbles(block);
-                        let (d, m) = (half(block), half(block.add(2)));
-                        for t in 0..4 {
-                            let x = xs[t];
-                            let a = _mm256_loadu_si256(
-                                x.quanta.as_ptr().add(b * BLOCK) as *const __m256i
-                            );
-                            let sums = $products(weights, a);
-                            let scale = _mm256_set1_ps(d * *x.scales.get_unchecked(b));
-                            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[t]);
-                            minimums[t] += m * *x.sums.get_unchecked(b);
-                        }
-                    }
-                }
-                // SAFETY: register arithmetic.
-                unsafe { [0, 1, 2, 3].map(|t| sum8(acc[t]) + minimums[t]) }
-            }
+    /// Turns 32 unsigned bytes and 32 signed bytes into 8 sums of 4 products.
+    trait Products {
+        unsafe fn products(unsigned: __m256i, signed: __m256i) -> __m256i;
+    }
 
-            #[target_feature(enable = $features)]
-            pub unsafe fn $q8_0_x4(row: &[u8], xs: [&Q8Vector; 4]) -> [f32; 4] {
-                let blocks = xs[0].quanta.len() / BLOCK;
-                let mut acc = [_mm256_setzero_ps(); 4];
-                for b in 0..blocks {
-                    // SAFETY: `row` holds `blocks` Q8_0 blocks, each vector as many blocks.
-                    unsafe {
-                        let block = row.as_ptr().add(b * 34);
-                        let w = _mm256_loadu_si256(block.add(2) as *const __m256i);
-                        let magnitudes = _mm256_sign_epi8(w, w);
-                        let d = half(block);
-                        for t in 0..4 {
-                            let x = xs[t];
-                            let a = _mm256_loadu_si256(
-                                x.quanta.as_ptr().add(b * BLOCK) as *const __m256i
-                            );
-                            let sums = $products(magnitudes, _mm256_sign_epi8(a, w));
-                            let scale = _mm256_set1_ps(d * *x.scales.get_unchecked(b));
-                            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[t]);
-                        }
-                    }
-                }
-                // SAFETY: register arithmetic.
-                unsafe { [0, 1, 2, 3].map(|t| sum8(acc[t])) }
-            }
+    struct Avx2;
+    struct Vnni;
 
-            #[target_feature(enable = $features)]
-            pub unsafe fn $q4_1(row: &[u8], x: &Q8Vector) -> f32 {
-                let blocks = x.quanta.len() / BLOCK;
-                let mut acc = _mm256_setzero_ps();
-                let mut minimums = 0.0f32;
-                for b in 0..blocks {
-                    // SAFETY: `row` holds `blocks` Q4_1 blocks of 20 bytes, `x` as many blocks.
-                    unsafe {
-                        let block = row.as_ptr().add(b * 20);
+    impl Products for Avx2 {
+        #[inline(always)]
+        unsafe fn products(unsigned: __m256i, signed: __m256i) -> __m256i {
+            // SAFETY: register arithmetic. A pair of products fits i16 without saturating: at
+            // most 2 × 15 × 127 for Q4_1's nibbles, 2 × 128 × 127 for Q8_0's bytes.
+            unsafe {
+                _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned, signed), _mm256_set1_epi16(1))
+            }
+        }
+    }
+
+    impl Products for Vnni {
+        #[inline(always)]
+        unsafe fn products(unsigned: __m256i, signed: __m256i) -> __m256i {
+            // SAFETY: register arithmetic; AVX-512 VNNI and VL are enabled by the callers.
+            unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned, signed) }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn tile_avx2<const R: usize, const T: usize>(
+        format: Format,
+        rows: [&[u8]; R],
+        xs: [&Q8Vector; T],
+    ) -> [[f32; T]; R] {
+        // SAFETY: the caller's contract.
+        unsafe { tile::<Avx2, R, T>(format, rows, xs) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tile_vnni<const R: usize, const T: usize>(
+        format: Format,
+        rows: [&[u8]; R],
+        xs: [&Q8Vector; T],
+    ) -> [[f32; T]; R] {
+        // SAFETY: the caller's contract.
+        unsafe { tile::<Vnni, R, T>(format, rows, xs) }
+    }
+
+    /// Every (row, vector) sum accumulates block after block as llama.cpp's x86 kernels do:
+    /// eight lanes of `scale × products` fused-multiply-added, the Q4_1 minimums' share added
+    /// on the side, the lanes summed at the end.
+    #[inline(always)]
+    unsafe fn tile<P: Products, const R: usize, const T: usize>(
+        format: Format,
+        rows: [&[u8]; R],
+        xs: [&Q8Vector; T],
+    ) -> [[f32; T]; R] {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match format {
+                Format::Q4_1 => q4_1_tile::<P, R, T>(rows, xs),
+                Format::Q8_0 => q8_0_tile::<P, R, T>(rows, xs),
+            }
+        }
+    }
+
+    /// Each sum's lanes added up, plus its minimums' share. Plain loops: a closure over the
+    /// accumulators would take their address and keep them in memory instead of registers
+    /// (measured: a third slower).
+    #[inline(always)]
+    fn finish<const R: usize, const T: usize>(
+        acc: [[__m256; T]; R],
+        minimums: [[f32; T]; R],
+    ) -> [[f32; T]; R] {
+        let mut out = [[0.0; T]; R];
+        for r in 0..R {
+            for t in 0..T {
+                // SAFETY: register arithmetic; AVX is enabled by every caller.
+                out[r][t] = unsafe { sum8(acc[r][t]) } + minimums[r][t];
+            }
+        }
+        out
+    }
+
+    #[inline(always)]
+    unsafe fn q4_1_tile<P: Products, const R: usize, const T: usize>(
+        rows: [&[u8]; R],
+        xs: [&Q8Vector; T],
+    ) -> [[f32; T]; R] {
+        let blocks = xs[0].quanta.len() / BLOCK;
+        // SAFETY: register arithmetic.
+        let mut acc = [[unsafe { _mm256_setzero_ps() }; T]; R];
+        let mut minimums = [[0.0f32; T]; R];
+        for b in 0..blocks {
+            for r in 0..R {
+                // SAFETY: each row holds `blocks` Q4_1 blocks of 20 bytes, each vector as
+                // many blocks.
+                unsafe {
+                    let block = rows[r].as_ptr().add(b * 20);
+                    let weights = nibbles(block);
+                    let (d, m) = (half(block), half(block.add(2)));
+                    for t in 0..T {
+                        let x = xs[t];
                         let a =
                             _mm256_loadu_si256(x.quanta.as_ptr().add(b * BLOCK) as *const __m256i);
-                        let sums = $products(nibbles(block), a);
-                        let scale = _mm256_set1_ps(half(block) * *x.scales.get_unchecked(b));
-                        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
-                        minimums += half(block.add(2)) * *x.sums.get_unchecked(b);
+                        let sums = P::products(weights, a);
+                        let scale = _mm256_set1_ps(d * *x.scales.get_unchecked(b));
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[r][t]);
+                        minimums[r][t] += m * *x.sums.get_unchecked(b);
                     }
                 }
-                // SAFETY: register arithmetic.
-                unsafe { sum8(acc) + minimums }
             }
+        }
+        finish(acc, minimums)
+    }
 
-            #[target_feature(enable = $features)]
-            pub unsafe fn $q8_0(row: &[u8], x: &Q8Vector) -> f32 {
-                let blocks = x.quanta.len() / BLOCK;
-                let mut acc = _mm256_setzero_ps();
-                for b in 0..blocks {
-                    // SAFETY: `row` holds `blocks` Q8_0 blocks of 34 bytes, `x` as many blocks.
-                    unsafe {
-                        let block = row.as_ptr().add(b * 34);
-                        let w = _mm256_loadu_si256(block.add(2) as *const __m256i);
+    #[inline(always)]
+    unsafe fn q8_0_tile<P: Products, const R: usize, const T: usize>(
+        rows: [&[u8]; R],
+        xs: [&Q8Vector; T],
+    ) -> [[f32; T]; R] {
+        let blocks = xs[0].quanta.len() / BLOCK;
+        // SAFETY: register arithmetic.
+        let mut acc = [[unsafe { _mm256_setzero_ps() }; T]; R];
+        for b in 0..blocks {
+            for r in 0..R {
+                // SAFETY: each row holds `blocks` Q8_0 blocks of 34 bytes, each vector as
+                // many blocks.
+                unsafe {
+                    let block = rows[r].as_ptr().add(b * 34);
+                    let w = _mm256_loadu_si256(block.add(2) as *const __m256i);
+                    let magnitudes = _mm256_sign_epi8(w, w);
+                    let d = half(block);
+                    for t in 0..T {
+                        let x = xs[t];
                         let a =
                             _mm256_loadu_si256(x.quanta.as_ptr().add(b * BLOCK) as *const __m256i);
                         // |w| × (a with w's sign): the unsigned-by-signed product the
                         // instructions take, equal to w × a.
-                        let sums = $products(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
-                        let scale = _mm256_set1_ps(half(block) * *x.scales.get_unchecked(b));
-                        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
+                        let sums = P::products(magnitudes, _mm256_sign_epi8(a, w));
+                        let scale = _mm256_set1_ps(d * *x.scales.get_unchecked(b));
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[r][t]);
                     }
                 }
-                // SAFETY: register arithmetic.
-                unsafe { sum8(acc) }
             }
-        };
+        }
+        finish(acc, [[0.0; T]; R])
     }
-
-    #[inline(always)]
-    unsafe fn products_avx2(unsigned: __m256i, signed: __m256i) -> __m256i {
-        // SAFETY: register arithmetic. A pair of products fits i16 without saturating: at
-        // most 2 × 15 × 127 for Q4_1's nibbles, 2 × 128 × 127 for Q8_0's bytes.
-        unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned, signed), _mm256_set1_epi16(1)) }
-    }
-
-    #[inline(always)]
-    unsafe fn products_vnni(unsigned: __m256i, signed: __m256i) -> __m256i {
-        // SAFETY: register arithmetic; AVX-512 VNNI and VL are enabled by the callers.
-        unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned, signed) }
-    }
-
-    kernels!(
-        "avx2,fma,f16c",
-        q4_1_avx2,
-        q8_0_avx2,
-        q4_1_avx2_x4,
-        q8_0_avx2_x4,
-        products_avx2
-    );
-    kernels!(
-        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-        q4_1_vnni,
-        q8_0_vnni,
-        q4_1_vnni_x4,
-        q8_0_vnni_x4,
-        products_vnni
-    );
 }
 
 #[cfg(test)]
@@ -610,16 +685,16 @@ mod tests {
     #[test]
     fn matmul_and_matvec_agree_with_the_dot_products() {
         let isa = Isa::detect();
-        let matrix = random_matrix(Format::Q4_1, 70, 64);
+        let matrix = random_matrix(Format::Q4_1, 71, 64);
         let xs: Vec<Q8Vector> = (0..7)
             .map(|_| Q8Vector::quantize(&random_vector(64)))
             .collect();
-        let mut out = vec![0.0; 7 * 70];
+        let mut out = vec![0.0; 7 * 71];
         matmul(isa, &matrix, &xs, &mut out);
-        let mut single = vec![0.0; 70];
+        let mut single = vec![0.0; 71];
         for (t, x) in xs.iter().enumerate() {
             matvec(isa, &matrix, x, &mut single);
-            assert_eq!(&out[t * 70..(t + 1) * 70], &single[..]);
+            assert_eq!(&out[t * 71..(t + 1) * 71], &single[..]);
             for (row, value) in single.iter().enumerate() {
                 assert_eq!(*value, dot(isa, Format::Q4_1, matrix.row(row), x));
             }
@@ -627,23 +702,25 @@ mod tests {
     }
 
     #[test]
-    fn four_at_once_is_exactly_one_at_a_time() {
-        for format in [Format::Q4_1, Format::Q8_0] {
-            let matrix = random_matrix(format, 3, 576);
-            let xs: Vec<Q8Vector> = (0..4)
+    fn every_tile_is_exactly_one_row_and_one_vector_at_a_time() {
+        fn check<const R: usize, const T: usize>(isa: Isa, format: Format) {
+            let matrix = random_matrix(format, R, 576);
+            let xs: Vec<Q8Vector> = (0..T)
                 .map(|_| Q8Vector::quantize(&random_vector(576)))
                 .collect();
+            let rows = std::array::from_fn(|r| matrix.row(r));
+            let together = tile::<R, T>(isa, format, rows, std::array::from_fn(|t| &xs[t]));
+            let alone = std::array::from_fn(|r| {
+                std::array::from_fn(|t| dot(isa, format, matrix.row(r), &xs[t]))
+            });
+            assert_eq!(together, alone, "{R}x{T} {isa:?} {format:?}");
+        }
+        for format in [Format::Q4_1, Format::Q8_0] {
             for isa in Isa::supported() {
-                for row in 0..matrix.rows() {
-                    let four = dot4(
-                        isa,
-                        format,
-                        matrix.row(row),
-                        [&xs[0], &xs[1], &xs[2], &xs[3]],
-                    );
-                    let one = [0, 1, 2, 3].map(|t| dot(isa, format, matrix.row(row), &xs[t]));
-                    assert_eq!(four, one, "{isa:?} {format:?}");
-                }
+                check::<1, 4>(isa, format);
+                check::<2, 4>(isa, format);
+                check::<4, 1>(isa, format);
+                check::<3, 2>(isa, format);
             }
         }
     }
