@@ -20,5 +20,5 @@ if [ -z "$python" ]; then
 fi
 model="${SWITCHBOARD_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/switchboard}/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 mkdir -p target/bench
-RAYON_NUM_THREADS=2 target/release/local_engine "$model" target/bench/local_engine.json
+SWITCHBOARD_LOCAL_THREADS=2 target/release/local_engine "$model" target/bench/local_engine.json
 exec "$python" bench/local_engine.py "$model" target/bench/local_engine.json

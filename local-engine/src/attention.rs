@@ -7,9 +7,11 @@
 //! models turn a last-bit difference into a different greedy answer). Values stay one position
 //! after another (`[position][channel]`): a weighted sum runs along the channels.
 
-use rayon::prelude::*;
+use std::cell::RefCell;
+use std::sync::Mutex;
 
 use crate::quant::Isa;
+use crate::team;
 
 /// Positions per key tile.
 pub const TILE: usize = 16;
@@ -138,25 +140,32 @@ pub struct Context<'a> {
 }
 
 /// Causal attention of each query row (`heads × head_dim` wide) over its context, each query
-/// head reading its group's key/value head. Rows and heads run in parallel.
+/// head reading its group's key/value head. Rows and heads run in parallel on the [`team`].
 pub fn attend(isa: Isa, shape: Heads, queries: &[f32], contexts: &[Context], out: &mut [f32]) {
     let head_dim = shape.head_dim;
-    out.par_chunks_mut(head_dim)
-        .enumerate()
-        .for_each_init(Vec::new, |scores, (index, out)| {
-            let (row, head) = (index / shape.heads, index % shape.heads);
-            let query = &queries[index * head_dim..][..head_dim];
-            let kv_head = head / (shape.heads / shape.kv_heads);
-            let context = contexts[row];
+    let outputs: Vec<Mutex<&mut [f32]>> = out.chunks_mut(head_dim).map(Mutex::new).collect();
+    team::for_each(outputs.len(), |index| {
+        let mut out = outputs[index].lock().unwrap_or_else(|e| e.into_inner());
+        let (row, head) = (index / shape.heads, index % shape.heads);
+        let query = &queries[index * head_dim..][..head_dim];
+        let kv_head = head / (shape.heads / shape.kv_heads);
+        let context = contexts[row];
+        SCORES.with_borrow_mut(|scores| {
             #[cfg(target_arch = "x86_64")]
             if isa >= Isa::Avx2 {
                 // SAFETY: `Isa::detect` found AVX2 on this CPU.
-                unsafe { attend_head_avx2(shape, query, kv_head, context, scores, out) };
+                unsafe { attend_head_avx2(shape, query, kv_head, context, scores, &mut out) };
                 return;
             }
             let _ = isa;
-            attend_head(shape, query, kv_head, context, scores, out);
+            attend_head(shape, query, kv_head, context, scores, &mut out);
         });
+    });
+}
+
+thread_local! {
+    /// One head's attention scores, kept between tasks.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// [`attend_head`] compiled for AVX2: the same operations in the same order, eight lanes wide.

@@ -16,6 +16,7 @@ pub mod model;
 mod prefix_cache;
 pub mod quant;
 pub mod sampling;
+mod team;
 pub mod text_stream;
 pub mod tokenizer;
 

@@ -222,10 +222,7 @@ impl Model {
                         logits: feed.logits,
                     })
                     .collect();
-                // On one of the pool's threads: the forward pass hands work to the other threads
-                // about 150 times per token, which from a thread outside the pool means sleeping
-                // on a latch each time.
-                let logits = rayon::scope(|_| llama.forward(&mut inputs));
+                let logits = llama.forward(&mut inputs);
                 for feed in feeds.iter_mut() {
                     feed.sequence.tokens.extend_from_slice(feed.tokens);
                 }

@@ -11,7 +11,9 @@
 use half::f16;
 use std::ops::Range;
 
-use rayon::prelude::*;
+use std::sync::Mutex;
+
+use crate::team;
 
 /// Values per block, in weights and activations alike.
 pub const BLOCK: usize = 32;
@@ -306,11 +308,13 @@ pub fn matvecs(isa: Isa, products: &mut [(&QuantMatrix, &mut [f32])], x: &Q8Vect
         assert_eq!(out.len(), matrix.rows);
         let matrix: &QuantMatrix = matrix;
         for (task, chunk) in out.chunks_mut(ROWS_PER_TASK).enumerate() {
-            tasks.push((matrix, task * ROWS_PER_TASK, chunk));
+            tasks.push((matrix, task * ROWS_PER_TASK, Mutex::new(chunk)));
         }
     }
-    tasks.into_par_iter().for_each(|(matrix, first, chunk)| {
-        let rows = first..first + chunk.len();
+    team::for_each(tasks.len(), |task| {
+        let (matrix, first, chunk) = &tasks[task];
+        let mut chunk = chunk.lock().unwrap_or_else(|e| e.into_inner());
+        let rows = *first..first + chunk.len();
         decode_sweep(isa, matrix, rows, x, |row, _, value| {
             chunk[row - first] = value;
         });
@@ -325,38 +329,34 @@ pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) 
     assert_eq!(out.len(), xs.len() * rows);
     assert!(xs.iter().all(|x| x.len() == matrix.columns));
     const ROWS_PER_TASK: usize = 16;
-    let tasks = rows.div_ceil(ROWS_PER_TASK);
-    // Each task computes its own rows for every token, into a buffer of its own.
-    let blocks: Vec<Vec<f32>> = (0..tasks)
-        .into_par_iter()
-        .map(|task| {
-            let first = task * ROWS_PER_TASK;
-            let last = (first + ROWS_PER_TASK).min(rows);
-            let width = last - first;
-            let mut values = vec![0.0; width * xs.len()];
-            let fours = xs.chunks_exact(4);
-            let rest = fours.remainder();
-            for (f, x) in fours.enumerate() {
-                let four = [&x[0], &x[1], &x[2], &x[3]];
-                prompt_sweep(isa, matrix, first..last, four, |row, t, value| {
-                    values[(f * 4 + t) * width + row - first] = value;
-                });
-            }
-            for (t, x) in (xs.len() - rest.len()..).zip(rest) {
-                decode_sweep(isa, matrix, first..last, x, |row, _, value| {
-                    values[t * width + row - first] = value;
-                });
-            }
-            values
-        })
+    // Task k writes rows k·16.. of every vector's output: its part of each output row.
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..rows.div_ceil(ROWS_PER_TASK))
+        .map(|_| Vec::with_capacity(xs.len()))
         .collect();
-    for (task, values) in blocks.iter().enumerate() {
-        let first = task * ROWS_PER_TASK;
-        let width = values.len() / xs.len().max(1);
-        for (t, chunk) in values.chunks_exact(width.max(1)).enumerate() {
-            out[t * rows + first..t * rows + first + width].copy_from_slice(chunk);
+    for output in out.chunks_mut(rows.max(1)) {
+        for (task, part) in output.chunks_mut(ROWS_PER_TASK).enumerate() {
+            parts[task].push(part);
         }
     }
+    let parts: Vec<Mutex<Vec<&mut [f32]>>> = parts.into_iter().map(Mutex::new).collect();
+    team::for_each(parts.len(), |task| {
+        let mut outputs = parts[task].lock().unwrap_or_else(|e| e.into_inner());
+        let first = task * ROWS_PER_TASK;
+        let last = (first + ROWS_PER_TASK).min(rows);
+        let fours = xs.chunks_exact(4);
+        let rest = fours.remainder();
+        for (f, x) in fours.enumerate() {
+            let four = [&x[0], &x[1], &x[2], &x[3]];
+            prompt_sweep(isa, matrix, first..last, four, |row, t, value| {
+                outputs[f * 4 + t][row - first] = value;
+            });
+        }
+        for (t, x) in (xs.len() - rest.len()..).zip(rest) {
+            decode_sweep(isa, matrix, first..last, x, |row, _, value| {
+                outputs[t][row - first] = value;
+            });
+        }
+    });
 }
 
 /// Every row in `rows` times each of `xs`, `R` rows per [`tile`] (the last few one at a time),

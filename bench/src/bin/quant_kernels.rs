@@ -3,7 +3,7 @@
 //! feed-forward matrix of random Q4_1 and Q8_0 blocks. For comparing kernel changes; the
 //! engine against llama.cpp is `bench/local_engine.sh`.
 //!
-//! Usage: RAYON_NUM_THREADS=1 quant_kernels
+//! Usage: SWITCHBOARD_LOCAL_THREADS=2 quant_kernels
 
 use std::time::Instant;
 
