@@ -261,35 +261,23 @@ pub fn tile<const R: usize, const T: usize>(
     rows.map(|row| xs.map(|x| portable::dot(format, row, x)))
 }
 
-/// One vector (decoding) times `rows`: several Q4_1 rows at once hide the latency of each
-/// row's chain of sums (four: 1.3× faster than one, in `bench/src/bin/quant_kernels.rs`),
-/// while Q8_0 rows, interleaved, run at half speed from memory (their 34-byte blocks straddle
-/// cache lines), so they go one at a time.
-fn decode_sweep(
+/// `T` vectors times `rows`, in tiles of a few rows (measured with
+/// `bench/src/bin/quant_kernels.rs`): for one vector (decoding), four Q4_1 rows at once hide the
+/// latency of each row's chain of sums (1.3× one row); for four or eight vectors (prompts,
+/// batches), two Q4_1 rows where AVX-512 gives 32 vector registers for the sums. Q8_0 rows go
+/// one at a time: interleaved, their 34-byte blocks (straddling cache lines) run at half speed
+/// from memory.
+fn sweep_vectors<const T: usize>(
     isa: Isa,
     matrix: &QuantMatrix,
     rows: Range<usize>,
-    x: &Q8Vector,
+    xs: [&Q8Vector; T],
     store: impl FnMut(usize, usize, f32),
 ) {
     match matrix.format {
-        Format::Q4_1 => sweep::<4, 1>(isa, matrix, rows, [x], store),
-        Format::Q8_0 => sweep::<1, 1>(isa, matrix, rows, [x], store),
-    }
-}
-
-/// Four vectors (a prompt's or a batch's) times `rows`, two rows at a time for Q4_1 (1.3 to
-/// 1.5× one), one for Q8_0 (as above).
-fn prompt_sweep(
-    isa: Isa,
-    matrix: &QuantMatrix,
-    rows: Range<usize>,
-    xs: [&Q8Vector; 4],
-    store: impl FnMut(usize, usize, f32),
-) {
-    match matrix.format {
-        Format::Q4_1 => sweep::<2, 4>(isa, matrix, rows, xs, store),
-        Format::Q8_0 => sweep::<1, 4>(isa, matrix, rows, xs, store),
+        Format::Q4_1 if T == 1 => sweep::<4, T>(isa, matrix, rows, xs, store),
+        Format::Q4_1 if isa == Isa::Avx512Vnni => sweep::<2, T>(isa, matrix, rows, xs, store),
+        Format::Q4_1 | Format::Q8_0 => sweep::<1, T>(isa, matrix, rows, xs, store),
     }
 }
 
@@ -315,14 +303,14 @@ pub fn matvecs(isa: Isa, products: &mut [(&QuantMatrix, &mut [f32])], x: &Q8Vect
         let (matrix, first, chunk) = &tasks[task];
         let mut chunk = chunk.lock().unwrap_or_else(|e| e.into_inner());
         let rows = *first..first + chunk.len();
-        decode_sweep(isa, matrix, rows, x, |row, _, value| {
+        sweep_vectors(isa, matrix, rows, [x], |row, _, value| {
             chunk[row - first] = value;
         });
     });
 }
 
 /// `out[t][r] = row r · xs[t]` for several vectors (a prompt's tokens, or the batch's). Each
-/// task takes a few rows and runs every vector past them while they are in cache, four
+/// task takes a few rows and runs every vector past them while they are in cache, several
 /// vectors per pass over a row.
 pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) {
     let rows = matrix.rows;
@@ -343,18 +331,34 @@ pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) 
         let mut outputs = parts[task].lock().unwrap_or_else(|e| e.into_inner());
         let first = task * ROWS_PER_TASK;
         let last = (first + ROWS_PER_TASK).min(rows);
-        let fours = xs.chunks_exact(4);
-        let rest = fours.remainder();
-        for (f, x) in fours.enumerate() {
-            let four = [&x[0], &x[1], &x[2], &x[3]];
-            prompt_sweep(isa, matrix, first..last, four, |row, t, value| {
-                outputs[f * 4 + t][row - first] = value;
+        // Eight vectors per pass over the rows where there are registers for them (1.1 to 1.3×
+        // four), then four, then one at a time.
+        let eights = if isa == Isa::Avx512Vnni {
+            xs.len() / 8
+        } else {
+            0
+        };
+        let fours = (xs.len() - eights * 8) / 4;
+        let mut t = 0;
+        for _ in 0..eights {
+            let x = std::array::from_fn(|i| &xs[t + i]);
+            sweep_vectors::<8>(isa, matrix, first..last, x, |row, i, value| {
+                outputs[t + i][row - first] = value;
             });
+            t += 8;
         }
-        for (t, x) in (xs.len() - rest.len()..).zip(rest) {
-            decode_sweep(isa, matrix, first..last, x, |row, _, value| {
+        for _ in 0..fours {
+            let x = std::array::from_fn(|i| &xs[t + i]);
+            sweep_vectors::<4>(isa, matrix, first..last, x, |row, i, value| {
+                outputs[t + i][row - first] = value;
+            });
+            t += 4;
+        }
+        for x in &xs[t..] {
+            sweep_vectors(isa, matrix, first..last, [x], |row, _, value| {
                 outputs[t][row - first] = value;
             });
+            t += 1;
         }
     });
 }
@@ -684,19 +688,27 @@ mod tests {
 
     #[test]
     fn matmul_and_matvec_agree_with_the_dot_products() {
-        let isa = Isa::detect();
-        let matrix = random_matrix(Format::Q4_1, 71, 64);
-        let xs: Vec<Q8Vector> = (0..7)
-            .map(|_| Q8Vector::quantize(&random_vector(64)))
-            .collect();
-        let mut out = vec![0.0; 7 * 71];
-        matmul(isa, &matrix, &xs, &mut out);
-        let mut single = vec![0.0; 71];
-        for (t, x) in xs.iter().enumerate() {
-            matvec(isa, &matrix, x, &mut single);
-            assert_eq!(&out[t * 71..(t + 1) * 71], &single[..]);
-            for (row, value) in single.iter().enumerate() {
-                assert_eq!(*value, dot(isa, Format::Q4_1, matrix.row(row), x));
+        for format in [Format::Q4_1, Format::Q8_0] {
+            let matrix = random_matrix(format, 71, 64);
+            // Eight at once (where AVX-512 is), then four, then one.
+            let xs: Vec<Q8Vector> = (0..13)
+                .map(|_| Q8Vector::quantize(&random_vector(64)))
+                .collect();
+            for isa in Isa::supported() {
+                let mut out = vec![0.0; 13 * 71];
+                matmul(isa, &matrix, &xs, &mut out);
+                let mut single = vec![0.0; 71];
+                for (t, x) in xs.iter().enumerate() {
+                    matvec(isa, &matrix, x, &mut single);
+                    assert_eq!(
+                        &out[t * 71..(t + 1) * 71],
+                        &single[..],
+                        "{isa:?} {format:?}"
+                    );
+                    for (row, value) in single.iter().enumerate() {
+                        assert_eq!(*value, dot(isa, format, matrix.row(row), x));
+                    }
+                }
             }
         }
     }
@@ -721,6 +733,8 @@ mod tests {
                 check::<2, 4>(isa, format);
                 check::<4, 1>(isa, format);
                 check::<3, 2>(isa, format);
+                check::<2, 8>(isa, format);
+                check::<1, 8>(isa, format);
             }
         }
     }
