@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::sync::Mutex;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::Content;
@@ -19,6 +20,7 @@ pub use crate::attention::KvCache;
 use crate::attention::{self, Context, Heads};
 use crate::metadata::{Metadata, MetadataError};
 use crate::quant::{self, Format, Isa, Q8Vector, QuantMatrix};
+use crate::team;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlamaError {
@@ -321,6 +323,15 @@ impl Llama {
         KvCache::new(self.layers.len(), self.config.heads.kv_dim())
     }
 
+    /// The sine and cosine of each rotary pair's angle at `position`, shared by every query
+    /// and key head of that position.
+    fn rotation(&self, position: usize) -> Vec<(f32, f32)> {
+        self.inverse_frequencies
+            .iter()
+            .map(|&frequency| (position as f32 * frequency).sin_cos())
+            .collect()
+    }
+
     /// Runs each input's tokens after its cached positions, all inputs' rows together through
     /// each weight matrix, and returns the logits of each input that wants them.
     pub fn forward(&self, inputs: &mut [Input]) -> Vec<Option<Vec<f32>>> {
@@ -355,8 +366,13 @@ impl Llama {
         let mut quantized_hidden = vec![Q8Vector::default(); count];
 
         for (l, layer) in self.layers.iter().enumerate() {
-            rms_norm_rows(&x, &layer.attention_norm, c.eps, &mut normed);
-            quantize_rows(&normed, dim, &mut quantized);
+            norm_and_quantize(
+                &x,
+                &layer.attention_norm,
+                c.eps,
+                &mut normed,
+                &mut quantized,
+            );
             products(
                 isa,
                 &mut [
@@ -366,11 +382,13 @@ impl Llama {
                 ],
                 &quantized,
             );
-            for (r, &(_, position)) in rows.iter().enumerate() {
-                let frequencies = &self.inverse_frequencies;
-                rotate(&mut queries[r * dim..][..dim], c, frequencies, position);
-                rotate(&mut keys[r * kv_dim..][..kv_dim], c, frequencies, position);
-            }
+            let (query_rows, key_rows) =
+                (split_rows(&mut queries, dim), split_rows(&mut keys, kv_dim));
+            team::for_each(count, |r| {
+                let angles = self.rotation(rows[r].1);
+                rotate(&mut lock(&query_rows[r]), c, &angles);
+                rotate(&mut lock(&key_rows[r]), c, &angles);
+            });
             let mut first = 0;
             for input in inputs.iter_mut() {
                 let range = first * kv_dim..(first + input.tokens.len()) * kv_dim;
@@ -389,17 +407,23 @@ impl Llama {
             product(isa, &layer.attention_output, &quantized, &mut projected);
             add(&mut x, &projected);
 
-            rms_norm_rows(&x, &layer.ffn_norm, c.eps, &mut normed);
-            quantize_rows(&normed, dim, &mut quantized);
+            norm_and_quantize(&x, &layer.ffn_norm, c.eps, &mut normed, &mut quantized);
             products(
                 isa,
                 &mut [(&layer.gate, &mut gate), (&layer.up, &mut up)],
                 &quantized,
             );
-            for (g, u) in gate.iter_mut().zip(&up) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
-            quantize_rows(&gate, hidden, &mut quantized_hidden);
+            let (gate_rows, hidden_rows) = (
+                split_rows(&mut gate, hidden),
+                split_rows(&mut quantized_hidden, 1),
+            );
+            team::for_each(count, |r| {
+                let mut gate = lock(&gate_rows[r]);
+                for (g, u) in gate.iter_mut().zip(&up[r * hidden..]) {
+                    *g = *g / (1.0 + (-*g).exp()) * u;
+                }
+                lock(&hidden_rows[r])[0].quantize_from(&gate);
+            });
             product(isa, &layer.down, &quantized_hidden, &mut projected);
             add(&mut x, &projected);
         }
@@ -462,10 +486,40 @@ fn products(isa: Isa, outputs: &mut [(&QuantMatrix, &mut [f32])], xs: &[Q8Vector
     }
 }
 
+/// Each row of `values` quantized, rows in parallel.
 fn quantize_rows(values: &[f32], width: usize, out: &mut [Q8Vector]) {
-    for (row, quantized) in values.chunks_exact(width).zip(out) {
-        quantized.quantize_from(row);
-    }
+    let out = split_rows(out, 1);
+    team::for_each(out.len(), |r| {
+        lock(&out[r])[0].quantize_from(&values[r * width..][..width]);
+    });
+}
+
+/// Each row of `x` normalised into `normed` and quantized, rows in parallel.
+fn norm_and_quantize(
+    x: &[f32],
+    weight: &[f32],
+    eps: f32,
+    normed: &mut [f32],
+    quantized: &mut [Q8Vector],
+) {
+    let width = weight.len();
+    let (normed, quantized) = (split_rows(normed, width), split_rows(quantized, 1));
+    team::for_each(quantized.len(), |r| {
+        let mut normed = lock(&normed[r]);
+        rms_norm(&x[r * width..][..width], weight, eps, &mut normed);
+        lock(&quantized[r])[0].quantize_from(&normed);
+    });
+}
+
+/// A buffer's rows, each for one task of a parallel loop.
+fn split_rows<T>(buffer: &mut [T], width: usize) -> Vec<Mutex<&mut [T]>> {
+    buffer.chunks_mut(width).map(Mutex::new).collect()
+}
+
+/// A row from [`split_rows`]: each task locks its own row, so the lock is never contended (nor
+/// poisoned but by a panic, which the engine reports anyway).
+fn lock<'a, 'b, T>(row: &'a Mutex<&'b mut [T]>) -> std::sync::MutexGuard<'a, &'b mut [T]> {
+    row.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
@@ -478,28 +532,18 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    let width = weight.len();
-    for (row, out) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-        rms_norm(row, weight, eps, out);
-    }
-}
-
 fn add(x: &mut [f32], delta: &[f32]) {
     for (a, b) in x.iter_mut().zip(delta) {
         *a += b;
     }
 }
 
-/// Rotary position embedding of every head in `heads` at `position`, GGUF's llama convention:
-/// adjacent pairs `(2i, 2i + 1)` rotate together.
-fn rotate(heads: &mut [f32], config: &Config, inverse_frequencies: &[f32], position: usize) {
+/// Rotary position embedding of every head in `heads` by `angles` (the sines and cosines
+/// of [`Llama::rotation`]), GGUF's llama convention: adjacent pairs `(2i, 2i + 1)` rotate
+/// together.
+fn rotate(heads: &mut [f32], config: &Config, angles: &[(f32, f32)]) {
     for head in heads.chunks_exact_mut(config.heads.head_dim) {
-        for (pair, &frequency) in head[..config.rope_dim]
-            .chunks_exact_mut(2)
-            .zip(inverse_frequencies)
-        {
-            let (sin, cos) = (position as f32 * frequency).sin_cos();
+        for (pair, &(sin, cos)) in head[..config.rope_dim].chunks_exact_mut(2).zip(angles) {
             let (a, b) = (pair[0], pair[1]);
             pair[0] = a * cos - b * sin;
             pair[1] = a * sin + b * cos;
