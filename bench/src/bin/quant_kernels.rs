@@ -45,7 +45,11 @@ fn vectors(count: usize) -> Vec<Q8Vector> {
 
 /// A feed-forward matrix (fits in L2) and 48 of them end to end (beyond the caches, as a
 /// model's weights are when decoding).
-const SIZES: [(&str, usize); 2] = [("in cache", 1536), ("from memory", 1536 * 48)];
+const SIZES: [(&str, usize); 3] = [
+    ("small", 576),
+    ("in cache", 1536),
+    ("from memory", 1536 * 48),
+];
 
 fn main() {
     let isa = Isa::detect();
