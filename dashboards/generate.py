@@ -11,6 +11,7 @@ RATE = "[$__rate_interval]"
 TENANT = '{tenant=~"$tenant"}'
 LOCAL = '{tenant=~"$tenant",route="local"}'
 HIT = '{result="hit"}'
+PREFIX_HIT = '{cache="hit"}'
 CASCADE = '{reason="low_confidence"}'
 
 
@@ -62,15 +63,20 @@ OVERVIEW = [
     ("Local tokens/s", "timeseries", "short", [
         (f"sum by (model) (rate(switchboard_local_generated_tokens_total{RATE}))", "{{model}}"),
     ], 8, 8, ""),
-    ("Local queue depth", "timeseries", "short", [
-        ("sum by (model) (switchboard_local_queue_depth)", "{{model}}"),
-    ], 8, 8, ""),
+    ("Local batch and queue", "timeseries", "short", [
+        ("sum by (model) (switchboard_local_running)", "decoding together {{model}}"),
+        ("sum by (model) (switchboard_local_queue_depth)", "waiting {{model}}"),
+    ], 8, 8, "Requests a local model decodes together (up to max_batch), and those waiting."),
     ("Upstream errors by provider and kind", "timeseries", "reqps", [
         (f"sum by (provider, kind) (rate(switchboard_upstream_errors_total{RATE}))", "{{provider}} {{kind}}"),
     ], 8, 8, ""),
     ("Budget remaining", "bargauge", "currencyUSD", [
         (f"switchboard_budget_remaining_usd{TENANT}", "{{tenant}}"),
-    ], 24, 6, "What is left of each tenant's tighter budget window."),
+    ], 16, 6, "What is left of each tenant's tighter budget window."),
+    ("Local prompt tokens from the prefix cache", "timeseries", "percentunit", [
+        (f"sum by (model) (rate(switchboard_local_prompt_tokens_total{PREFIX_HIT}{RATE}))"
+         f" / sum by (model) (rate(switchboard_local_prompt_tokens_total{RATE}))", "{{model}}"),
+    ], 8, 6, "Share of local prompt tokens whose keys and values came from the prefix cache (shared system prompts, follow-up turns)."),
 ]
 
 ROUTER = [

@@ -1,6 +1,6 @@
 //! The transformer itself, one variant per architecture: llama files whose weights are Q4_1 or
 //! Q8_0 run on our own forward pass ([`crate::llama`]: several sequences per step, finished
-//! ones' prefixes kept in a [`PrefixCache`]), everything else on candle's quantized model code
+//! ones' prefixes kept in a prefix cache), everything else on candle's quantized model code
 //! (one sequence at a time). Everything else talks to it through [`Sequence`]s and
 //! [`Model::step`].
 
