@@ -37,6 +37,13 @@ fn faults() -> Vec<Fault> {
         kind,
         recorded,
     };
+    // The same broken body, whole (JSON) or streamed (SSE).
+    let malformed = || {
+        thrice(Behaviour {
+            malformed: true,
+            ..Behaviour::default()
+        })
+    };
     let mid_stream = |b: Behaviour| Behaviour {
         chunk_delay_ms: 50,
         ..b
@@ -89,10 +96,7 @@ fn faults() -> Vec<Fault> {
         ),
         fault(
             "malformed JSON",
-            thrice(Behaviour {
-                malformed: true,
-                ..Behaviour::default()
-            }),
+            malformed(),
             false,
             502,
             "upstream_error",
@@ -101,10 +105,7 @@ fn faults() -> Vec<Fault> {
         ),
         fault(
             "malformed SSE",
-            thrice(Behaviour {
-                malformed: true,
-                ..Behaviour::default()
-            }),
+            malformed(),
             true,
             502,
             "upstream_error",
