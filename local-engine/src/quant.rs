@@ -292,10 +292,92 @@ fn sweep_vectors<const T: usize>(
     xs: [&Q8Vector; T],
     store: impl FnMut(usize, usize, f32),
 ) {
-    match matrix.format {
-        Format::Q4_1 if T == 1 => sweep::<4, T>(isa, matrix, rows, xs, store),
-        Format::Q4_1 if isa == Isa::Avx512Vnni => sweep::<2, T>(isa, matrix, rows, xs, store),
-        Format::Q4_1 | Format::Q8_0 => sweep::<1, T>(isa, matrix, rows, xs, store),
+    let format = matrix.format;
+    let one = |rows: [&[u8]; 1]| tile::<1, T>(isa, format, rows, xs);
+    match format {
+        Format::Q4_1 if T == 1 => sweep(
+            matrix,
+            rows,
+            |r: [&[u8]; 4]| tile::<4, T>(isa, format, r, xs),
+            one,
+            store,
+        ),
+        Format::Q4_1 if isa == Isa::Avx512Vnni => sweep(
+            matrix,
+            rows,
+            |r: [&[u8]; 2]| tile::<2, T>(isa, format, r, xs),
+            one,
+            store,
+        ),
+        Format::Q4_1 | Format::Q8_0 => sweep(matrix, rows, one, one, store),
+    }
+}
+
+/// Eight vectors with their scales and sums laid side by side, block by block ([`Octet`]):
+/// as [`sweep_vectors`], with the kernel that reads them.
+fn sweep_octet(
+    isa: Isa,
+    matrix: &QuantMatrix,
+    rows: Range<usize>,
+    octet: &Octet,
+    store: impl FnMut(usize, usize, f32),
+) {
+    let format = matrix.format;
+    let one = |rows: [&[u8]; 1]| octet.tile::<1>(isa, format, rows);
+    match format {
+        Format::Q4_1 if isa == Isa::Avx512Vnni => sweep(
+            matrix,
+            rows,
+            |r: [&[u8]; 2]| octet.tile::<2>(isa, format, r),
+            one,
+            store,
+        ),
+        Format::Q4_1 | Format::Q8_0 => sweep(matrix, rows, one, one, store),
+    }
+}
+
+/// Eight vectors, and their block scales and sums eight to a block (`scales[b][t]` is vector
+/// `t`'s scale of block `b`): a tile of eight reads a block's eight scales in one load instead
+/// of eight, and adds eight minimum terms in one vector operation.
+struct Octet<'a> {
+    xs: [&'a Q8Vector; 8],
+    scales: Vec<[f32; 8]>,
+    sums: Vec<[f32; 8]>,
+}
+
+impl<'a> Octet<'a> {
+    fn new(xs: [&'a Q8Vector; 8]) -> Self {
+        let blocks = xs[0].scales.len();
+        let lanes = |values: fn(&Q8Vector) -> &[f32]| -> Vec<[f32; 8]> {
+            (0..blocks)
+                .map(|b| std::array::from_fn(|t| values(xs[t])[b]))
+                .collect()
+        };
+        Self {
+            xs,
+            scales: lanes(|x| &x.scales),
+            sums: lanes(|x| &x.sums),
+        }
+    }
+
+    /// `R` rows times the eight vectors: each result exactly [`dot`]'s.
+    fn tile<const R: usize>(
+        &self,
+        isa: Isa,
+        format: Format,
+        rows: [&[u8]; R],
+    ) -> [[f32; 8]; R] {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512Vnni {
+            debug_assert!(
+                rows.iter()
+                    .all(|row| row.len() / format.block_bytes() == self.scales.len())
+            );
+            // SAFETY: `isa` came from `Isa::detect`; the rows hold as many blocks as the
+            // vectors (checked in debug builds, and by the callers' construction).
+            return unsafe { x86::octet_vnni(format, rows, self) };
+        }
+        tile::<R, 8>(isa, format, rows, self.xs)
     }
 }
 
@@ -350,22 +432,23 @@ pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) 
         }
     }
     let parts: Vec<Mutex<Vec<&mut [f32]>>> = parts.into_iter().map(Mutex::new).collect();
+    // Eight vectors per pass over the rows where there are registers for them (1.1 to 1.5×
+    // four), then four, then one at a time.
+    let octets: Vec<Octet> = match isa {
+        Isa::Avx512Vnni => xs
+            .chunks_exact(8)
+            .map(|x| Octet::new(std::array::from_fn(|i| &x[i])))
+            .collect(),
+        _ => Vec::new(),
+    };
     team::for_each(parts.len(), |task| {
         let mut outputs = parts[task].lock().unwrap_or_else(|e| e.into_inner());
         let first = task * ROWS_PER_TASK;
         let last = (first + ROWS_PER_TASK).min(rows);
-        // Eight vectors per pass over the rows where there are registers for them (1.1 to 1.3×
-        // four), then four, then one at a time.
-        let eights = if isa == Isa::Avx512Vnni {
-            xs.len() / 8
-        } else {
-            0
-        };
-        let fours = (xs.len() - eights * 8) / 4;
+        let fours = (xs.len() - octets.len() * 8) / 4;
         let mut t = 0;
-        for _ in 0..eights {
-            let x = std::array::from_fn(|i| &xs[t + i]);
-            sweep_vectors::<8>(isa, matrix, first..last, x, |row, i, value| {
+        for octet in &octets {
+            sweep_octet(isa, matrix, first..last, octet, |row, i, value| {
                 outputs[t + i][row - first] = value;
             });
             t += 8;
@@ -386,26 +469,20 @@ pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) 
     });
 }
 
-/// Every row in `rows` times each of `xs`, `R` rows per [`tile`] (the last few one at a time),
+/// Every row in `rows` through `tiles` (`R` rows at a time) and the last few through `one`,
 /// each result handed to `store(row, vector, value)`.
 #[inline(always)]
 fn sweep<const R: usize, const T: usize>(
-    isa: Isa,
     matrix: &QuantMatrix,
     rows: Range<usize>,
-    xs: [&Q8Vector; T],
+    tiles: impl Fn([&[u8]; R]) -> [[f32; T]; R],
+    one: impl Fn([&[u8]; 1]) -> [[f32; T]; 1],
     mut store: impl FnMut(usize, usize, f32),
 ) {
-    let format = matrix.format;
     let mut first = rows.start;
     while first + R <= rows.end {
         matrix.prefetch_rows(first + PREFETCH_ROWS_AHEAD..first + PREFETCH_ROWS_AHEAD + R);
-        let values = tile::<R, T>(
-            isa,
-            format,
-            std::array::from_fn(|i| matrix.row(first + i)),
-            xs,
-        );
+        let values = tiles(std::array::from_fn(|i| matrix.row(first + i)));
         for (i, values) in values.iter().enumerate() {
             for (t, &value) in values.iter().enumerate() {
                 store(first + i, t, value);
@@ -414,7 +491,7 @@ fn sweep<const R: usize, const T: usize>(
         first += R;
     }
     for row in first..rows.end {
-        let [values] = tile(isa, format, [matrix.row(row)], xs);
+        let [values] = one([matrix.row(row)]);
         for (t, &value) in values.iter().enumerate() {
             store(row, t, value);
         }
@@ -457,7 +534,7 @@ mod portable {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, Format, Q8Vector};
+    use super::{BLOCK, Format, Octet, Q8Vector};
 
     #[inline(always)]
     unsafe fn half(block: *const u8) -> f32 {
@@ -554,6 +631,64 @@ mod x86 {
                 Format::Q8_0 => q8_0_tile::<P, R, T>(rows, xs),
             }
         }
+    }
+
+    /// A tile of `R` rows by the eight vectors of `octet`, each result the same operations in
+    /// the same order as [`tile`]'s: per block, `d × scale` for the eight vectors is one vector
+    /// product (whose lane `t` is the scalar product) and the eight minimum terms one vector
+    /// multiply and add (lane by lane the scalar ones, unfused).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn octet_vnni<const R: usize>(
+        format: Format,
+        rows: [&[u8]; R],
+        octet: &Octet,
+    ) -> [[f32; 8]; R] {
+        let xs = octet.xs;
+        let blocks = octet.scales.len();
+        let mut acc = [[_mm256_setzero_ps(); 8]; R];
+        let mut minimums = [_mm256_setzero_ps(); R];
+        let lane: [__m256i; 8] = std::array::from_fn(|t| _mm256_set1_epi32(t as i32));
+        for b in 0..blocks {
+            // SAFETY: each row holds `blocks` blocks of `format`, each vector as many blocks.
+            unsafe {
+                let scales = _mm256_loadu_ps(octet.scales.get_unchecked(b).as_ptr());
+                for r in 0..R {
+                    let (weights, signs, d) = match format {
+                        Format::Q4_1 => {
+                            let block = rows[r].as_ptr().add(b * 20);
+                            let m = _mm256_set1_ps(half(block.add(2)));
+                            let sums = _mm256_loadu_ps(octet.sums.get_unchecked(b).as_ptr());
+                            minimums[r] = _mm256_add_ps(minimums[r], _mm256_mul_ps(m, sums));
+                            (nibbles(block), None, half(block))
+                        }
+                        Format::Q8_0 => {
+                            let block = rows[r].as_ptr().add(b * 34);
+                            let w = _mm256_loadu_si256(block.add(2) as *const __m256i);
+                            (_mm256_sign_epi8(w, w), Some(w), half(block))
+                        }
+                    };
+                    let ds = _mm256_mul_ps(_mm256_set1_ps(d), scales);
+                    for t in 0..8 {
+                        let a = _mm256_loadu_si256(
+                            xs[t].quanta.as_ptr().add(b * BLOCK) as *const __m256i
+                        );
+                        let a = match signs {
+                            Some(w) => _mm256_sign_epi8(a, w),
+                            None => a,
+                        };
+                        let sums = Vnni::products(weights, a);
+                        let scale = _mm256_permutevar8x32_ps(ds, lane[t]);
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[r][t]);
+                    }
+                }
+            }
+        }
+        let mut lanes = [[0.0f32; 8]; R];
+        for r in 0..R {
+            // SAFETY: a store of eight floats into an array of eight.
+            unsafe { _mm256_storeu_ps(lanes[r].as_mut_ptr(), minimums[r]) };
+        }
+        finish(acc, lanes)
     }
 
     /// Each sum's lanes added up, plus its minimums' share. Plain loops: a closure over the
@@ -759,6 +894,28 @@ mod tests {
                 check::<3, 2>(isa, format);
                 check::<2, 8>(isa, format);
                 check::<1, 8>(isa, format);
+            }
+        }
+    }
+
+    #[test]
+    fn eight_vectors_side_by_side_are_exactly_one_at_a_time() {
+        fn check<const R: usize>(isa: Isa, format: Format) {
+            let matrix = random_matrix(format, R, 576);
+            let xs: Vec<Q8Vector> = (0..8)
+                .map(|_| Q8Vector::quantize(&random_vector(576)))
+                .collect();
+            let octet = Octet::new(std::array::from_fn(|t| &xs[t]));
+            let together = octet.tile::<R>(isa, format, std::array::from_fn(|r| matrix.row(r)));
+            let alone: [[f32; 8]; R] = std::array::from_fn(|r| {
+                std::array::from_fn(|t| dot(isa, format, matrix.row(r), &xs[t]))
+            });
+            assert_eq!(together, alone, "{R} rows, {isa:?} {format:?}");
+        }
+        for format in [Format::Q4_1, Format::Q8_0] {
+            for isa in Isa::supported() {
+                check::<1>(isa, format);
+                check::<2>(isa, format);
             }
         }
     }

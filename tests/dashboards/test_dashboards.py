@@ -102,6 +102,21 @@ def drive_load(url, fake):
                     f"sk-wrong-{random.randrange(10**9)}")[0] == 401
 
 
+def wait_for_scrapes_after(prometheus_url, since, count, deadline_s=60):
+    """Returns once Prometheus has scraped the gateway `count` times after `since` (seconds since
+    the epoch), so that every series the load created has the samples a rate needs. A fixed
+    sleep was not enough: Prometheus's first scrape may come seconds after it is ready, and a
+    fast load ended before it."""
+    seen = set()
+    deadline = time.monotonic() + deadline_s
+    while len(seen) < count:
+        assert time.monotonic() < deadline, f"only {len(seen)} scrapes after the load"
+        for sample in query(prometheus_url, "timestamp(up)")[1]["data"]["result"]:
+            if float(sample["value"][1]) > since:
+                seen.add(sample["value"][1])
+        time.sleep(0.2)
+
+
 def query(prometheus_url, expr):
     params = urllib.parse.urlencode({"query": expr})
     status, body = http(f"{prometheus_url}/api/v1/query?{params}")
@@ -130,7 +145,7 @@ def test_the_dashboards_are_what_generate_py_writes():
 def test_every_panel_has_data_and_every_alert_evaluates(stack):
     url, fake, prometheus_url = stack
     drive_load(url, fake)
-    time.sleep(6)  # a few scrapes after the load
+    wait_for_scrapes_after(prometheus_url, time.time(), 2)
     empty = []
     for title, expr in panel_queries():
         status, answer = query(prometheus_url, expr)

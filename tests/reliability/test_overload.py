@@ -1,8 +1,9 @@
 """Overload: a real `switchboard serve` driven above its capacity for a bounded time with a mix of
 remote answers (whole and streamed, each held 200 ms by the fake upstream) and local answers,
-while its limits are small (16 requests in flight, 2 waiting for the local model). It sheds what
-it cannot take with 503 and Retry-After and answers the rest, its memory stays flat, and it ends
-with nothing in flight.
+while its limits are small (16 requests in flight, 2 waiting for the local model, a 16 MiB prefix
+cache: the default 256 MiB would still be filling with sampled answers when memory is measured).
+It sheds what it cannot take with 503 and Retry-After and answers the rest, its memory stays flat,
+and it ends with nothing in flight.
 
 SOAK_SECONDS sets the length of the loaded phase (20 by default, for CI; a soak is e.g.
 SOAK_SECONDS=600 .venv/bin/python -m pytest tests/reliability -k overload -s). The figures are
@@ -64,7 +65,7 @@ ledger: {{ path: {tmp_path / "ledger"} }}
 upstream:
   retry: {{ max_attempts: 1 }}
 {fake_openai_provider(fake, "OVERLOAD_UPSTREAM_KEY")}local_models:
-  - {{ name: smollm2, default_model: smollm2, queue_capacity: 2 }}
+  - {{ name: smollm2, default_model: smollm2, queue_capacity: 2, prefix_cache_mib: 16 }}
 tenants:
   - {{ name: acme, api_key_hashes: ["{key_hash(KEY)}"], allowed_models: ["*"] }}
 """)
