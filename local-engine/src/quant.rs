@@ -281,10 +281,13 @@ pub fn tile<const R: usize, const T: usize>(
 
 /// `T` vectors times `rows`, in tiles of a few rows (measured with
 /// `bench/src/bin/quant_kernels.rs`): for one vector (decoding), four Q4_1 rows at once hide the
-/// latency of each row's chain of sums (1.3× one row); for four or eight vectors (prompts,
-/// batches), two Q4_1 rows where AVX-512 gives 32 vector registers for the sums. Q8_0 rows go
-/// one at a time: interleaved, their 34-byte blocks (straddling cache lines) run at half speed
-/// from memory.
+/// latency of each row's chain of sums (1.5× one row), two for rows of [`LONG_ROW`] columns or
+/// more (four such rows from memory ran at half the speed of two); for four or eight vectors
+/// (prompts, batches), two Q4_1 rows where AVX-512 gives 32 vector registers for the sums. Q8_0
+/// rows go one at a time: interleaved, their 34-byte blocks (straddling cache lines) run at half
+/// speed from memory.
+const LONG_ROW: usize = 1024;
+
 fn sweep_vectors<const T: usize>(
     isa: Isa,
     matrix: &QuantMatrix,
@@ -295,10 +298,17 @@ fn sweep_vectors<const T: usize>(
     let format = matrix.format;
     let one = |rows: [&[u8]; 1]| tile::<1, T>(isa, format, rows, xs);
     match format {
-        Format::Q4_1 if T == 1 => sweep(
+        Format::Q4_1 if T == 1 && matrix.columns < LONG_ROW => sweep(
             matrix,
             rows,
             |r: [&[u8]; 4]| tile::<4, T>(isa, format, r, xs),
+            one,
+            store,
+        ),
+        Format::Q4_1 if T == 1 => sweep(
+            matrix,
+            rows,
+            |r: [&[u8]; 2]| tile::<2, T>(isa, format, r, xs),
             one,
             store,
         ),
@@ -361,12 +371,7 @@ impl<'a> Octet<'a> {
     }
 
     /// `R` rows times the eight vectors: each result exactly [`dot`]'s.
-    fn tile<const R: usize>(
-        &self,
-        isa: Isa,
-        format: Format,
-        rows: [&[u8]; R],
-    ) -> [[f32; 8]; R] {
+    fn tile<const R: usize>(&self, isa: Isa, format: Format, rows: [&[u8]; R]) -> [[f32; 8]; R] {
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512Vnni {
             debug_assert!(
