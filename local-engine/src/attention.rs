@@ -143,84 +143,127 @@ pub struct Context<'a> {
 /// head reading its group's key/value head. Rows and heads run in parallel on the [`team`].
 pub fn attend(isa: Isa, shape: Heads, queries: &[f32], contexts: &[Context], out: &mut [f32]) {
     let head_dim = shape.head_dim;
-    let outputs: Vec<Mutex<&mut [f32]>> = out.chunks_mut(head_dim).map(Mutex::new).collect();
+    let group = shape.heads / shape.kv_heads;
+    // With several rows a task takes several query heads of one key/value group, so that each
+    // key is read once for all of them and their sums run side by side; one row (decoding)
+    // would then have too few tasks to share.
+    let per_task = match contexts.len() {
+        rows if rows >= 4 => (1..=MAX_HEADS_PER_TASK.min(group))
+            .rev()
+            .find(|n| group.is_multiple_of(*n))
+            .unwrap_or(1),
+        _ => 1,
+    };
+    let width = per_task * head_dim;
+    let tasks_per_row = shape.heads / per_task;
+    let outputs: Vec<Mutex<&mut [f32]>> = out.chunks_mut(width).map(Mutex::new).collect();
     team::for_each(outputs.len(), |index| {
         let mut out = outputs[index].lock().unwrap_or_else(|e| e.into_inner());
-        let (row, head) = (index / shape.heads, index % shape.heads);
-        let query = &queries[index * head_dim..][..head_dim];
-        let kv_head = head / (shape.heads / shape.kv_heads);
+        let row = index / tasks_per_row;
+        let kv_head = index % tasks_per_row * per_task / group;
+        let queries = &queries[index * width..][..width];
         let context = contexts[row];
         SCORES.with_borrow_mut(|scores| {
             #[cfg(target_arch = "x86_64")]
             if isa >= Isa::Avx2 {
                 // SAFETY: `Isa::detect` found AVX2 on this CPU.
-                unsafe { attend_head_avx2(shape, query, kv_head, context, scores, &mut out) };
+                unsafe { attend_heads_avx2(shape, queries, kv_head, context, scores, &mut out) };
                 return;
             }
             let _ = isa;
-            attend_head(shape, query, kv_head, context, scores, &mut out);
+            attend_heads(shape, queries, kv_head, context, scores, &mut out);
         });
     });
 }
 
+/// At most this many query heads per task (their sums fit in registers side by side).
+const MAX_HEADS_PER_TASK: usize = 4;
+
 thread_local! {
-    /// One head's attention scores, kept between tasks.
+    /// A task's attention scores, kept between tasks.
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// [`attend_head`] compiled for AVX2: the same operations in the same order, eight lanes wide.
+/// [`attend_heads`] compiled for AVX2: the same operations in the same order, eight lanes wide.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn attend_head_avx2(
+unsafe fn attend_heads_avx2(
     shape: Heads,
-    query: &[f32],
+    queries: &[f32],
     kv_head: usize,
     context: Context,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    attend_head(shape, query, kv_head, context, scores, out);
+    attend_heads(shape, queries, kv_head, context, scores, out);
 }
 
+/// The query heads in `queries` (consecutive, all reading `kv_head`) over `context`, into `out`.
 #[inline(always)]
-fn attend_head(
+fn attend_heads(
     shape: Heads,
-    query: &[f32],
+    queries: &[f32],
     kv_head: usize,
     context: Context,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
     let (head_dim, kv_dim) = (shape.head_dim, shape.kv_dim());
+    let heads = queries.len() / head_dim;
     let offset = kv_head * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let visible = context.visible;
+    let padded = visible.div_ceil(TILE) * TILE;
     scores.clear();
-    for tile in context
+    scores.resize(heads * padded, 0.0);
+    for (t, tile) in context
         .keys
         .chunks_exact(TILE * kv_dim)
-        .take(visible.div_ceil(TILE))
+        .take(padded / TILE)
+        .enumerate()
     {
-        let mut sums = [0.0f32; TILE];
-        for (&q, keys) in query.iter().zip(tile[offset * TILE..].chunks_exact(TILE)) {
-            for (sum, &k) in sums.iter_mut().zip(keys) {
-                *sum += q * k;
+        let mut sums = [[0.0f32; TILE]; MAX_HEADS_PER_TASK];
+        for (d, keys) in tile[offset * TILE..]
+            .chunks_exact(TILE)
+            .take(head_dim)
+            .enumerate()
+        {
+            for (h, sums) in sums.iter_mut().take(heads).enumerate() {
+                let q = queries[h * head_dim + d];
+                for (sum, &k) in sums.iter_mut().zip(keys) {
+                    *sum += q * k;
+                }
             }
         }
-        scores.extend(sums.iter().map(|s| s * scale));
+        for (h, sums) in sums.iter().take(heads).enumerate() {
+            let at = h * padded + t * TILE;
+            for (score, sum) in scores[at..at + TILE].iter_mut().zip(sums) {
+                *score = sum * scale;
+            }
+        }
     }
-    scores.truncate(visible);
-    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    let mut total = 0.0;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        total += *s;
+    let mut totals = [0.0f32; MAX_HEADS_PER_TASK];
+    for (h, total) in totals.iter_mut().take(heads).enumerate() {
+        let scores = &mut scores[h * padded..][..visible];
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            *total += *s;
+        }
     }
     out.fill(0.0);
-    for (s, values) in scores.iter().zip(context.values.chunks_exact(kv_dim)) {
-        let weight = s / total;
-        for (o, v) in out.iter_mut().zip(&values[offset..offset + head_dim]) {
-            *o += weight * v;
+    for (p, values) in context
+        .values
+        .chunks_exact(kv_dim)
+        .take(visible)
+        .enumerate()
+    {
+        let values = &values[offset..offset + head_dim];
+        for (h, out) in out.chunks_exact_mut(head_dim).enumerate() {
+            let weight = scores[h * padded + p] / totals[h];
+            for (o, v) in out.iter_mut().zip(values) {
+                *o += weight * v;
+            }
         }
     }
 }
@@ -291,6 +334,19 @@ mod tests {
                 let mut out = vec![0.0; expected.len()];
                 attend(isa, shape, &query, &[cache.context(0, positions)], &mut out);
                 assert_eq!(out, expected, "{positions} positions, {isa:?}");
+            }
+            // Five rows (a batch): each task takes a group's three query heads together.
+            let rows = 5;
+            let queries = noise(rows * shape.heads * shape.head_dim, 7);
+            let contexts = vec![cache.context(0, positions); rows];
+            let width = shape.heads * shape.head_dim;
+            for isa in Isa::supported() {
+                let mut out = vec![0.0; queries.len()];
+                attend(isa, shape, &queries, &contexts, &mut out);
+                for (query, out) in queries.chunks_exact(width).zip(out.chunks_exact(width)) {
+                    let expected = attend_plainly(shape, query, &keys, &values);
+                    assert_eq!(out, &expected[..], "a batch, {positions} positions, {isa:?}");
+                }
             }
         }
     }
