@@ -345,7 +345,11 @@ mod tests {
                 attend(isa, shape, &queries, &contexts, &mut out);
                 for (query, out) in queries.chunks_exact(width).zip(out.chunks_exact(width)) {
                     let expected = attend_plainly(shape, query, &keys, &values);
-                    assert_eq!(out, &expected[..], "a batch, {positions} positions, {isa:?}");
+                    assert_eq!(
+                        out,
+                        &expected[..],
+                        "a batch, {positions} positions, {isa:?}"
+                    );
                 }
             }
         }

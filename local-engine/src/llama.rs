@@ -474,15 +474,11 @@ fn product(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) {
     products(isa, &mut [(matrix, out)], xs);
 }
 
-/// Several matrices times the same quantized rows: one parallel pass for a single token.
+/// Several matrices times the same quantized rows, in one parallel pass.
 fn products(isa: Isa, outputs: &mut [(&QuantMatrix, &mut [f32])], xs: &[Q8Vector]) {
     match xs {
         [x] => quant::matvecs(isa, outputs, x),
-        _ => {
-            for (matrix, out) in outputs.iter_mut() {
-                quant::matmul(isa, matrix, xs, out);
-            }
-        }
+        _ => quant::matmuls(isa, outputs, xs),
     }
 }
 

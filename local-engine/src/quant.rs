@@ -423,20 +423,32 @@ pub fn matvecs(isa: Isa, products: &mut [(&QuantMatrix, &mut [f32])], x: &Q8Vect
 /// task takes a few rows and runs every vector past them while they are in cache, several
 /// vectors per pass over a row.
 pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) {
-    let rows = matrix.rows;
-    assert_eq!(out.len(), xs.len() * rows);
-    assert!(xs.iter().all(|x| x.len() == matrix.columns));
+    matmuls(isa, &mut [(matrix, out)], xs);
+}
+
+/// Several matrices times the same vectors in one parallel pass (a layer's query, key and
+/// value projections for a batch), as [`matmul`] each.
+pub fn matmuls(isa: Isa, products: &mut [(&QuantMatrix, &mut [f32])], xs: &[Q8Vector]) {
     const ROWS_PER_TASK: usize = 16;
-    // Task k writes rows k·16.. of every vector's output: its part of each output row.
-    let mut parts: Vec<Vec<&mut [f32]>> = (0..rows.div_ceil(ROWS_PER_TASK))
-        .map(|_| Vec::with_capacity(xs.len()))
-        .collect();
-    for output in out.chunks_mut(rows.max(1)) {
-        for (task, part) in output.chunks_mut(ROWS_PER_TASK).enumerate() {
-            parts[task].push(part);
+    // A task is 16 rows of one matrix; it writes their part of every vector's output row.
+    let mut tasks = Vec::new();
+    for (matrix, out) in products.iter_mut() {
+        let rows = matrix.rows;
+        assert_eq!(out.len(), xs.len() * rows);
+        assert!(xs.iter().all(|x| x.len() == matrix.columns));
+        let mut parts: Vec<Vec<&mut [f32]>> = (0..rows.div_ceil(ROWS_PER_TASK))
+            .map(|_| Vec::with_capacity(xs.len()))
+            .collect();
+        for output in out.chunks_mut(rows.max(1)) {
+            for (task, part) in output.chunks_mut(ROWS_PER_TASK).enumerate() {
+                parts[task].push(part);
+            }
+        }
+        let matrix: &QuantMatrix = matrix;
+        for (task, parts) in parts.into_iter().enumerate() {
+            tasks.push((matrix, task * ROWS_PER_TASK, Mutex::new(parts)));
         }
     }
-    let parts: Vec<Mutex<Vec<&mut [f32]>>> = parts.into_iter().map(Mutex::new).collect();
     // Eight vectors per pass over the rows where there are registers for them (1.1 to 1.5×
     // four), then four, then one at a time.
     let octets: Vec<Octet> = match isa {
@@ -446,10 +458,11 @@ pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) 
             .collect(),
         _ => Vec::new(),
     };
-    team::for_each(parts.len(), |task| {
-        let mut outputs = parts[task].lock().unwrap_or_else(|e| e.into_inner());
-        let first = task * ROWS_PER_TASK;
-        let last = (first + ROWS_PER_TASK).min(rows);
+    team::for_each(tasks.len(), |task| {
+        let (matrix, first, outputs) = &tasks[task];
+        let mut outputs = outputs.lock().unwrap_or_else(|e| e.into_inner());
+        let (matrix, first) = (*matrix, *first);
+        let last = (first + ROWS_PER_TASK).min(matrix.rows);
         let fours = (xs.len() - octets.len() * 8) / 4;
         let mut t = 0;
         for octet in &octets {
