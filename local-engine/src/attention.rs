@@ -8,7 +8,6 @@
 //! after another (`[position][channel]`): a weighted sum runs along the channels.
 
 use std::cell::RefCell;
-use std::sync::Mutex;
 
 use crate::quant::Isa;
 use crate::team;
@@ -156,9 +155,9 @@ pub fn attend(isa: Isa, shape: Heads, queries: &[f32], contexts: &[Context], out
     };
     let width = per_task * head_dim;
     let tasks_per_row = shape.heads / per_task;
-    let outputs: Vec<Mutex<&mut [f32]>> = out.chunks_mut(width).map(Mutex::new).collect();
+    let outputs = team::split_rows(out, width);
     team::for_each(outputs.len(), |index| {
-        let mut out = outputs[index].lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = team::part(&outputs[index]);
         let row = index / tasks_per_row;
         let kv_head = index % tasks_per_row * per_task / group;
         let queries = &queries[index * width..][..width];

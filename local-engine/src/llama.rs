@@ -11,7 +11,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::sync::Mutex;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::Content;
@@ -20,7 +19,7 @@ pub use crate::attention::KvCache;
 use crate::attention::{self, Context, Heads};
 use crate::metadata::{Metadata, MetadataError};
 use crate::quant::{self, Format, Isa, Q8Vector, QuantMatrix};
-use crate::team;
+use crate::team::{self, part, split_rows};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlamaError {
@@ -346,6 +345,8 @@ impl Llama {
             rows.extend((start..start + input.tokens.len()).map(|position| (i, position)));
         }
         let count = rows.len();
+        // The rotary angles of each row's position, the same in every layer.
+        let rotations: Vec<Vec<(f32, f32)>> = rows.iter().map(|&(_, p)| self.rotation(p)).collect();
 
         let mut x = vec![0.0f32; count * dim];
         let tokens = inputs.iter().flat_map(|input| input.tokens);
@@ -385,9 +386,8 @@ impl Llama {
             let (query_rows, key_rows) =
                 (split_rows(&mut queries, dim), split_rows(&mut keys, kv_dim));
             team::for_each(count, |r| {
-                let angles = self.rotation(rows[r].1);
-                rotate(&mut lock(&query_rows[r]), c, &angles);
-                rotate(&mut lock(&key_rows[r]), c, &angles);
+                rotate(&mut part(&query_rows[r]), c, &rotations[r]);
+                rotate(&mut part(&key_rows[r]), c, &rotations[r]);
             });
             let mut first = 0;
             for input in inputs.iter_mut() {
@@ -418,11 +418,11 @@ impl Llama {
                 split_rows(&mut quantized_hidden, 1),
             );
             team::for_each(count, |r| {
-                let mut gate = lock(&gate_rows[r]);
+                let mut gate = part(&gate_rows[r]);
                 for (g, u) in gate.iter_mut().zip(&up[r * hidden..]) {
                     *g = *g / (1.0 + (-*g).exp()) * u;
                 }
-                lock(&hidden_rows[r])[0].quantize_from(&gate);
+                part(&hidden_rows[r])[0].quantize_from(&gate);
             });
             product(isa, &layer.down, &quantized_hidden, &mut projected);
             add(&mut x, &projected);
@@ -486,7 +486,7 @@ fn products(isa: Isa, outputs: &mut [(&QuantMatrix, &mut [f32])], xs: &[Q8Vector
 fn quantize_rows(values: &[f32], width: usize, out: &mut [Q8Vector]) {
     let out = split_rows(out, 1);
     team::for_each(out.len(), |r| {
-        lock(&out[r])[0].quantize_from(&values[r * width..][..width]);
+        part(&out[r])[0].quantize_from(&values[r * width..][..width]);
     });
 }
 
@@ -501,21 +501,10 @@ fn norm_and_quantize(
     let width = weight.len();
     let (normed, quantized) = (split_rows(normed, width), split_rows(quantized, 1));
     team::for_each(quantized.len(), |r| {
-        let mut normed = lock(&normed[r]);
+        let mut normed = part(&normed[r]);
         rms_norm(&x[r * width..][..width], weight, eps, &mut normed);
-        lock(&quantized[r])[0].quantize_from(&normed);
+        part(&quantized[r])[0].quantize_from(&normed);
     });
-}
-
-/// A buffer's rows, each for one task of a parallel loop.
-fn split_rows<T>(buffer: &mut [T], width: usize) -> Vec<Mutex<&mut [T]>> {
-    buffer.chunks_mut(width).map(Mutex::new).collect()
-}
-
-/// A row from [`split_rows`]: each task locks its own row, so the lock is never contended (nor
-/// poisoned but by a panic, which the engine reports anyway).
-fn lock<'a, 'b, T>(row: &'a Mutex<&'b mut [T]>) -> std::sync::MutexGuard<'a, &'b mut [T]> {
-    row.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {

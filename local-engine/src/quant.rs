@@ -411,7 +411,7 @@ pub fn matvecs(isa: Isa, products: &mut [(&QuantMatrix, &mut [f32])], x: &Q8Vect
     }
     team::for_each(tasks.len(), |task| {
         let (matrix, first, chunk) = &tasks[task];
-        let mut chunk = chunk.lock().unwrap_or_else(|e| e.into_inner());
+        let mut chunk = team::part(chunk);
         let rows = *first..first + chunk.len();
         sweep_vectors(isa, matrix, rows, [x], |row, _, value| {
             chunk[row - first] = value;
@@ -460,7 +460,7 @@ pub fn matmuls(isa: Isa, products: &mut [(&QuantMatrix, &mut [f32])], xs: &[Q8Ve
     };
     team::for_each(tasks.len(), |task| {
         let (matrix, first, outputs) = &tasks[task];
-        let mut outputs = outputs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut outputs = team::part(outputs);
         let (matrix, first) = (*matrix, *first);
         let last = (first + ROWS_PER_TASK).min(matrix.rows);
         let fours = (xs.len() - octets.len() * 8) / 4;

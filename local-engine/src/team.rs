@@ -10,7 +10,7 @@ use std::any::Any;
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long an idle thread spins for the next loop before it sleeps.
@@ -32,6 +32,17 @@ pub fn global() -> &'static Team {
 /// Runs `task(i)` for every `i < tasks` on the global team, and returns when all have run.
 pub fn for_each(tasks: usize, task: impl Fn(usize) + Sync) {
     global().for_each(tasks, task);
+}
+
+/// A buffer's rows of `width`, one for each task of a loop to take with [`part`].
+pub fn split_rows<T>(buffer: &mut [T], width: usize) -> Vec<Mutex<&mut [T]>> {
+    buffer.chunks_mut(width).map(Mutex::new).collect()
+}
+
+/// A task's own part of a loop's output: each task locks only its own, so the lock is never
+/// contended, nor poisoned but by a panic that [`Team::for_each`] raises anyway.
+pub fn part<T>(part: &Mutex<T>) -> MutexGuard<'_, T> {
+    part.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub struct Team {
