@@ -402,16 +402,11 @@ impl Worker {
             }
             self.leave_if_gone(&mut running);
             // Before the step too, so that whoever reads an answer's first token sees it counted.
-            let count = |running: &Vec<Running>| running.len();
-            self.shared
-                .running
-                .store(count(&running), Ordering::Relaxed);
+            self.shared.running.store(running.len(), Ordering::Relaxed);
             if !running.is_empty() {
                 self.step(&mut running);
             }
-            self.shared
-                .running
-                .store(count(&running), Ordering::Relaxed);
+            self.shared.running.store(running.len(), Ordering::Relaxed);
         }
     }
 
@@ -541,13 +536,13 @@ impl Worker {
     }
 
     /// What this step does for each generation: every decoding one runs its token, and
-    /// prompts share what is left of the step's prompt tokens, first come first served
-    /// (candle's models, one generation at a time, take a whole prompt at once).
+    /// prompts share what is left of the step's prompt tokens, first come first served (a model
+    /// that cannot take a prompt in chunks takes it whole).
     fn plan(&self, running: &[Running]) -> Vec<Option<Work>> {
-        let mut budget = if self.model.max_batch() == 1 {
-            usize::MAX
-        } else {
+        let mut budget = if self.model.takes_prompt_chunks() {
             PROMPT_TOKENS_PER_STEP
+        } else {
+            usize::MAX
         };
         running
             .iter()

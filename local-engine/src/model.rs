@@ -175,6 +175,12 @@ impl Model {
         }
     }
 
+    /// Whether a prompt may be fed over several steps (candle's models mask a prompt as a whole
+    /// and must take it in one).
+    pub fn takes_prompt_chunks(&self) -> bool {
+        matches!(self.weights, Weights::Own(_))
+    }
+
     /// Memory held by the prefix cache.
     pub fn prefix_cache_bytes(&self) -> usize {
         self.prefixes.bytes()
