@@ -207,63 +207,118 @@ fn attend_heads(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
+    // A constant number of heads, so that their sums are registers, not memory.
+    match queries.len() / shape.head_dim {
+        1 => attend_group::<1>(shape, queries, kv_head, context, scores, out),
+        2 => attend_group::<2>(shape, queries, kv_head, context, scores, out),
+        3 => attend_group::<3>(shape, queries, kv_head, context, scores, out),
+        4 => attend_group::<4>(shape, queries, kv_head, context, scores, out),
+        heads => unreachable!("{heads} heads per task, at most {MAX_HEADS_PER_TASK}"),
+    }
+}
+
+/// Channels of the values summed side by side for each head.
+const CHANNELS: usize = 16;
+
+/// [`attend_heads`] for `H` heads.
+#[inline(always)]
+fn attend_group<const H: usize>(
+    shape: Heads,
+    queries: &[f32],
+    kv_head: usize,
+    context: Context,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let (head_dim, kv_dim) = (shape.head_dim, shape.kv_dim());
-    let heads = queries.len() / head_dim;
     let offset = kv_head * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let visible = context.visible;
     let padded = visible.div_ceil(TILE) * TILE;
     scores.clear();
-    scores.resize(heads * padded, 0.0);
+    scores.resize(H * padded, 0.0);
     for (t, tile) in context
         .keys
         .chunks_exact(TILE * kv_dim)
         .take(padded / TILE)
         .enumerate()
     {
-        let mut sums = [[0.0f32; TILE]; MAX_HEADS_PER_TASK];
+        let mut sums = [[0.0f32; TILE]; H];
         for (d, keys) in tile[offset * TILE..]
             .chunks_exact(TILE)
             .take(head_dim)
             .enumerate()
         {
-            for (h, sums) in sums.iter_mut().take(heads).enumerate() {
+            for (h, sums) in sums.iter_mut().enumerate() {
                 let q = queries[h * head_dim + d];
                 for (sum, &k) in sums.iter_mut().zip(keys) {
                     *sum += q * k;
                 }
             }
         }
-        for (h, sums) in sums.iter().take(heads).enumerate() {
+        for (h, sums) in sums.iter().enumerate() {
             let at = h * padded + t * TILE;
             for (score, sum) in scores[at..at + TILE].iter_mut().zip(sums) {
                 *score = sum * scale;
             }
         }
     }
-    let mut totals = [0.0f32; MAX_HEADS_PER_TASK];
-    for (h, total) in totals.iter_mut().take(heads).enumerate() {
+    // Each score becomes its weight: its exponential over the head's sum of them.
+    for h in 0..H {
         let scores = &mut scores[h * padded..][..visible];
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        let mut total = 0.0f32;
         for s in scores.iter_mut() {
             *s = (*s - max).exp();
-            *total += *s;
+            total += *s;
+        }
+        for s in scores.iter_mut() {
+            *s /= total;
         }
     }
-    out.fill(0.0);
+    // The weighted sums of the values, a few channels of every head at a time (a whole
+    // register's worth where the head has them): each channel's sum runs position after
+    // position from zero.
+    let mut first = 0;
+    while first + CHANNELS <= head_dim {
+        weighted_sums::<H, CHANNELS>(first, kv_dim, offset, context, scores, padded, out);
+        first += CHANNELS;
+    }
+    while first < head_dim {
+        weighted_sums::<H, 1>(first, kv_dim, offset, context, scores, padded, out);
+        first += 1;
+    }
+}
+
+/// Channels `first..first + W` of each head's weighted sum of the values.
+#[inline(always)]
+fn weighted_sums<const H: usize, const W: usize>(
+    first: usize,
+    kv_dim: usize,
+    offset: usize,
+    context: Context,
+    weights: &[f32],
+    padded: usize,
+    out: &mut [f32],
+) {
+    let head_dim = out.len() / H;
+    let mut sums = [[0.0f32; W]; H];
     for (p, values) in context
         .values
         .chunks_exact(kv_dim)
-        .take(visible)
+        .take(context.visible)
         .enumerate()
     {
-        let values = &values[offset..offset + head_dim];
-        for (h, out) in out.chunks_exact_mut(head_dim).enumerate() {
-            let weight = scores[h * padded + p] / totals[h];
-            for (o, v) in out.iter_mut().zip(values) {
-                *o += weight * v;
+        let values: &[f32; W] = values[offset + first..][..W].try_into().expect("W values");
+        for (h, sums) in sums.iter_mut().enumerate() {
+            let weight = weights[h * padded + p];
+            for (sum, &v) in sums.iter_mut().zip(values) {
+                *sum += weight * v;
             }
         }
+    }
+    for (h, sums) in sums.iter().enumerate() {
+        out[h * head_dim + first..][..W].copy_from_slice(sums);
     }
 }
 

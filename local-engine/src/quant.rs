@@ -471,25 +471,32 @@ pub fn matmul(isa: Isa, matrix: &QuantMatrix, xs: &[Q8Vector], out: &mut [f32]) 
 pub fn matmuls(isa: Isa, products: &mut [(&QuantMatrix, &mut [f32])], xs: &[Q8Vector]) {
     const GROUPS_PER_TASK: usize = 2;
     const ROWS_PER_TASK: usize = GROUPS_PER_TASK * GROUP;
+    if xs.is_empty() {
+        return;
+    }
     // A task is two groups of one matrix; it writes their part of every vector's output row.
-    let mut tasks = Vec::new();
+    // Those parts lie task after task in one list (`parts[task * xs.len() + t]`), not in a list
+    // per task: an output matrix has thousands of tasks, and as many allocations a step showed.
+    let mut parts: Vec<&mut [f32]> = Vec::new();
+    let mut starts = Vec::new();
     for (matrix, out) in products.iter_mut() {
         let rows = matrix.rows;
         assert_eq!(out.len(), xs.len() * rows);
         assert!(xs.iter().all(|x| x.len() == matrix.columns));
-        let mut parts: Vec<Vec<&mut [f32]>> = (0..rows.div_ceil(ROWS_PER_TASK))
-            .map(|_| Vec::with_capacity(xs.len()))
+        let mut outputs: Vec<_> = out
+            .chunks_mut(rows.max(1))
+            .map(|output| output.chunks_mut(ROWS_PER_TASK))
             .collect();
-        for output in out.chunks_mut(rows.max(1)) {
-            for (task, part) in output.chunks_mut(ROWS_PER_TASK).enumerate() {
-                parts[task].push(part);
-            }
-        }
-        let matrix: &QuantMatrix = matrix;
-        for (task, parts) in parts.into_iter().enumerate() {
-            tasks.push((matrix, task * GROUPS_PER_TASK, Mutex::new(parts)));
+        for task in 0..rows.div_ceil(ROWS_PER_TASK) {
+            starts.push((&**matrix, task * GROUPS_PER_TASK));
+            parts.extend(outputs.iter_mut().map(|o| o.next().expect("a part per task")));
         }
     }
+    let tasks: Vec<_> = starts
+        .into_iter()
+        .zip(parts.chunks_mut(xs.len()))
+        .map(|((matrix, first), parts)| (matrix, first, Mutex::new(parts)))
+        .collect();
     let eight = isa.vectors_per_pass() >= 8;
     team::for_each(tasks.len(), |task| {
         let (matrix, first, outputs) = &tasks[task];
