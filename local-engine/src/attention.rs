@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 
+use crate::exp::exp;
 use crate::quant::Isa;
 use crate::team;
 
@@ -164,13 +165,18 @@ pub fn attend(isa: Isa, shape: Heads, queries: &[f32], contexts: &[Context], out
         let context = contexts[row];
         SCORES.with_borrow_mut(|scores| {
             #[cfg(target_arch = "x86_64")]
+            if isa >= Isa::Avx512Vnni {
+                // SAFETY: `Isa::detect` found AVX-512 on this CPU.
+                unsafe { attend_heads_avx512(shape, queries, kv_head, context, scores, &mut out) };
+                return;
+            }
             if isa >= Isa::Avx2 {
                 // SAFETY: `Isa::detect` found AVX2 on this CPU.
                 unsafe { attend_heads_avx2(shape, queries, kv_head, context, scores, &mut out) };
                 return;
             }
             let _ = isa;
-            attend_heads(shape, queries, kv_head, context, scores, &mut out);
+            attend_heads::<16>(shape, queries, kv_head, context, scores, &mut out);
         });
     });
 }
@@ -183,7 +189,8 @@ thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// [`attend_heads`] compiled for AVX2: the same operations in the same order, eight lanes wide.
+/// [`attend_heads`] compiled for AVX2: the same operations in the same order, eight lanes wide,
+/// the values' sums sixteen channels of each head at a time (16 registers hold them).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn attend_heads_avx2(
@@ -194,12 +201,30 @@ unsafe fn attend_heads_avx2(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    attend_heads(shape, queries, kv_head, context, scores, out);
+    attend_heads::<16>(shape, queries, kv_head, context, scores, out);
 }
 
-/// The query heads in `queries` (consecutive, all reading `kv_head`) over `context`, into `out`.
+/// [`attend_heads`] compiled for AVX-512: the same operations in the same order, sixteen lanes
+/// wide (a key tile's scores in one register), the values' sums 64 channels of each head at a
+/// time (32 registers hold them): a position's values are read in one pass, not four (the
+/// values of a batch's sequences come from memory).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+unsafe fn attend_heads_avx512(
+    shape: Heads,
+    queries: &[f32],
+    kv_head: usize,
+    context: Context,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    attend_heads::<64>(shape, queries, kv_head, context, scores, out);
+}
+
+/// The query heads in `queries` (consecutive, all reading `kv_head`) over `context`, into `out`,
+/// the values' sums `CHANNELS` channels of each head at a time where the heads have them.
 #[inline(always)]
-fn attend_heads(
+fn attend_heads<const CHANNELS: usize>(
     shape: Heads,
     queries: &[f32],
     kv_head: usize,
@@ -209,20 +234,17 @@ fn attend_heads(
 ) {
     // A constant number of heads, so that their sums are registers, not memory.
     match queries.len() / shape.head_dim {
-        1 => attend_group::<1>(shape, queries, kv_head, context, scores, out),
-        2 => attend_group::<2>(shape, queries, kv_head, context, scores, out),
-        3 => attend_group::<3>(shape, queries, kv_head, context, scores, out),
-        4 => attend_group::<4>(shape, queries, kv_head, context, scores, out),
+        1 => attend_group::<1, CHANNELS>(shape, queries, kv_head, context, scores, out),
+        2 => attend_group::<2, CHANNELS>(shape, queries, kv_head, context, scores, out),
+        3 => attend_group::<3, CHANNELS>(shape, queries, kv_head, context, scores, out),
+        4 => attend_group::<4, CHANNELS>(shape, queries, kv_head, context, scores, out),
         heads => unreachable!("{heads} heads per task, at most {MAX_HEADS_PER_TASK}"),
     }
 }
 
-/// Channels of the values summed side by side for each head.
-const CHANNELS: usize = 16;
-
 /// [`attend_heads`] for `H` heads.
 #[inline(always)]
-fn attend_group<const H: usize>(
+fn attend_group<const H: usize, const CHANNELS: usize>(
     shape: Heads,
     queries: &[f32],
     kv_head: usize,
@@ -243,6 +265,12 @@ fn attend_group<const H: usize>(
         .take(padded / TILE)
         .enumerate()
     {
+        // The next tile's keys of this head, asked for ahead (they come from memory).
+        prefetch(
+            context.keys,
+            (t + 1) * TILE * kv_dim + offset * TILE,
+            head_dim * TILE,
+        );
         let mut sums = [[0.0f32; TILE]; H];
         for (d, keys) in tile[offset * TILE..]
             .chunks_exact(TILE)
@@ -269,16 +297,15 @@ fn attend_group<const H: usize>(
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         let mut total = 0.0f32;
         for s in scores.iter_mut() {
-            *s = (*s - max).exp();
+            *s = exp(*s - max);
             total += *s;
         }
         for s in scores.iter_mut() {
             *s /= total;
         }
     }
-    // The weighted sums of the values, a few channels of every head at a time (a whole
-    // register's worth where the head has them): each channel's sum runs position after
-    // position from zero.
+    // The weighted sums of the values, `CHANNELS` channels of every head at a time, then one by
+    // one: each channel's sum runs position after position from zero.
     let mut first = 0;
     while first + CHANNELS <= head_dim {
         weighted_sums::<H, CHANNELS>(first, kv_dim, offset, context, scores, padded, out);
@@ -288,6 +315,27 @@ fn attend_group<const H: usize>(
         weighted_sums::<H, 1>(first, kv_dim, offset, context, scores, padded, out);
         first += 1;
     }
+}
+
+/// How many positions ahead the values are asked for.
+const PREFETCH_POSITIONS: usize = 8;
+
+/// Asks for `data[from..from + len]` (what of it exists) to be brought into the cache.
+#[inline(always)]
+fn prefetch(data: &[f32], from: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(run) = data.get(from..(from + len).min(data.len())) {
+        for line in run.chunks(16) {
+            // SAFETY: a prefetch of an address inside `data`; it reads nothing.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    line.as_ptr() as *const i8
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, from, len);
 }
 
 /// Channels `first..first + W` of each head's weighted sum of the values.
@@ -309,6 +357,11 @@ fn weighted_sums<const H: usize, const W: usize>(
         .take(context.visible)
         .enumerate()
     {
+        prefetch(
+            context.values,
+            (p + PREFETCH_POSITIONS) * kv_dim + offset + first,
+            W,
+        );
         let values: &[f32; W] = values[offset + first..][..W].try_into().expect("W values");
         for (h, sums) in sums.iter_mut().enumerate() {
             let weight = weights[h * padded + p];
@@ -343,7 +396,7 @@ mod tests {
                 })
                 .collect();
             let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+            let exps: Vec<f32> = scores.iter().map(|s| exp(s - max)).collect();
             let total: f32 = exps.iter().sum();
             for (p, e) in exps.iter().enumerate() {
                 for d in 0..head_dim {
@@ -366,10 +419,11 @@ mod tests {
 
     #[test]
     fn tiled_attention_is_plain_attention_bit_for_bit() {
+        // Heads of 72 channels: whole runs of 16 and of 64 channels and a few more.
         let shape = Heads {
             heads: 6,
             kv_heads: 2,
-            head_dim: 8,
+            head_dim: 72,
         };
         let kv_dim = shape.kv_dim();
         for positions in [1, TILE - 1, TILE, TILE + 1, 3 * TILE + 5] {

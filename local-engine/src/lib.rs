@@ -13,6 +13,7 @@
 mod attention;
 pub mod chat_template;
 pub mod engine;
+mod exp;
 pub mod llama;
 mod metadata;
 pub mod model;

@@ -17,6 +17,7 @@ use candle_core::quantized::gguf_file::Content;
 
 pub use crate::attention::KvCache;
 use crate::attention::{self, Context, Heads};
+use crate::exp::exp;
 use crate::metadata::{Metadata, MetadataError};
 use crate::quant::{self, Format, Isa, Q8Vector, QuantMatrix};
 use crate::team::{self, part, split_rows};
@@ -345,6 +346,15 @@ impl Llama {
             rows.extend((start..start + input.tokens.len()).map(|position| (i, position)));
         }
         let count = rows.len();
+        // Each sequence's first row.
+        let first_rows: Vec<usize> = inputs
+            .iter()
+            .scan(0, |first, input| {
+                let this = *first;
+                *first += input.tokens.len();
+                Some(this)
+            })
+            .collect();
         // The rotary angles of each row's position, the same in every layer.
         let rotations: Vec<Vec<(f32, f32)>> = rows.iter().map(|&(_, p)| self.rotation(p)).collect();
 
@@ -389,15 +399,17 @@ impl Llama {
                 rotate(&mut part(&query_rows[r]), c, &rotations[r]);
                 rotate(&mut part(&key_rows[r]), c, &rotations[r]);
             });
-            let mut first = 0;
-            for input in inputs.iter_mut() {
-                let range = first * kv_dim..(first + input.tokens.len()) * kv_dim;
-                let start = input.cache.len();
+            // Each sequence's keys and values into its cache, the sequences in parallel (a
+            // position's keys land on as many cache lines as they have channels).
+            let caches = split_rows(inputs, 1);
+            team::for_each(caches.len(), |i| {
+                let input = &mut part(&caches[i])[0];
+                let rows = first_rows[i]..first_rows[i] + input.tokens.len();
+                let (range, start) = (rows.start * kv_dim..rows.end * kv_dim, input.cache.len());
                 input
                     .cache
                     .store(l, start, &keys[range.clone()], &values[range]);
-                first += input.tokens.len();
-            }
+            });
             let contexts: Vec<Context> = rows
                 .iter()
                 .map(|&(i, position)| inputs[i].cache.context(l, position + 1))
@@ -420,7 +432,7 @@ impl Llama {
             team::for_each(count, |r| {
                 let mut gate = part(&gate_rows[r]);
                 for (g, u) in gate.iter_mut().zip(&up[r * hidden..]) {
-                    *g = *g / (1.0 + (-*g).exp()) * u;
+                    *g = *g / (1.0 + exp(-*g)) * u;
                 }
                 part(&hidden_rows[r])[0].quantize_from(&gate);
             });

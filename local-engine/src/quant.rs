@@ -489,7 +489,11 @@ pub fn matmuls(isa: Isa, products: &mut [(&QuantMatrix, &mut [f32])], xs: &[Q8Ve
             .collect();
         for task in 0..rows.div_ceil(ROWS_PER_TASK) {
             starts.push((&**matrix, task * GROUPS_PER_TASK));
-            parts.extend(outputs.iter_mut().map(|o| o.next().expect("a part per task")));
+            parts.extend(
+                outputs
+                    .iter_mut()
+                    .map(|o| o.next().expect("a part per task")),
+            );
         }
     }
     let tasks: Vec<_> = starts
