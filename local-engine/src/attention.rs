@@ -9,6 +9,9 @@
 
 use std::cell::RefCell;
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
 use crate::exp::exp;
 use crate::quant::Isa;
 use crate::team;
@@ -37,9 +40,9 @@ impl Heads {
 #[derive(Debug, Clone)]
 pub struct KvCache {
     /// Per layer, `[tile][kv_dim][TILE]`; lanes past `len` in the last tile are stale.
-    keys: Vec<Vec<f32>>,
+    keys: Vec<Vec<f16>>,
     /// Per layer, `[position][kv_dim]`.
-    values: Vec<Vec<f32>>,
+    values: Vec<Vec<f16>>,
     kv_dim: usize,
     len: usize,
 }
@@ -76,9 +79,11 @@ impl KvCache {
     pub fn store(&mut self, layer: usize, start: usize, keys: &[f32], values: &[f32]) {
         let kv_dim = self.kv_dim;
         let end = start + keys.len() / kv_dim;
+        let mut halves = vec![f16::ZERO; keys.len()];
+        halves.convert_from_f32_slice(keys);
         let tiled = &mut self.keys[layer];
-        tiled.resize(end.div_ceil(TILE) * TILE * kv_dim, 0.0);
-        for (position, row) in (start..end).zip(keys.chunks_exact(kv_dim)) {
+        tiled.resize(end.div_ceil(TILE) * TILE * kv_dim, f16::ZERO);
+        for (position, row) in (start..end).zip(halves.chunks_exact(kv_dim)) {
             let tile = &mut tiled[position / TILE * TILE * kv_dim..][..TILE * kv_dim];
             let lane = position % TILE;
             for (channel, &key) in row.iter().enumerate() {
@@ -87,7 +92,8 @@ impl KvCache {
         }
         let plain = &mut self.values[layer];
         plain.truncate(start * kv_dim);
-        plain.extend_from_slice(values);
+        plain.resize(end * kv_dim, f16::ZERO);
+        plain[start * kv_dim..].convert_from_f32_slice(values);
     }
 
     /// Counts `count` more positions, once every layer has stored them.
@@ -107,19 +113,19 @@ impl KvCache {
 
 impl crate::prefix_cache::Prefixes for KvCache {
     fn bytes(&self) -> usize {
-        let floats: usize = self
+        let halves: usize = self
             .keys
             .iter()
             .chain(&self.values)
             .map(Vec::capacity)
             .sum();
-        floats * std::mem::size_of::<f32>()
+        halves * std::mem::size_of::<f16>()
     }
 
     fn prefix(&self, len: usize) -> Self {
         let len = len.min(self.len);
-        let copy = |buffers: &[Vec<f32>], floats: usize| {
-            buffers.iter().map(|b| b[..floats].to_vec()).collect()
+        let copy = |buffers: &[Vec<f16>], halves: usize| {
+            buffers.iter().map(|b| b[..halves].to_vec()).collect()
         };
         Self {
             keys: copy(&self.keys, len.div_ceil(TILE) * TILE * self.kv_dim),
@@ -134,8 +140,8 @@ impl crate::prefix_cache::Prefixes for KvCache {
 /// position.
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
-    keys: &'a [f32],
-    values: &'a [f32],
+    keys: &'a [f16],
+    values: &'a [f16],
     visible: usize,
 }
 
@@ -163,20 +169,21 @@ pub fn attend(isa: Isa, shape: Heads, queries: &[f32], contexts: &[Context], out
         let kv_head = index % tasks_per_row * per_task / group;
         let queries = &queries[index * width..][..width];
         let context = contexts[row];
-        SCORES.with_borrow_mut(|scores| {
+        SCRATCH.with_borrow_mut(|scratch| {
             #[cfg(target_arch = "x86_64")]
             if isa >= Isa::Avx512Vnni {
                 // SAFETY: `Isa::detect` found AVX-512 on this CPU.
-                unsafe { attend_heads_avx512(shape, queries, kv_head, context, scores, &mut out) };
+                unsafe { attend_heads_avx512(shape, queries, kv_head, context, scratch, &mut out) };
                 return;
             }
+            #[cfg(target_arch = "x86_64")]
             if isa >= Isa::Avx2 {
                 // SAFETY: `Isa::detect` found AVX2 on this CPU.
-                unsafe { attend_heads_avx2(shape, queries, kv_head, context, scores, &mut out) };
+                unsafe { attend_heads_avx2(shape, queries, kv_head, context, scratch, &mut out) };
                 return;
             }
             let _ = isa;
-            attend_heads::<16>(shape, queries, kv_head, context, scores, &mut out);
+            attend_heads::<Portable, 16>(shape, queries, kv_head, context, scratch, &mut out);
         });
     });
 }
@@ -184,24 +191,76 @@ pub fn attend(isa: Isa, shape: Heads, queries: &[f32], contexts: &[Context], out
 /// At most this many query heads per task (their sums fit in registers side by side).
 const MAX_HEADS_PER_TASK: usize = 4;
 
+/// A task's working memory, kept between tasks.
+#[derive(Default)]
+struct Scratch {
+    /// Each head's score of each position.
+    scores: Vec<f32>,
+    /// A key tile's channels of one head, widened.
+    keys: Vec<f32>,
+}
+
 thread_local! {
-    /// A task's attention scores, kept between tasks.
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Turns f16 keys or values into f32.
+trait Widen {
+    /// # Safety
+    /// The CPU has what the implementation uses.
+    unsafe fn widen(halves: &[f16], out: &mut [f32]);
+}
+
+/// Any CPU.
+struct Portable;
+
+impl Widen for Portable {
+    #[inline(always)]
+    unsafe fn widen(halves: &[f16], out: &mut [f32]) {
+        for (out, half) in out.iter_mut().zip(halves) {
+            *out = half.to_f32();
+        }
+    }
+}
+
+/// F16C's conversion, eight at a time.
+#[cfg(target_arch = "x86_64")]
+struct F16c;
+
+#[cfg(target_arch = "x86_64")]
+impl Widen for F16c {
+    #[inline(always)]
+    unsafe fn widen(halves: &[f16], out: &mut [f32]) {
+        use std::arch::x86_64::{_mm_loadu_si128, _mm256_cvtph_ps, _mm256_storeu_ps};
+        assert_eq!(halves.len(), out.len());
+        let done = out.len() / 8 * 8;
+        let (eights, rest) = out.split_at_mut(done);
+        for (out, halves) in eights.chunks_exact_mut(8).zip(halves.chunks_exact(8)) {
+            // SAFETY: eight f16 in, eight f32 out; F16C is the caller's promise.
+            unsafe {
+                let wide = _mm256_cvtph_ps(_mm_loadu_si128(halves.as_ptr().cast()));
+                _mm256_storeu_ps(out.as_mut_ptr(), wide);
+            }
+        }
+        for (out, half) in rest.iter_mut().zip(&halves[done..]) {
+            *out = half.to_f32();
+        }
+    }
 }
 
 /// [`attend_heads`] compiled for AVX2: the same operations in the same order, eight lanes wide,
 /// the values' sums sixteen channels of each head at a time (16 registers hold them).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn attend_heads_avx2(
     shape: Heads,
     queries: &[f32],
     kv_head: usize,
     context: Context,
-    scores: &mut Vec<f32>,
+    scratch: &mut Scratch,
     out: &mut [f32],
 ) {
-    attend_heads::<16>(shape, queries, kv_head, context, scores, out);
+    attend_heads::<F16c, 16>(shape, queries, kv_head, context, scratch, out);
 }
 
 /// [`attend_heads`] compiled for AVX-512: the same operations in the same order, sixteen lanes
@@ -209,49 +268,50 @@ unsafe fn attend_heads_avx2(
 /// time (32 registers hold them): a position's values are read in one pass, not four (the
 /// values of a batch's sequences come from memory).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+#[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl")]
 unsafe fn attend_heads_avx512(
     shape: Heads,
     queries: &[f32],
     kv_head: usize,
     context: Context,
-    scores: &mut Vec<f32>,
+    scratch: &mut Scratch,
     out: &mut [f32],
 ) {
-    attend_heads::<64>(shape, queries, kv_head, context, scores, out);
+    attend_heads::<F16c, 64>(shape, queries, kv_head, context, scratch, out);
 }
 
 /// The query heads in `queries` (consecutive, all reading `kv_head`) over `context`, into `out`,
 /// the values' sums `CHANNELS` channels of each head at a time where the heads have them.
 #[inline(always)]
-fn attend_heads<const CHANNELS: usize>(
+fn attend_heads<W: Widen, const CHANNELS: usize>(
     shape: Heads,
     queries: &[f32],
     kv_head: usize,
     context: Context,
-    scores: &mut Vec<f32>,
+    scratch: &mut Scratch,
     out: &mut [f32],
 ) {
     // A constant number of heads, so that their sums are registers, not memory.
     match queries.len() / shape.head_dim {
-        1 => attend_group::<1, CHANNELS>(shape, queries, kv_head, context, scores, out),
-        2 => attend_group::<2, CHANNELS>(shape, queries, kv_head, context, scores, out),
-        3 => attend_group::<3, CHANNELS>(shape, queries, kv_head, context, scores, out),
-        4 => attend_group::<4, CHANNELS>(shape, queries, kv_head, context, scores, out),
+        1 => attend_group::<W, 1, CHANNELS>(shape, queries, kv_head, context, scratch, out),
+        2 => attend_group::<W, 2, CHANNELS>(shape, queries, kv_head, context, scratch, out),
+        3 => attend_group::<W, 3, CHANNELS>(shape, queries, kv_head, context, scratch, out),
+        4 => attend_group::<W, 4, CHANNELS>(shape, queries, kv_head, context, scratch, out),
         heads => unreachable!("{heads} heads per task, at most {MAX_HEADS_PER_TASK}"),
     }
 }
 
 /// [`attend_heads`] for `H` heads.
 #[inline(always)]
-fn attend_group<const H: usize, const CHANNELS: usize>(
+fn attend_group<W: Widen, const H: usize, const CHANNELS: usize>(
     shape: Heads,
     queries: &[f32],
     kv_head: usize,
     context: Context,
-    scores: &mut Vec<f32>,
+    scratch: &mut Scratch,
     out: &mut [f32],
 ) {
+    let Scratch { scores, keys } = scratch;
     let (head_dim, kv_dim) = (shape.head_dim, shape.kv_dim());
     let offset = kv_head * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
@@ -271,12 +331,11 @@ fn attend_group<const H: usize, const CHANNELS: usize>(
             (t + 1) * TILE * kv_dim + offset * TILE,
             head_dim * TILE,
         );
+        keys.resize(head_dim * TILE, 0.0);
+        // SAFETY: `W` is one this CPU runs (see `attend`).
+        unsafe { W::widen(&tile[offset * TILE..][..head_dim * TILE], keys) };
         let mut sums = [[0.0f32; TILE]; H];
-        for (d, keys) in tile[offset * TILE..]
-            .chunks_exact(TILE)
-            .take(head_dim)
-            .enumerate()
-        {
+        for (d, keys) in keys.chunks_exact(TILE).enumerate() {
             for (h, sums) in sums.iter_mut().enumerate() {
                 let q = queries[h * head_dim + d];
                 for (sum, &k) in sums.iter_mut().zip(keys) {
@@ -308,11 +367,11 @@ fn attend_group<const H: usize, const CHANNELS: usize>(
     // one: each channel's sum runs position after position from zero.
     let mut first = 0;
     while first + CHANNELS <= head_dim {
-        weighted_sums::<H, CHANNELS>(first, kv_dim, offset, context, scores, padded, out);
+        weighted_sums::<W, H, CHANNELS>(first, kv_dim, offset, context, scores, padded, out);
         first += CHANNELS;
     }
     while first < head_dim {
-        weighted_sums::<H, 1>(first, kv_dim, offset, context, scores, padded, out);
+        weighted_sums::<W, H, 1>(first, kv_dim, offset, context, scores, padded, out);
         first += 1;
     }
 }
@@ -322,10 +381,10 @@ const PREFETCH_POSITIONS: usize = 8;
 
 /// Asks for `data[from..from + len]` (what of it exists) to be brought into the cache.
 #[inline(always)]
-fn prefetch(data: &[f32], from: usize, len: usize) {
+fn prefetch(data: &[f16], from: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     if let Some(run) = data.get(from..(from + len).min(data.len())) {
-        for line in run.chunks(16) {
+        for line in run.chunks(32) {
             // SAFETY: a prefetch of an address inside `data`; it reads nothing.
             unsafe {
                 std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
@@ -340,7 +399,7 @@ fn prefetch(data: &[f32], from: usize, len: usize) {
 
 /// Channels `first..first + W` of each head's weighted sum of the values.
 #[inline(always)]
-fn weighted_sums<const H: usize, const W: usize>(
+fn weighted_sums<V: Widen, const H: usize, const W: usize>(
     first: usize,
     kv_dim: usize,
     offset: usize,
@@ -362,7 +421,10 @@ fn weighted_sums<const H: usize, const W: usize>(
             (p + PREFETCH_POSITIONS) * kv_dim + offset + first,
             W,
         );
-        let values: &[f32; W] = values[offset + first..][..W].try_into().expect("W values");
+        let mut wide = [0.0f32; W];
+        // SAFETY: `V` is one this CPU runs (see `attend`).
+        unsafe { V::widen(&values[offset + first..][..W], &mut wide) };
+        let values = &wide;
         for (h, sums) in sums.iter_mut().enumerate() {
             let weight = weights[h * padded + p];
             for (sum, &v) in sums.iter_mut().zip(values) {
@@ -407,12 +469,12 @@ mod tests {
         out
     }
 
-    /// Deterministic values in -1..1.
+    /// Deterministic values in -1..1, each one an f16 can hold (as the cache keeps them).
     fn noise(n: usize, seed: u32) -> Vec<f32> {
         (0..n as u32)
             .map(|i| {
                 let x = (i ^ seed).wrapping_mul(2_654_435_761).rotate_left(13);
-                (x % 20_001) as f32 / 10_000.0 - 1.0
+                f16::from_f32((x % 20_001) as f32 / 10_000.0 - 1.0).to_f32()
             })
             .collect()
     }
