@@ -378,6 +378,7 @@ impl Llama {
 
         for (l, layer) in self.layers.iter().enumerate() {
             norm_and_quantize(
+                isa,
                 &x,
                 &layer.attention_norm,
                 c.eps,
@@ -415,11 +416,11 @@ impl Llama {
                 .map(|&(i, position)| inputs[i].cache.context(l, position + 1))
                 .collect();
             attention::attend(isa, c.heads, &queries, &contexts, &mut attended);
-            quantize_rows(&attended, dim, &mut quantized);
+            quantize_rows(isa, &attended, dim, &mut quantized);
             product(isa, &layer.attention_output, &quantized, &mut projected);
             add(&mut x, &projected);
 
-            norm_and_quantize(&x, &layer.ffn_norm, c.eps, &mut normed, &mut quantized);
+            norm_and_quantize(isa, &x, &layer.ffn_norm, c.eps, &mut normed, &mut quantized);
             products(
                 isa,
                 &mut [(&layer.gate, &mut gate), (&layer.up, &mut up)],
@@ -430,11 +431,13 @@ impl Llama {
                 split_rows(&mut quantized_hidden, 1),
             );
             team::for_each(count, |r| {
-                let mut gate = part(&gate_rows[r]);
-                for (g, u) in gate.iter_mut().zip(&up[r * hidden..]) {
-                    *g = *g / (1.0 + exp(-*g)) * u;
-                }
-                part(&hidden_rows[r])[0].quantize_from(&gate);
+                vectorized(isa, || {
+                    let mut gate = part(&gate_rows[r]);
+                    for (g, u) in gate.iter_mut().zip(&up[r * hidden..]) {
+                        *g = *g / (1.0 + exp(-*g)) * u;
+                    }
+                    part(&hidden_rows[r])[0].quantize_from(&gate);
+                })
             });
             product(isa, &layer.down, &quantized_hidden, &mut projected);
             add(&mut x, &projected);
@@ -495,15 +498,18 @@ fn products(isa: Isa, outputs: &mut [(&QuantMatrix, &mut [f32])], xs: &[Q8Vector
 }
 
 /// Each row of `values` quantized, rows in parallel.
-fn quantize_rows(values: &[f32], width: usize, out: &mut [Q8Vector]) {
+fn quantize_rows(isa: Isa, values: &[f32], width: usize, out: &mut [Q8Vector]) {
     let out = split_rows(out, 1);
     team::for_each(out.len(), |r| {
-        part(&out[r])[0].quantize_from(&values[r * width..][..width]);
+        vectorized(isa, || {
+            part(&out[r])[0].quantize_from(&values[r * width..][..width]);
+        })
     });
 }
 
 /// Each row of `x` normalised into `normed` and quantized, rows in parallel.
 fn norm_and_quantize(
+    isa: Isa,
     x: &[f32],
     weight: &[f32],
     eps: f32,
@@ -513,10 +519,31 @@ fn norm_and_quantize(
     let width = weight.len();
     let (normed, quantized) = (split_rows(normed, width), split_rows(quantized, 1));
     team::for_each(quantized.len(), |r| {
-        let mut normed = part(&normed[r]);
-        rms_norm(&x[r * width..][..width], weight, eps, &mut normed);
-        part(&quantized[r])[0].quantize_from(&normed);
+        vectorized(isa, || {
+            let mut normed = part(&normed[r]);
+            rms_norm(&x[r * width..][..width], weight, eps, &mut normed);
+            part(&quantized[r])[0].quantize_from(&normed);
+        })
     });
+}
+
+/// Runs a row's work (a norm, SiLU, quantizing) compiled for AVX2 where this CPU has it: its
+/// loops then run eight lanes wide instead of the baseline's four. Nothing is fused or
+/// reordered by it, so the results are the same.
+#[inline(always)]
+fn vectorized(isa: Isa, work: impl FnOnce()) {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2 {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn with_avx2(work: impl FnOnce()) {
+            work();
+        }
+        // SAFETY: `Isa::detect` found AVX2, FMA and F16C on this CPU.
+        unsafe { with_avx2(work) };
+        return;
+    }
+    let _ = isa;
+    work();
 }
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {

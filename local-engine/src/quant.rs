@@ -255,6 +255,7 @@ impl Q8Vector {
     }
 
     /// Requantizes in place (the buffers are kept between tokens).
+    #[inline]
     pub fn quantize_from(&mut self, values: &[f32]) {
         assert!(values.len().is_multiple_of(BLOCK), "whole blocks only");
         let blocks = values.len() / BLOCK;
