@@ -95,6 +95,40 @@ fn load(model: &str, settings: ModelSettings) -> anyhow::Result<Engine> {
     })?)
 }
 
+/// `streams` generations started together: their tokens per second over the wall time, and
+/// their decoding rate (the tokens after each one's first, from the first first token to the
+/// last token).
+fn concurrent(engine: &Engine, streams: usize) -> anyhow::Result<(f64, f64)> {
+    let started = Instant::now();
+    let runs: Vec<Run> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..streams)
+            .map(|i| {
+                let turns = vec![turn(
+                    "user",
+                    &format!("Write a long story about lighthouse keeper number {i}."),
+                )];
+                scope.spawn(move || generate(engine, turns, DECODE_TOKENS))
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("no panic"))
+            .collect::<anyhow::Result<_>>()
+    })?;
+    let wall = started.elapsed().as_secs_f64();
+    let tokens: usize = runs.iter().map(|r| r.completion_tokens).sum();
+    let first = runs.iter().map(|r| r.first_token).min().unwrap_or_default();
+    let last = runs
+        .iter()
+        .map(|r| r.first_token + r.decoding)
+        .max()
+        .unwrap_or_default();
+    let decoded: usize = runs.iter().map(|r| r.completion_tokens - 1).sum();
+    Ok((
+        tokens as f64 / wall,
+        decoded as f64 / (last - first).as_secs_f64(),
+    ))
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -144,38 +178,24 @@ fn main() -> anyhow::Result<()> {
 
     // Concurrent streams, started together: all tokens over the wall time (prompts included),
     // and the decoding rate proper, as the single-stream figure counts it: the tokens after
-    // each stream's first, from the first first token to the last token.
+    // each stream's first, from the first first token to the last token. Each figure is the
+    // median of REPEATS rounds of 1, 4 and 8 streams in turn (this host's speed drifts by 20%
+    // within minutes, and a ratio of two lone runs drifts with it).
+    let mut rounds: Vec<[(f64, f64); 3]> = Vec::new();
+    for _ in 0..REPEATS {
+        let mut round = [(0.0, 0.0); 3];
+        for (slot, streams) in [1, 4, 8].into_iter().enumerate() {
+            round[slot] = concurrent(&engine, streams)?;
+        }
+        rounds.push(round);
+    }
     let mut aggregate = serde_json::Map::new();
     let mut aggregate_decoding = serde_json::Map::new();
-    for streams in [1, 4, 8] {
-        let started = Instant::now();
-        let runs: Vec<Run> = std::thread::scope(|scope| {
-            let runs: Vec<_> = (0..streams)
-                .map(|i| {
-                    let turns = vec![turn(
-                        "user",
-                        &format!("Write a long story about lighthouse keeper number {i}."),
-                    )];
-                    let engine = &engine;
-                    scope.spawn(move || generate(engine, turns, DECODE_TOKENS))
-                })
-                .collect();
-            runs.into_iter()
-                .map(|r| r.join().expect("no panic"))
-                .collect::<anyhow::Result<_>>()
-        })?;
-        let wall = started.elapsed().as_secs_f64();
-        let tokens: usize = runs.iter().map(|r| r.completion_tokens).sum();
-        aggregate.insert(streams.to_string(), json!(tokens as f64 / wall));
-        let first = runs.iter().map(|r| r.first_token).min().unwrap_or_default();
-        let last = runs
-            .iter()
-            .map(|r| r.first_token + r.decoding)
-            .max()
-            .unwrap_or_default();
-        let decoded: usize = runs.iter().map(|r| r.completion_tokens - 1).sum();
-        let rate = decoded as f64 / (last - first).as_secs_f64();
-        aggregate_decoding.insert(streams.to_string(), json!(rate));
+    for (slot, streams) in [1, 4, 8].into_iter().enumerate() {
+        let wall = median(rounds.iter().map(|r| r[slot].0).collect());
+        let decoding = median(rounds.iter().map(|r| r[slot].1).collect());
+        aggregate.insert(streams.to_string(), json!(wall));
+        aggregate_decoding.insert(streams.to_string(), json!(decoding));
     }
 
     // The same long system prompt twice, with different questions.
