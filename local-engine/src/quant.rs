@@ -382,45 +382,88 @@ fn reference<const T: usize>(
     out
 }
 
-/// One group's rows times `T` vectors, on the best kernel `isa` allows.
+/// `T` vectors as the kernels read them: the vectors themselves, and their blocks side by side
+/// ([`Block`]).
+struct Batch<'a, const T: usize> {
+    vectors: [&'a Q8Vector; T],
+    blocks: Vec<Block<T>>,
+}
+
+/// Block `b` of `T` vectors, side by side: one pointer reaches everything a kernel reads of
+/// them, at offsets fixed when it is compiled (with a pointer per vector, the kernels for eight
+/// ran out of registers and reloaded them at every block).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Block<const T: usize> {
+    quanta: [[i8; BLOCK]; T],
+    scales: [f32; T],
+    sums: [f32; T],
+    quanta_sums: [i32; T],
+}
+
+impl<'a, const T: usize> Batch<'a, T> {
+    fn new(vectors: [&'a Q8Vector; T]) -> Self {
+        let blocks = (0..vectors[0].scales.len())
+            .map(|b| Block {
+                quanta: std::array::from_fn(|t| {
+                    let quanta = &vectors[t].quanta[b * BLOCK..(b + 1) * BLOCK];
+                    quanta.try_into().expect("a whole block")
+                }),
+                scales: std::array::from_fn(|t| vectors[t].scales[b]),
+                sums: std::array::from_fn(|t| vectors[t].sums[b]),
+                quanta_sums: std::array::from_fn(|t| vectors[t].quanta_sums[b]),
+            })
+            .collect();
+        Self { vectors, blocks }
+    }
+
+    /// The batches of `xs`, `T` vectors each, from `first` while there are `T` left.
+    fn all(xs: &'a [Q8Vector]) -> Vec<Self> {
+        xs.chunks_exact(T)
+            .map(|chunk| Self::new(std::array::from_fn(|t| &chunk[t])))
+            .collect()
+    }
+}
+
+/// One group's rows times a batch of vectors, on the best kernel `isa` allows.
 #[inline(always)]
 fn group_products<const T: usize>(
     isa: Isa,
     matrix: &QuantMatrix,
     group: usize,
-    xs: [&Q8Vector; T],
+    batch: &Batch<T>,
 ) -> [[f32; GROUP]; T] {
     let tiles = matrix.group(group);
-    debug_assert!(xs.iter().all(|x| x.len() == matrix.columns));
+    debug_assert!(batch.vectors.iter().all(|x| x.len() == matrix.columns));
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: `isa` came from `Isa::detect`, so this CPU has the features each kernel
-        // enables; `tiles` holds `blocks` tiles of the matrix's format and every vector as
-        // many blocks (asserted by the public functions below, whose callers these are).
+        // enables; `tiles` holds as many tiles of the matrix's format as the batch has blocks
+        // (asserted by the public functions below, whose callers these are).
         unsafe {
-            let blocks = matrix.blocks();
+            let blocks = &batch.blocks;
             match isa {
-                Isa::Avx512Vnni => return x86::group_vnni(matrix.format, tiles, blocks, xs),
-                Isa::Avx2 => return x86::group_avx2(matrix.format, tiles, blocks, xs),
+                Isa::Avx512Vnni => return x86::group_vnni(matrix.format, tiles, blocks),
+                Isa::Avx2 => return x86::group_avx2(matrix.format, tiles, blocks),
                 Isa::Portable => {}
             }
         }
     }
-    reference(matrix.format, tiles, xs)
+    reference(matrix.format, tiles, batch.vectors)
 }
 
-/// Each group in `groups` times `xs`; `store(row, t, value)` takes the real rows' results, not
-/// the padding's.
+/// Each group in `groups` times a batch; `store(row, t, value)` takes the real rows' results,
+/// not the padding's.
 #[inline(always)]
 fn sweep<const T: usize>(
     isa: Isa,
     matrix: &QuantMatrix,
     groups: Range<usize>,
-    xs: [&Q8Vector; T],
+    batch: &Batch<T>,
     mut store: impl FnMut(usize, usize, f32),
 ) {
     for group in groups {
-        let values = group_products(isa, matrix, group, xs);
+        let values = group_products(isa, matrix, group, batch);
         let rows = group * GROUP..((group + 1) * GROUP).min(matrix.rows);
         for (t, values) in values.iter().enumerate() {
             for (row, &value) in rows.clone().zip(values) {
@@ -449,12 +492,13 @@ pub fn matvecs(isa: Isa, products: &mut [(&QuantMatrix, &mut [f32])], x: &Q8Vect
             tasks.push((matrix, first, Mutex::new(chunk)));
         }
     }
+    let batch = Batch::new([x]);
     team::for_each(tasks.len(), |task| {
         let (matrix, first, chunk) = &tasks[task];
         let mut chunk = team::part(chunk);
         let groups = *first..(first + GROUPS_PER_TASK).min(matrix.groups());
         let first_row = first * GROUP;
-        sweep(isa, matrix, groups, [x], |row, _, value| {
+        sweep(isa, matrix, groups, &batch, |row, _, value| {
             chunk[row - first_row] = value;
         });
     });
@@ -502,35 +546,60 @@ pub fn matmuls(isa: Isa, products: &mut [(&QuantMatrix, &mut [f32])], xs: &[Q8Ve
         .zip(parts.chunks_mut(xs.len()))
         .map(|((matrix, first), parts)| (matrix, first, Mutex::new(parts)))
         .collect();
-    let eight = isa.vectors_per_pass() >= 8;
+    // Eight vectors per pass where there are registers for them, then four, then one by one.
+    let eights = match isa.vectors_per_pass() {
+        8 => Batch::<8>::all(xs),
+        _ => Vec::new(),
+    };
+    let fours = Batch::<4>::all(&xs[eights.len() * 8..]);
+    let ones = Batch::<1>::all(&xs[eights.len() * 8 + fours.len() * 4..]);
     team::for_each(tasks.len(), |task| {
         let (matrix, first, outputs) = &tasks[task];
         let mut outputs = team::part(outputs);
         let groups = *first..(first + GROUPS_PER_TASK).min(matrix.groups());
         let first_row = first * GROUP;
         let mut t = 0;
-        while t < xs.len() {
-            let (at, out) = (t, &mut *outputs);
-            let store =
-                move |row: usize, i: usize, value: f32| out[at + i][row - first_row] = value;
-            let (left, groups) = (xs.len() - t, groups.clone());
-            t += if eight && left >= 8 {
-                sweep::<8>(isa, matrix, groups, vectors(xs, at), store);
-                8
-            } else if left >= 4 {
-                sweep::<4>(isa, matrix, groups, vectors(xs, at), store);
-                4
-            } else {
-                sweep::<1>(isa, matrix, groups, vectors(xs, at), store);
-                1
-            };
+        for batch in &eights {
+            sweep(
+                isa,
+                matrix,
+                groups.clone(),
+                batch,
+                into(&mut outputs, t, first_row),
+            );
+            t += 8;
+        }
+        for batch in &fours {
+            sweep(
+                isa,
+                matrix,
+                groups.clone(),
+                batch,
+                into(&mut outputs, t, first_row),
+            );
+            t += 4;
+        }
+        for batch in &ones {
+            sweep(
+                isa,
+                matrix,
+                groups.clone(),
+                batch,
+                into(&mut outputs, t, first_row),
+            );
+            t += 1;
         }
     });
 }
 
-/// `T` vectors of `xs` from `first` on.
-fn vectors<const T: usize>(xs: &[Q8Vector], first: usize) -> [&Q8Vector; T] {
-    std::array::from_fn(|i| &xs[first + i])
+/// Where a task's batch from vector `first` on stores its results: `outputs` are the task's
+/// parts of each vector's output, from row `first_row` on.
+fn into<'o>(
+    outputs: &'o mut [&mut [f32]],
+    first: usize,
+    first_row: usize,
+) -> impl FnMut(usize, usize, f32) + 'o {
+    move |row, t, value| outputs[first + t][row - first_row] = value
 }
 
 #[cfg(test)]

@@ -3,29 +3,27 @@
 
 use std::arch::x86_64::*;
 
-use super::{BLOCK, Format, GROUP, Q8Vector, Tile};
+use super::{Block, Format, GROUP, Tile};
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn group_avx2<const T: usize>(
     format: Format,
     tiles: &[u8],
-    blocks: usize,
-    xs: [&Q8Vector; T],
+    blocks: &[Block<T>],
 ) -> [[f32; GROUP]; T] {
     // SAFETY: the caller's contract: this CPU has the features enabled above, `tiles` holds
-    // `blocks` tiles of `format`, every vector `blocks` blocks.
-    unsafe { group::<Avx2, T>(format, tiles, blocks, xs) }
+    // as many tiles of `format` as there are `blocks`.
+    unsafe { group::<Avx2, T>(format, tiles, blocks) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn group_vnni<const T: usize>(
     format: Format,
     tiles: &[u8],
-    blocks: usize,
-    xs: [&Q8Vector; T],
+    blocks: &[Block<T>],
 ) -> [[f32; GROUP]; T] {
     // SAFETY: as `group_avx2`.
-    unsafe { group::<Vnni, T>(format, tiles, blocks, xs) }
+    unsafe { group::<Vnni, T>(format, tiles, blocks) }
 }
 
 /// A block's eight lanes of exact sums of products: a tile's values, unpacked to bytes (`w[k]`
@@ -137,16 +135,14 @@ unsafe fn halves(at: *const u8) -> __m256 {
 unsafe fn group<P: Products, const T: usize>(
     format: Format,
     tiles: &[u8],
-    blocks: usize,
-    xs: [&Q8Vector; T],
+    blocks: &[Block<T>],
 ) -> [[f32; GROUP]; T] {
-    debug_assert_eq!(tiles.len(), blocks * format.tile_bytes());
-    debug_assert!(xs.iter().all(|x| x.len() == blocks * BLOCK));
+    debug_assert_eq!(tiles.len(), blocks.len() * format.tile_bytes());
     // SAFETY: the caller's contract.
     unsafe {
         match format {
-            Format::Q4_1 => q4_1_group::<P, T>(tiles.as_ptr(), blocks, xs),
-            Format::Q8_0 => q8_0_group::<P, T>(tiles.as_ptr(), blocks, xs),
+            Format::Q4_1 => q4_1_group::<P, T>(tiles.as_ptr(), blocks),
+            Format::Q8_0 => q8_0_group::<P, T>(tiles.as_ptr(), blocks),
         }
     }
 }
@@ -188,6 +184,8 @@ macro_rules! each_vector {
                 each_vector!(@ $t $body; 0 1 2 3);
             }
             _ => {
+                // The index reaches into several arrays (the sums, the blocks' fields).
+                #[allow(clippy::needless_range_loop)]
                 for $t in 0..$T $body
             }
         }
@@ -203,16 +201,15 @@ macro_rules! each_vector {
 #[inline(always)]
 unsafe fn q4_1_group<P: Products, const T: usize>(
     tiles: *const u8,
-    blocks: usize,
-    xs: [&Q8Vector; T],
+    blocks: &[Block<T>],
 ) -> [[f32; GROUP]; T] {
-    // SAFETY: `tiles` holds `blocks` Q4_1 tiles, each vector `blocks` blocks (the caller's
-    // contract); the rest is register arithmetic.
+    // SAFETY: `tiles` holds as many Q4_1 tiles as there are `blocks` (the caller's contract);
+    // the rest is register arithmetic.
     unsafe {
         let mut products = [_mm256_setzero_ps(); T];
         let mut minimums = [_mm256_setzero_ps(); T];
         let mask = _mm256_set1_epi8(0x0f);
-        for b in 0..blocks {
+        for (b, x) in blocks.iter().enumerate() {
             let tile = tiles.add(b * Format::Q4_1.tile_bytes());
             prefetch_ahead(tile, Format::Q4_1.tile_bytes());
             let scales = halves(tile);
@@ -225,11 +222,10 @@ unsafe fn q4_1_group<P: Products, const T: usize>(
                 w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
             }
             each_vector!(T, |t| {
-                let x = xs[t];
-                let sums = P::nibble_sums(&w, x.quanta.as_ptr().add(b * BLOCK));
-                let scale = _mm256_mul_ps(scales, _mm256_set1_ps(*x.scales.get_unchecked(b)));
+                let sums = P::nibble_sums(&w, x.quanta[t].as_ptr());
+                let scale = _mm256_mul_ps(scales, _mm256_set1_ps(x.scales[t]));
                 products[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, products[t]);
-                let sum = _mm256_set1_ps(*x.sums.get_unchecked(b));
+                let sum = _mm256_set1_ps(x.sums[t]);
                 minimums[t] = _mm256_fmadd_ps(tile_minimums, sum, minimums[t]);
             });
         }
@@ -240,13 +236,12 @@ unsafe fn q4_1_group<P: Products, const T: usize>(
 #[inline(always)]
 unsafe fn q8_0_group<P: Products, const T: usize>(
     tiles: *const u8,
-    blocks: usize,
-    xs: [&Q8Vector; T],
+    blocks: &[Block<T>],
 ) -> [[f32; GROUP]; T] {
     // SAFETY: as `q4_1_group`, with Q8_0 tiles.
     unsafe {
         let mut products = [_mm256_setzero_ps(); T];
-        for b in 0..blocks {
+        for (b, x) in blocks.iter().enumerate() {
             let tile = tiles.add(b * Format::Q8_0.tile_bytes());
             prefetch_ahead(tile, Format::Q8_0.tile_bytes());
             let scales = halves(tile);
@@ -255,10 +250,8 @@ unsafe fn q8_0_group<P: Products, const T: usize>(
                 *w = _mm256_loadu_si256(tile.add(Tile::Q8_0_VALUES + 32 * k) as *const __m256i);
             }
             each_vector!(T, |t| {
-                let x = xs[t];
-                let quanta = x.quanta.as_ptr().add(b * BLOCK);
-                let sums = P::byte_sums(&w, quanta, *x.quanta_sums.get_unchecked(b));
-                let scale = _mm256_mul_ps(scales, _mm256_set1_ps(*x.scales.get_unchecked(b)));
+                let sums = P::byte_sums(&w, x.quanta[t].as_ptr(), x.quanta_sums[t]);
+                let scale = _mm256_mul_ps(scales, _mm256_set1_ps(x.scales[t]));
                 products[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, products[t]);
             });
         }
