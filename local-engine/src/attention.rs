@@ -350,15 +350,16 @@ fn attend_group<W: Widen, const H: usize, const CHANNELS: usize>(
             }
         }
     }
-    // Each score becomes its weight: its exponential over the head's sum of them.
+    // Each score becomes its weight: its exponential over the head's sum of them. Separate
+    // loops, so that the maximum and the exponentials run in vector registers (the sum, in
+    // order, cannot).
     for h in 0..H {
         let scores = &mut scores[h * padded..][..visible];
-        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let mut total = 0.0f32;
+        let max = largest(scores);
         for s in scores.iter_mut() {
             *s = exp(*s - max);
-            total += *s;
         }
+        let total: f32 = scores.iter().sum();
         for s in scores.iter_mut() {
             *s /= total;
         }
@@ -374,6 +375,20 @@ fn attend_group<W: Widen, const H: usize, const CHANNELS: usize>(
         weighted_sums::<W, H, 1>(first, kv_dim, offset, context, scores, padded, out);
         first += 1;
     }
+}
+
+/// The largest of `values`, sixteen lanes at a time (a maximum does not depend on the order).
+#[inline(always)]
+fn largest(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = values.chunks_exact(16);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(value);
+        }
+    }
+    lanes.iter().chain(rest).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 /// How many positions ahead the values are asked for.
