@@ -169,21 +169,21 @@ pub fn attend(isa: Isa, shape: Heads, queries: &[f32], contexts: &[Context], out
         let kv_head = index % tasks_per_row * per_task / group;
         let queries = &queries[index * width..][..width];
         let context = contexts[row];
-        SCRATCH.with_borrow_mut(|scratch| {
+        SCORES.with_borrow_mut(|scores| {
             #[cfg(target_arch = "x86_64")]
             if isa >= Isa::Avx512Vnni {
                 // SAFETY: `Isa::detect` found AVX-512 on this CPU.
-                unsafe { attend_heads_avx512(shape, queries, kv_head, context, scratch, &mut out) };
+                unsafe { attend_heads_avx512(shape, queries, kv_head, context, scores, &mut out) };
                 return;
             }
             #[cfg(target_arch = "x86_64")]
             if isa >= Isa::Avx2 {
                 // SAFETY: `Isa::detect` found AVX2 on this CPU.
-                unsafe { attend_heads_avx2(shape, queries, kv_head, context, scratch, &mut out) };
+                unsafe { attend_heads_avx2(shape, queries, kv_head, context, scores, &mut out) };
                 return;
             }
             let _ = isa;
-            attend_heads::<Portable, 16>(shape, queries, kv_head, context, scratch, &mut out);
+            attend_heads::<Portable, 16>(shape, queries, kv_head, context, scores, &mut out);
         });
     });
 }
@@ -191,17 +191,9 @@ pub fn attend(isa: Isa, shape: Heads, queries: &[f32], contexts: &[Context], out
 /// At most this many query heads per task (their sums fit in registers side by side).
 const MAX_HEADS_PER_TASK: usize = 4;
 
-/// A task's working memory, kept between tasks.
-#[derive(Default)]
-struct Scratch {
-    /// Each head's score of each position.
-    scores: Vec<f32>,
-    /// A key tile's channels of one head, widened.
-    keys: Vec<f32>,
-}
-
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// A task's attention scores, kept between tasks.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Turns f16 keys or values into f32.
@@ -257,10 +249,10 @@ unsafe fn attend_heads_avx2(
     queries: &[f32],
     kv_head: usize,
     context: Context,
-    scratch: &mut Scratch,
+    scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    attend_heads::<F16c, 16>(shape, queries, kv_head, context, scratch, out);
+    attend_heads::<F16c, 16>(shape, queries, kv_head, context, scores, out);
 }
 
 /// [`attend_heads`] compiled for AVX-512: the same operations in the same order, sixteen lanes
@@ -274,10 +266,10 @@ unsafe fn attend_heads_avx512(
     queries: &[f32],
     kv_head: usize,
     context: Context,
-    scratch: &mut Scratch,
+    scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    attend_heads::<F16c, 64>(shape, queries, kv_head, context, scratch, out);
+    attend_heads::<F16c, 64>(shape, queries, kv_head, context, scores, out);
 }
 
 /// The query heads in `queries` (consecutive, all reading `kv_head`) over `context`, into `out`,
@@ -288,15 +280,15 @@ fn attend_heads<W: Widen, const CHANNELS: usize>(
     queries: &[f32],
     kv_head: usize,
     context: Context,
-    scratch: &mut Scratch,
+    scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
     // A constant number of heads, so that their sums are registers, not memory.
     match queries.len() / shape.head_dim {
-        1 => attend_group::<W, 1, CHANNELS>(shape, queries, kv_head, context, scratch, out),
-        2 => attend_group::<W, 2, CHANNELS>(shape, queries, kv_head, context, scratch, out),
-        3 => attend_group::<W, 3, CHANNELS>(shape, queries, kv_head, context, scratch, out),
-        4 => attend_group::<W, 4, CHANNELS>(shape, queries, kv_head, context, scratch, out),
+        1 => attend_group::<W, 1, CHANNELS>(shape, queries, kv_head, context, scores, out),
+        2 => attend_group::<W, 2, CHANNELS>(shape, queries, kv_head, context, scores, out),
+        3 => attend_group::<W, 3, CHANNELS>(shape, queries, kv_head, context, scores, out),
+        4 => attend_group::<W, 4, CHANNELS>(shape, queries, kv_head, context, scores, out),
         heads => unreachable!("{heads} heads per task, at most {MAX_HEADS_PER_TASK}"),
     }
 }
@@ -308,10 +300,9 @@ fn attend_group<W: Widen, const H: usize, const CHANNELS: usize>(
     queries: &[f32],
     kv_head: usize,
     context: Context,
-    scratch: &mut Scratch,
+    scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    let Scratch { scores, keys } = scratch;
     let (head_dim, kv_dim) = (shape.head_dim, shape.kv_dim());
     let offset = kv_head * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
@@ -331,14 +322,18 @@ fn attend_group<W: Widen, const H: usize, const CHANNELS: usize>(
             (t + 1) * TILE * kv_dim + offset * TILE,
             head_dim * TILE,
         );
-        keys.resize(head_dim * TILE, 0.0);
-        // SAFETY: `W` is one this CPU runs (see `attend`).
-        unsafe { W::widen(&tile[offset * TILE..][..head_dim * TILE], keys) };
         let mut sums = [[0.0f32; TILE]; H];
-        for (d, keys) in keys.chunks_exact(TILE).enumerate() {
+        for (d, halves) in tile[offset * TILE..]
+            .chunks_exact(TILE)
+            .take(head_dim)
+            .enumerate()
+        {
+            let mut keys = [0.0f32; TILE];
+            // SAFETY: `W` is one this CPU runs (see `attend`).
+            unsafe { W::widen(halves, &mut keys) };
             for (h, sums) in sums.iter_mut().enumerate() {
                 let q = queries[h * head_dim + d];
-                for (sum, &k) in sums.iter_mut().zip(keys) {
+                for (sum, &k) in sums.iter_mut().zip(&keys) {
                     *sum += q * k;
                 }
             }
@@ -388,7 +383,10 @@ fn largest(values: &[f32]) -> f32 {
             *lane = lane.max(value);
         }
     }
-    lanes.iter().chain(rest).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+    lanes
+        .iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 /// How many positions ahead the values are asked for.
