@@ -66,13 +66,6 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Drops the capacity beyond what is held (before the cache is kept for long).
-    pub fn shrink_to_fit(&mut self) {
-        for buffer in self.keys.iter_mut().chain(&mut self.values) {
-            buffer.shrink_to_fit();
-        }
-    }
-
     /// Writes one layer's keys and values of the positions `start..` (whole rows of `kv_dim`),
     /// forgetting anything held beyond `start`. The positions count once [`KvCache::extend`]
     /// says so, after every layer.
@@ -120,6 +113,12 @@ impl crate::prefix_cache::Prefixes for KvCache {
             .map(Vec::capacity)
             .sum();
         halves * std::mem::size_of::<f16>()
+    }
+
+    fn shrink_to_fit(&mut self) {
+        for buffer in self.keys.iter_mut().chain(&mut self.values) {
+            buffer.shrink_to_fit();
+        }
     }
 
     fn prefix(&self, len: usize) -> Self {

@@ -265,8 +265,7 @@ impl Model {
     /// Ends a sequence; on our llama path its keys and values go to the prefix cache.
     pub fn close(&mut self, sequence: Sequence) {
         match sequence.cache {
-            Some(mut cache) if cache.len() == sequence.tokens.len() => {
-                cache.shrink_to_fit();
+            Some(cache) if cache.len() == sequence.tokens.len() => {
                 self.prefixes.insert(sequence.tokens, cache);
             }
             Some(_) => {} // a failed step left it unfinished

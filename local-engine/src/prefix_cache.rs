@@ -12,6 +12,8 @@ pub trait Prefixes {
     fn bytes(&self) -> usize;
     /// A copy of the first `len` positions.
     fn prefix(&self, len: usize) -> Self;
+    /// Lets go of memory held beyond the positions (before it is kept for long).
+    fn shrink_to_fit(&mut self);
 }
 
 struct Entry<C> {
@@ -71,11 +73,10 @@ impl<C: Prefixes> PrefixCache<C> {
         Some((shared, entry.cache.prefix(shared)))
     }
 
-    /// Keeps a finished sequence's `cache` of `tokens`, evicting the least recently used
-    /// entries beyond the memory bound.
-    pub fn insert(&mut self, tokens: Vec<u32>, cache: C) {
-        let size = cache.bytes();
-        if tokens.is_empty() || size > self.capacity_bytes {
+    /// Keeps a finished sequence's `cache` of `tokens` (shrunk to its positions), evicting the
+    /// least recently used entries beyond the memory bound.
+    pub fn insert(&mut self, tokens: Vec<u32>, mut cache: C) {
+        if tokens.is_empty() || self.capacity_bytes == 0 {
             return;
         }
         self.clock += 1;
@@ -85,6 +86,11 @@ impl<C: Prefixes> PrefixCache<C> {
             .find(|e| e.tokens.len() >= tokens.len() && e.tokens.starts_with(&tokens))
         {
             entry.last_used = self.clock;
+            return;
+        }
+        cache.shrink_to_fit();
+        let size = cache.bytes();
+        if size > self.capacity_bytes {
             return;
         }
         let mut i = 0;
@@ -139,6 +145,9 @@ mod tests {
         }
         fn prefix(&self, len: usize) -> Self {
             Tokens(self.0[..len].to_vec())
+        }
+        fn shrink_to_fit(&mut self) {
+            self.0.shrink_to_fit();
         }
     }
 

@@ -6,8 +6,9 @@
 //! sit in the eight lanes of a SIMD register. One `vpdpbusd` then multiplies four values of each
 //! of the eight rows by the same four activations (broadcast), each row's block sum comes out
 //! whole in its own lane, and one conversion, one scale and one fused add serve eight rows. A
-//! tile is unpacked once for every vector of a batch, so a batch of eight costs little more than
-//! one vector, whose product is bound by reading the weights from memory.
+//! tile is unpacked once for every vector of a batch, whose blocks lie side by side ([`Block`]):
+//! in cache, each of eight vectors costs about 60% of a vector alone; decoding one vector from
+//! memory, the product waits on the weights more than on the arithmetic.
 //!
 //! Every kernel (AVX-512 VNNI, AVX2, any CPU; picked once at run time, so that the release
 //! binary runs on any x86-64) computes exactly [`reference`]'s arithmetic: a block's sum of
