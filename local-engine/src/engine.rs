@@ -9,9 +9,9 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file::Content;
@@ -21,6 +21,7 @@ use crate::chat_template::{CHATML, ChatTemplate, TemplateError, Turn};
 use crate::metadata::Metadata;
 use crate::model::{Feed, Model, ModelError, Sequence, Settings};
 use crate::sampling::{Sampler, SamplingParams, log_softmax, top_logprobs};
+use crate::team::{self, part, split_rows};
 use crate::text_stream::{Piece, TextStream};
 use crate::tokenizer::{ModelTokenizer, TokenizerError};
 
@@ -511,12 +512,26 @@ impl Worker {
                 return;
             }
         };
+        // Each generation that got logits picks its token, in parallel (sampling reads the
+        // whole vocabulary: one after another, eight of them held up the step).
         let mut logits = logits.into_iter();
+        let wanted: Vec<_> = plan
+            .iter()
+            .map(|work| Mutex::new(work.and_then(|_| logits.next()).flatten()))
+            .collect();
+        let mut choices: Vec<Option<Choice>> = (0..running.len()).map(|_| None).collect();
+        {
+            let (generations, chosen) = (split_rows(running, 1), split_rows(&mut choices, 1));
+            team::for_each(generations.len(), |i| {
+                if let Some(logits) = part(&wanted[i]).take() {
+                    part(&chosen[i])[0] = Some(part(&generations[i])[0].choose(logits));
+                }
+            });
+        }
         let mut i = 0;
-        for work in &plan {
-            let wanted = work.and_then(|_| logits.next()).flatten();
-            let outcome = match wanted {
-                Some(logits) => running[i].advance(logits, &self.shared),
+        for choice in choices {
+            let outcome = match choice {
+                Some(choice) => running[i].advance(choice, &self.shared),
                 None => Ok(None),
             };
             match outcome {
@@ -559,17 +574,29 @@ impl Worker {
     }
 }
 
+/// A generation's next token, and the log-probabilities to report with it.
+struct Choice {
+    token: u32,
+    /// Every token's log-probability, and how many of the most likely to report.
+    logprobs: Option<(Vec<f32>, usize)>,
+}
+
 impl Running {
-    /// Samples the next token from `logits` and sends its text; says how the generation
-    /// finished, if it did.
+    /// Samples the next token from `logits` (what a step does for its generations in
+    /// parallel).
+    fn choose(&mut self, mut logits: Vec<f32>) -> Choice {
+        let logprobs = self.logprobs.map(|top| (log_softmax(&logits), top));
+        let token = self.sampler.sample(&mut logits);
+        Choice { token, logprobs }
+    }
+
+    /// Takes the chosen token and sends its text; says how the generation finished, if it did.
     fn advance(
         &mut self,
-        mut logits: Vec<f32>,
+        Choice { token, logprobs }: Choice,
         shared: &Shared,
     ) -> Result<Option<FinishReason>, TokenizerError> {
         let tokenizer = &shared.tokenizer;
-        let logprobs = self.logprobs.map(|top| (log_softmax(&logits), top));
-        let token = self.sampler.sample(&mut logits);
         self.generated += 1;
         shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
         if tokenizer.is_end(token) {

@@ -102,6 +102,10 @@ impl Sampler {
             .iter()
             .map(|&l| exp(l / temperature - max / temperature))
             .collect();
+        let weighted = |token: u32| (token, weights[token as usize]);
+        if top_k == 0 && top_p >= 1.0 {
+            return self.pick((0..logits.len() as u32).map(weighted));
+        }
         let by_weight = |a: &u32, b: &u32| weights[*b as usize].total_cmp(&weights[*a as usize]);
         let mut candidates: Vec<u32> = (0..logits.len() as u32).collect();
         if top_k > 0 && top_k < candidates.len() {
@@ -118,16 +122,22 @@ impl Sampler {
             );
             candidates.truncate(head);
         }
-        let kept_total: f32 = candidates.iter().map(|&c| weights[c as usize]).sum();
-        let mut point = self.rng.f32() * kept_total;
-        for &token in &candidates {
-            let weight = weights[token as usize];
+        self.pick(candidates.iter().map(|&c| weighted(c)))
+    }
+
+    /// One of the `(token, weight)`s, drawn in proportion to the weights.
+    fn pick(&mut self, weighted: impl Iterator<Item = (u32, f32)> + Clone) -> u32 {
+        let total: f32 = weighted.clone().map(|(_, weight)| weight).sum();
+        let mut point = self.rng.f32() * total;
+        let mut last = 0;
+        for (token, weight) in weighted {
             if point < weight {
                 return token;
             }
             point -= weight;
+            last = token;
         }
-        candidates[candidates.len() - 1]
+        last
     }
 }
 
