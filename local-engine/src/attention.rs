@@ -12,9 +12,9 @@ use std::cell::RefCell;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-use crate::exp::exp;
 use crate::quant::Isa;
 use crate::team;
+use crate::vector_math::{exp, largest};
 
 /// Positions per key tile.
 pub const TILE: usize = 16;
@@ -369,23 +369,6 @@ fn attend_group<W: Widen, const H: usize, const CHANNELS: usize>(
         weighted_sums::<W, H, 1>(first, kv_dim, offset, context, scores, padded, out);
         first += 1;
     }
-}
-
-/// The largest of `values`, sixteen lanes at a time (a maximum does not depend on the order).
-#[inline(always)]
-fn largest(values: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let chunks = values.chunks_exact(16);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (lane, &value) in lanes.iter_mut().zip(chunk) {
-            *lane = lane.max(value);
-        }
-    }
-    lanes
-        .iter()
-        .chain(rest)
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 /// How many positions ahead the values are asked for.

@@ -13,7 +13,6 @@
 mod attention;
 pub mod chat_template;
 pub mod engine;
-mod exp;
 pub mod llama;
 mod metadata;
 pub mod model;
@@ -23,6 +22,7 @@ pub mod sampling;
 mod team;
 pub mod text_stream;
 pub mod tokenizer;
+mod vector_math;
 
 pub use chat_template::Turn;
 pub use engine::{

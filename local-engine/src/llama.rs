@@ -17,10 +17,10 @@ use candle_core::quantized::gguf_file::Content;
 
 pub use crate::attention::KvCache;
 use crate::attention::{self, Context, Heads};
-use crate::exp::exp;
 use crate::metadata::{Metadata, MetadataError};
 use crate::quant::{self, Format, Isa, Q8Vector, QuantMatrix};
 use crate::team::{self, part, split_rows};
+use crate::vector_math::exp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlamaError {
@@ -445,12 +445,10 @@ impl Llama {
 
         // The logits of each wanted sequence's last row, every such row in one product.
         let mut last_rows = Vec::new();
-        let mut first = 0;
-        for input in inputs.iter_mut() {
-            first += input.tokens.len();
+        for (input, first) in inputs.iter_mut().zip(&first_rows) {
             input.cache.extend(input.tokens.len());
             if input.logits {
-                last_rows.push(first - 1);
+                last_rows.push(first + input.tokens.len() - 1);
             }
         }
         let mut normed_last = vec![0.0f32; dim];

@@ -26,6 +26,7 @@ use std::ops::Range;
 use std::sync::Mutex;
 
 use crate::team;
+use crate::vector_math::round_ties_even;
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -294,14 +295,6 @@ impl Q8Vector {
     }
 }
 
-/// Rounds half to even for |value| ≤ 2²²: adding and taking away 1.5 × 2²³ leaves the
-/// default rounding of the addition to do it (what `f32::round_ties_even` calls libm for).
-#[inline(always)]
-fn round_ties_even(value: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    (value + MAGIC) - MAGIC
-}
-
 /// The kernels this CPU can run, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
@@ -418,7 +411,7 @@ impl<'a, const T: usize> Batch<'a, T> {
         Self { vectors, blocks }
     }
 
-    /// The batches of `xs`, `T` vectors each, from `first` while there are `T` left.
+    /// `xs` in batches of `T` from its start, as many whole ones as there are.
     fn all(xs: &'a [Q8Vector]) -> Vec<Self> {
         xs.chunks_exact(T)
             .map(|chunk| Self::new(std::array::from_fn(|t| &chunk[t])))
@@ -558,49 +551,44 @@ pub fn matmuls(isa: Isa, products: &mut [(&QuantMatrix, &mut [f32])], xs: &[Q8Ve
         let (matrix, first, outputs) = &tasks[task];
         let mut outputs = team::part(outputs);
         let groups = *first..(first + GROUPS_PER_TASK).min(matrix.groups());
-        let first_row = first * GROUP;
-        let mut t = 0;
-        for batch in &eights {
-            sweep(
-                isa,
-                matrix,
-                groups.clone(),
-                batch,
-                into(&mut outputs, t, first_row),
-            );
-            t += 8;
-        }
-        for batch in &fours {
-            sweep(
-                isa,
-                matrix,
-                groups.clone(),
-                batch,
-                into(&mut outputs, t, first_row),
-            );
-            t += 4;
-        }
-        for batch in &ones {
-            sweep(
-                isa,
-                matrix,
-                groups.clone(),
-                batch,
-                into(&mut outputs, t, first_row),
-            );
-            t += 1;
-        }
+        let task = Task {
+            matrix,
+            groups,
+            first_row: first * GROUP,
+        };
+        let next = task.sweep_batches(isa, &eights, &mut outputs, 0);
+        let next = task.sweep_batches(isa, &fours, &mut outputs, next);
+        task.sweep_batches(isa, &ones, &mut outputs, next);
     });
 }
 
-/// Where a task's batch from vector `first` on stores its results: `outputs` are the task's
-/// parts of each vector's output, from row `first_row` on.
-fn into<'o>(
-    outputs: &'o mut [&mut [f32]],
-    first: usize,
+/// A task of [`matmuls`]: `groups` of `matrix`, whose first row is `first_row`.
+struct Task<'m> {
+    matrix: &'m QuantMatrix,
+    groups: Range<usize>,
     first_row: usize,
-) -> impl FnMut(usize, usize, f32) + 'o {
-    move |row, t, value| outputs[first + t][row - first_row] = value
+}
+
+impl Task<'_> {
+    /// Each of `batches` past the task's groups, the batches' vectors being those from
+    /// `first` on; `outputs` are the task's parts of each vector's output. Returns the vector
+    /// after the last batch's.
+    fn sweep_batches<const T: usize>(
+        &self,
+        isa: Isa,
+        batches: &[Batch<T>],
+        outputs: &mut [&mut [f32]],
+        mut first: usize,
+    ) -> usize {
+        for batch in batches {
+            let store = |row: usize, t: usize, value: f32| {
+                outputs[first + t][row - self.first_row] = value;
+            };
+            sweep(isa, self.matrix, self.groups.clone(), batch, store);
+            first += T;
+        }
+        first
+    }
 }
 
 #[cfg(test)]

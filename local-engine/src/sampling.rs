@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::exp::exp;
+use crate::vector_math::{exp, largest};
 
 /// The sampling part of a request, in OpenAI's terms (top_k is an extension).
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +97,7 @@ impl Sampler {
             self.params.top_k,
             self.params.top_p,
         );
-        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
+        let max = largest(logits);
         let weights: Vec<f32> = logits
             .iter()
             .map(|&l| exp(l / temperature - max / temperature))
@@ -170,23 +170,11 @@ fn smallest_head(
     }
 }
 
-/// The first position of the largest logit. Two passes that run in vector registers (the
-/// largest value, sixteen lanes at a time, then where it first is), where one pass comparing
-/// each logit with the best so far is a chain of dependent comparisons: a batch's step waits
-/// for every sequence's.
+/// The first position of the largest logit, in two passes that run in vector registers (the
+/// largest value, then where it first is), where one pass comparing each logit with the best so
+/// far is a chain of dependent comparisons: a batch's step waits for every sequence's.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let chunks = logits.chunks_exact(16);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (lane, &logit) in lanes.iter_mut().zip(chunk) {
-            *lane = lane.max(logit);
-        }
-    }
-    let max = lanes
-        .iter()
-        .chain(rest)
-        .fold(f32::NEG_INFINITY, |m, &l| m.max(l));
+    let max = largest(logits);
     logits.iter().position(|&l| l == max).unwrap_or(0) as u32
 }
 

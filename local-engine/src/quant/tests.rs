@@ -157,19 +157,6 @@ fn products_are_close_to_f32_ones() {
 }
 
 #[test]
-fn rounding_is_half_to_even_like_the_standard_library() {
-    for i in -130_000..=130_000 {
-        let value = i as f32 / 1000.0;
-        assert_eq!(round_ties_even(value), value.round_ties_even(), "{value}");
-    }
-    for value in [
-        0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -127.5, 0.49999997,
-    ] {
-        assert_eq!(round_ties_even(value), value.round_ties_even(), "{value}");
-    }
-}
-
-#[test]
 fn sizes_are_checked() {
     assert_eq!(
         QuantMatrix::new(Format::Q4_1, 2, 48, vec![]).err(),

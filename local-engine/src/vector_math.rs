@@ -1,6 +1,7 @@
-//! The exponential of softmax and SiLU, branch-free so that the loops over it run in vector
-//! registers (the C library's `expf` is a call per value: an 8-row batch spent more time in it
-//! than in attention's products).
+//! Scalar math written so that the loops over it run in vector registers: the exponential of
+//! softmax and SiLU (the C library's `expf` is a call per value: an 8-row batch spent more time
+//! in it than in attention's products), the maximum that softmax and greedy picking look for,
+//! and rounding half to even (quantizing activations, and the exponential's reduction).
 
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 in two parts (Cody and Waite): `n × LN2_HIGH` is exact for the `n` that occur.
@@ -30,10 +31,29 @@ pub fn exp(x: f32) -> f32 {
     e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-/// Rounds half to even for |value| ≤ 2²², by the rounding of an addition (vectorizes, where
-/// `f32::round_ties_even` is a library call without SSE4.1).
+/// The largest of `values` (NaNs aside; negative infinity for none), sixteen lanes at a time:
+/// a maximum does not depend on the order.
 #[inline(always)]
-fn round_ties_even(value: f32) -> f32 {
+pub fn largest(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = values.chunks_exact(16);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(value);
+        }
+    }
+    lanes
+        .iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+/// Rounds half to even for |value| ≤ 2²²: adding and taking away 1.5 × 2²³ leaves the default
+/// rounding of the addition to do it (`f32::round_ties_even` is a library call without
+/// SSE4.1).
+#[inline(always)]
+pub fn round_ties_even(value: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     (value + MAGIC) - MAGIC
 }
@@ -50,6 +70,19 @@ mod tests {
             let ulp = (ours.to_bits() as i64 - theirs.to_bits() as i64).abs();
             assert!(ulp <= 2, "e^{x}: {ours} vs {theirs} ({ulp} ulp)");
             x += 0.000_37;
+        }
+    }
+
+    #[test]
+    fn rounding_is_half_to_even_like_the_standard_library() {
+        for i in -130_000..=130_000 {
+            let value = i as f32 / 1000.0;
+            assert_eq!(round_ties_even(value), value.round_ties_even(), "{value}");
+        }
+        for value in [
+            0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -127.5, 0.49999997,
+        ] {
+            assert_eq!(round_ties_even(value), value.round_ties_even(), "{value}");
         }
     }
 
