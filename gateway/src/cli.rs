@@ -72,6 +72,10 @@ pub enum RouterCommand {
         /// The data sets (see shared/data/SOURCES.md).
         #[arg(long, env = "SWITCHBOARD_DATA", default_value = "../shared/data")]
         data: PathBuf,
+        /// The enterprise development set: `train-*.jsonl` files are learnt from, `test-*.jsonl`
+        /// files only evaluated (see its LABELLING.md).
+        #[arg(long, default_value = "router/data/enterprise")]
+        enterprise: PathBuf,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 40)]
@@ -87,6 +91,10 @@ pub enum RouterCommand {
     Eval {
         #[arg(long, env = "SWITCHBOARD_DATA", default_value = "../shared/data")]
         data: PathBuf,
+        /// The enterprise development set: `train-*.jsonl` files are learnt from, `test-*.jsonl`
+        /// files only evaluated (see its LABELLING.md).
+        #[arg(long, default_value = "router/data/enterprise")]
+        enterprise: PathBuf,
         /// Heads made by `switchboard router train` (default: the shipped ones).
         #[arg(long)]
         heads: Option<PathBuf>,

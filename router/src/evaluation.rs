@@ -475,11 +475,13 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "examples evaluated: {}", self.examples)?;
         writeln!(f, "complexity (all labels): {}", self.complexity)?;
-        writeln!(
-            f,
-            "complexity (everyday vs hard): {}",
-            self.everyday_vs_hard
-        )?;
+        if self.everyday_vs_hard.examples > 0 {
+            writeln!(
+                f,
+                "complexity (everyday vs hard): {}",
+                self.everyday_vs_hard
+            )?;
+        }
         if let Some(mmlu) = &self.mmlu {
             writeln!(f, "complexity on MMLU (hard = weak model wrong): {mmlu}")?;
         }

@@ -16,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::conversation::Turn;
-use crate::dataset::{DatasetError, Example, in_validation};
+use crate::dataset::{DatasetError, Example, split_of};
 
 /// One labelled request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,7 +53,7 @@ pub fn load(path: &Path) -> Result<Vec<Example>, DatasetError> {
             });
             Ok(Example {
                 source: labelled.source.unwrap_or_else(|| "labelled".to_owned()),
-                validation: in_validation(&labelled.text),
+                split: split_of(&labelled.text),
                 turns: vec![Turn::user(labelled.text)],
                 hard: labelled.hard,
                 domain,

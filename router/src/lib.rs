@@ -6,8 +6,8 @@
 //!   [`batcher`], repeats served by [`recent`]), [`pii`], [`language`];
 //! - what it decides with: [`heads`] (trained complexity and domain heads) and [`domain`]
 //!   (custom domains by example);
-//! - how the heads are made and judged: [`dataset`], [`labelling`] (labels for your own local
-//!   model), [`fit`], [`topics`] (the MMLU topic regions of the complexity prior),
+//! - how the heads are made and judged: [`dataset`], [`enterprise`] (the development set written
+//!   like employees' chat), [`labelling`] (labels for your own local model), [`fit`], [`topics`] (the MMLU topic regions of the complexity prior),
 //!   [`training`], [`evaluation`], [`pii_benchmark`].
 
 pub mod batcher;
@@ -17,6 +17,7 @@ pub mod dataset;
 pub mod domain;
 pub mod embedder;
 pub mod encoder;
+pub mod enterprise;
 pub mod evaluation;
 pub mod features;
 pub mod fit;

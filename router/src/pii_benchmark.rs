@@ -21,6 +21,8 @@ pub struct Case {
 pub struct PiiScore {
     /// `(kind, true positives, false positives, false negatives)`.
     pub by_kind: Vec<(PiiKind, usize, usize, usize)>,
+    /// Whole messages, flagged or not: `(true positives, false positives, false negatives)`.
+    pub by_message: (usize, usize, usize),
 }
 
 impl PiiScore {
@@ -49,23 +51,47 @@ impl fmt::Display for PiiScore {
             self.precision(),
             self.recall()
         )?;
+        let (tp, fp, fn_) = self.by_message;
+        writeln!(
+            f,
+            "    messages with private data: precision {:.3}, recall {:.3} ({tp} flagged rightly, {fp} wrongly, {fn_} missed)",
+            ratio(tp, tp + fp),
+            ratio(tp, tp + fn_),
+        )?;
         for (kind, tp, fp, fn_) in &self.by_kind {
             writeln!(
                 f,
-                "    {:<13} found {tp:>4}, wrongly flagged {fp:>3}, missed {fn_:>3}",
-                kind.as_str()
+                "    {:<16} precision {:.3}, recall {:.3}: found {tp:>4}, wrongly flagged {fp:>3}, missed {fn_:>3}",
+                kind.as_str(),
+                ratio(*tp, tp + fp),
+                ratio(*tp, tp + fn_),
             )?;
         }
         Ok(())
     }
 }
 
+fn ratio(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        1.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
 /// Scans every case: a finding counts as right when an expected finding of its kind overlaps it.
 pub fn score(cases: &[Case]) -> PiiScore {
+    let mut by_message = (0, 0, 0);
     // Kind → (true positives, false positives, false negatives).
     let mut counts: BTreeMap<PiiKind, (usize, usize, usize)> = BTreeMap::new();
     for case in cases {
         let found = scan(&case.text);
+        match (!found.is_empty(), !case.expected.is_empty()) {
+            (true, true) => by_message.0 += 1,
+            (true, false) => by_message.1 += 1,
+            (false, true) => by_message.2 += 1,
+            (false, false) => {}
+        }
         let overlaps = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end;
         for f in &found {
             let right = case
@@ -93,6 +119,7 @@ pub fn score(cases: &[Case]) -> PiiScore {
             .into_iter()
             .map(|(kind, (tp, fp, fn_))| (kind, tp, fp, fn_))
             .collect(),
+        by_message,
     }
 }
 

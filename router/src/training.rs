@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::conversation::routing_text;
 use crate::dataset::Example;
-use crate::dataset::Outcome;
+use crate::dataset::{Outcome, Split};
 use crate::domain::DEFAULT_DOMAINS;
 use crate::embedder::{Embed, EmbedderError};
 use crate::evaluation::{CostQuality, auroc, everyday_or_hard};
@@ -130,7 +130,7 @@ pub fn train(
     settings: Settings,
 ) -> Result<Heads, TrainingError> {
     let training: Vec<usize> = (0..examples.len())
-        .filter(|&i| !examples[i].validation)
+        .filter(|&i| examples[i].split == Split::Training)
         .collect();
     if training.is_empty() {
         return Err(TrainingError::Empty);
@@ -151,11 +151,17 @@ pub fn train(
         })
         .collect();
 
-    let complexity = fit_complexity(examples, &inputs, &training, settings);
+    let head_rows: Vec<usize> = training
+        .iter()
+        .copied()
+        .filter(|&i| examples[i].teaches_complexity())
+        .collect();
+    let complexity = fit_complexity(examples, &inputs, &head_rows, settings);
     let blend = choose_blend(examples, &inputs, embeddings, &training, settings);
 
     let with_domain: Vec<(usize, usize)> = training
         .iter()
+        .filter(|&&i| examples[i].teaches_domain())
         .filter_map(|&i| {
             let domain = examples[i].domain?;
             Some((i, DEFAULT_DOMAINS.iter().position(|d| *d == domain)?))
@@ -260,7 +266,12 @@ fn choose_blend(
     ];
     for k in 0..FOLDS {
         let fit_on: Vec<usize> = training.iter().copied().filter(|&i| fold(i) != k).collect();
-        let head = fit_complexity(examples, inputs, &fit_on, settings);
+        let head_rows: Vec<usize> = fit_on
+            .iter()
+            .copied()
+            .filter(|&i| examples[i].teaches_complexity())
+            .collect();
+        let head = fit_complexity(examples, inputs, &head_rows, settings);
         let topics = fit_topics(examples, embeddings, &fit_on);
         for &i in training.iter().filter(|&&i| fold(i) == k) {
             head_logits[i] = crate::heads::dot(&head.weights, &inputs[i]) + head.bias;

@@ -52,19 +52,22 @@ fn main() -> anyhow::Result<()> {
         Command::Router { command } => match command {
             RouterCommand::Train {
                 data,
+                enterprise,
                 out,
                 epochs,
                 l2,
                 labels,
-            } => router::train(&data, &labels, &out, epochs, l2),
+            } => router::train(&data, &enterprise, &labels, &out, epochs, l2),
             RouterCommand::Eval {
                 data,
+                enterprise,
                 heads,
                 target_share,
                 labels,
                 plot,
             } => router::eval(
                 &data,
+                &enterprise,
                 &labels,
                 heads.as_deref(),
                 target_share,

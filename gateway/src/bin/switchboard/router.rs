@@ -15,9 +15,10 @@ use switchboard_gateway::model_store::{ModelStore, Package};
 use switchboard_router::batcher::{BatchSettings, EmbeddingService};
 use switchboard_router::classifier::{Classifier, Neighbour, Scores};
 use switchboard_router::conversation::Turn;
-use switchboard_router::dataset::{self, Caps, Example};
+use switchboard_router::dataset::{self, Caps, Example, Split};
 use switchboard_router::embedder::{BertEmbedder, Embed};
 use switchboard_router::encoder::ARITHMETIC;
+use switchboard_router::enterprise::{self, Message};
 use switchboard_router::evaluation::{self, threshold_for_share};
 use switchboard_router::fit::Settings;
 use switchboard_router::heads::Heads;
@@ -218,11 +219,18 @@ fn default_model_dir(id: &str) -> anyhow::Result<PathBuf> {
     Ok(store.root().join(package.id))
 }
 
-/// The data sets and the labelled files, with every example embedded (from the cache where
-/// possible).
-fn embedded_examples(data: &Path, labels: &[PathBuf]) -> anyhow::Result<Embedded> {
+/// The data sets, the enterprise development set and the labelled files, with every example
+/// embedded (from the cache where possible).
+fn embedded_examples(
+    data: &Path,
+    enterprise: &Path,
+    labels: &[PathBuf],
+) -> anyhow::Result<Embedded> {
     let mut examples = dataset::load(data, Caps::default())?;
-    let from_data_sets = examples.len();
+    let messages = enterprise::load(enterprise)?;
+    let enterprise_start = examples.len();
+    examples.extend(messages.iter().map(Message::example));
+    let labelled_start = examples.len();
     for path in labels {
         examples.extend(labelling::load(path)?);
     }
@@ -248,51 +256,104 @@ fn embedded_examples(data: &Path, labels: &[PathBuf]) -> anyhow::Result<Embedded
     Ok(Embedded {
         examples,
         embeddings,
-        from_data_sets,
+        messages,
+        enterprise_start,
+        labelled_start,
     })
 }
 
 struct Embedded {
     examples: Vec<Example>,
     embeddings: Vec<Vec<f32>>,
-    /// The examples before this index come from the data sets, the others from labelled files.
-    from_data_sets: usize,
+    /// The enterprise development set, whose examples start at `enterprise_start`.
+    messages: Vec<Message>,
+    enterprise_start: usize,
+    /// The examples from this index on come from labelled files.
+    labelled_start: usize,
 }
 
 impl Embedded {
-    /// The scores of `heads` on the `evaluated` examples, the baselines fitted on the data sets'
-    /// training split, and the PII scanner's on its generated test set.
+    /// The scores of `heads` on the `evaluated` examples and on the enterprise test split, with
+    /// the baselines fitted on the training split, and the PII scanner's on the enterprise test
+    /// split and on its generated test set.
     fn report(&self, heads: &Heads, evaluated: &[usize]) -> (evaluation::Report, String) {
-        let reference: Vec<usize> = (0..self.from_data_sets)
-            .filter(|&i| !self.examples[i].validation)
+        let reference: Vec<usize> = (0..self.labelled_start)
+            .filter(|&i| self.examples[i].split == Split::Training)
             .collect();
-        let report = evaluation::evaluate(
-            heads,
-            &self.examples,
-            &self.embeddings,
-            evaluated,
-            &reference,
-        );
-        let pii = pii_benchmark::score(&pii_benchmark::generate(PII_CASES, PII_SEED));
-        let text = format!("{report}{pii}");
+        let evaluate = |evaluated: &[usize]| {
+            evaluation::evaluate(
+                heads,
+                &self.examples,
+                &self.embeddings,
+                evaluated,
+                &reference,
+            )
+        };
+        let report = evaluate(evaluated);
+        let mut text = format!("{report}");
+        let enterprise_validation: Vec<usize> = evaluated
+            .iter()
+            .copied()
+            .filter(|i| (self.enterprise_start..self.labelled_start).contains(i))
+            .collect();
+        if !enterprise_validation.is_empty() {
+            text += &format!(
+                "\nthe enterprise training files' validation split:\n{}",
+                evaluate(&enterprise_validation)
+            );
+        }
+        let test: Vec<usize> = (self.enterprise_start..self.labelled_start)
+            .filter(|&i| self.examples[i].split == Split::Test)
+            .collect();
+        let training_cases: Vec<_> = self
+            .messages
+            .iter()
+            .filter(|m| !m.test)
+            .map(Message::pii_case)
+            .collect();
+        if !training_cases.is_empty() {
+            text += &format!(
+                "\nPII on the enterprise training files (its rules were written reading these):\n{}",
+                pii_benchmark::score(&training_cases)
+            );
+        }
+        if !test.is_empty() {
+            text += &format!(
+                "\nenterprise test split (router/data/enterprise/test-*, never trained on):\n{}",
+                evaluate(&test)
+            );
+            let cases: Vec<_> = self
+                .messages
+                .iter()
+                .filter(|m| m.test)
+                .map(Message::pii_case)
+                .collect();
+            text += &format!(
+                "PII on the enterprise test split:\n{}",
+                pii_benchmark::score(&cases)
+            );
+        }
+        let generated = pii_benchmark::score(&pii_benchmark::generate(PII_CASES, PII_SEED));
+        text += &format!("\nPII on the generated test set:\n{generated}");
         (report, text)
     }
 
     fn validation(&self) -> Vec<usize> {
         (0..self.examples.len())
-            .filter(|&i| self.examples[i].validation)
+            .filter(|&i| self.examples[i].split == Split::Validation)
             .collect()
     }
 }
 
 pub fn train(
     data: &Path,
+    enterprise: &Path,
     labels: &[PathBuf],
     out: &Path,
     epochs: usize,
     l2: f32,
 ) -> anyhow::Result<()> {
-    let embedded = embedded_examples(data, labels)?;
+    let embedded = embedded_examples(data, enterprise, labels)?;
     let settings = Settings {
         epochs,
         l2,
@@ -314,18 +375,19 @@ pub fn train(
 
 pub fn eval(
     data: &Path,
+    enterprise: &Path,
     labels: &[PathBuf],
     heads: Option<&Path>,
     target_share: Option<f64>,
     plot: Option<&Path>,
 ) -> anyhow::Result<()> {
     let heads = load_heads(heads)?;
-    let embedded = embedded_examples(data, labels)?;
+    let embedded = embedded_examples(data, enterprise, labels)?;
     // The labelled files, when given, are evaluated whole, else the validation split is.
     let evaluated: Vec<usize> = if labels.is_empty() {
         embedded.validation()
     } else {
-        (embedded.from_data_sets..embedded.examples.len()).collect()
+        (embedded.labelled_start..embedded.examples.len()).collect()
     };
     let (report, text) = embedded.report(&heads, &evaluated);
     print!("{text}");

@@ -1,0 +1,163 @@
+//! Numbers that identify a person: employee, badge, customer and patient numbers after the words
+//! that name them; passports, national ID cards, driving licences, tax and social insurance
+//! numbers (after their names, or alone where the format has a check: UK National Insurance,
+//! Spanish DNI and NIE, French NIR, Italian codice fiscale); and dates of birth.
+
+use super::{Pattern, PiiKind, Scan, regex};
+
+/// What may sit between a label and its value: `no.`, `number`, `#`, `is`, `:`…
+const FILLER: &str =
+    r"(?:[\s-]*(?:id|no\.?|nr\.?|n°|nº|number|num|#|code))?(?:\s*(?:is|was|ist|est|es|:|=|#))?\s*";
+/// An identifier: letters and digits in up to five groups, with at least one digit per group.
+const VALUE: &str =
+    r"([A-Z]{0,4}[ /-]?\d[A-Z0-9]*(?:[ /-][A-Z]{0,3}\d[A-Z0-9]*){0,4}(?:[ -][A-Z])?)\b";
+
+static PERSONAL_ID: Pattern = Pattern::new(|| {
+    regex(&format!(
+        r"(?i)\b(?:{})\b\.?{FILLER}{VALUE}",
+        concat!(
+            r"employee|staff|personnel|emp|badge|customer|cust|client|member(?:ship)?|patient|",
+            r"student|payroll|worker|contractor|user ?id|account holder|policy ?holder|nhs|mrn|",
+            r"hospital (?:number|no)|medical record|personal (?:number|no|id)|personalnummer|personal-?nr|",
+            r"pers\.? ?(?:no|nr|number)|",
+            r"mitarbeiter(?:nummer|-?id|-nr\.?)?|kunden(?:nummer|-?nr\.?|-?id)?|",
+            r"patienten(?:nummer|-?id)|versicherten(?:nummer|-nr\.?)|matricule|salarié|",
+            r"numéro (?:d'employé|de salarié|client|d'adhérent|de patient)|n° (?:salarié|client)|",
+            r"empleado|cliente|socio|paciente|legajo|",
+            r"número de (?:empleado|cliente|socio|paciente)|nº de (?:empleado|cliente|socio)",
+        ),
+    ))
+});
+static NATIONAL_ID: Pattern = Pattern::new(|| {
+    regex(&format!(
+        r"(?i)\b(?:{})\b{FILLER}{VALUE}",
+        concat!(
+            r"passport|passeport|pasaporte|reisepass|pass(?:nummer|-nr\.?)|national id|",
+            r"national identity(?: card)?|id card|identity card|personalausweis|ausweis(?:nummer)?|",
+            r"carte d'identité|cni|dni|nie (?:number|no)|nif|nin|nino|ni (?:number|no)|national insurance|nir|",
+            r"numéro de sécurité sociale|n° de sécu|sécu|sécurité sociale|",
+            r"sozialversicherungsnummer|sv-nummer|rentenversicherungsnummer|steuer-?id|",
+            r"steueridentifikationsnummer|steuernummer|tax id|tax identification|tin|tax number|",
+            r"codice fiscale|driving licen[cs]e|driver'?s licen[cs]e|driver licen[cs]e|",
+            r"führerschein(?:nummer)?|permis de conduire|permiso de conducir|carnet de conducir|",
+            r"aadhaar|bsn|pesel|curp|nss|número de seguridad social|seguridad social|",
+            r"social insurance|social security",
+        ),
+    ))
+});
+/// National ID formats distinctive enough, or checked, to stand without a label.
+static UK_NINO: Pattern =
+    Pattern::new(|| regex(r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"));
+static SPANISH_DNI: Pattern = Pattern::new(|| regex(r"\b([XYZ]?)-?(\d{7,8})-?([A-Z])\b"));
+static FRENCH_NIR: Pattern = Pattern::new(|| {
+    regex(r"\b[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?(\d{2})\b")
+});
+static CODICE_FISCALE: Pattern =
+    Pattern::new(|| regex(r"\b[A-Z]{6}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z]\b"));
+
+const MONTHS: &str = concat!(
+    r"jan(?:uary|\.)?|feb(?:ruary|\.)?|mar(?:ch|\.)?|apr(?:il|\.)?|may|jun(?:e|\.)?|",
+    r"jul(?:y|\.)?|aug(?:ust|\.)?|sep(?:t(?:ember)?|\.)?|oct(?:ober|\.)?|nov(?:ember|\.)?|",
+    r"dec(?:ember|\.)?|januar|jänner|februar|märz|mai|juni|juli|oktober|dezember|",
+    r"janvier|février|mars|avril|juin|juillet|août|septembre|octobre|novembre|décembre|",
+    r"enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|setiembre|octubre|",
+    r"noviembre|diciembre"
+);
+static BIRTH_DATE: Pattern = Pattern::new(|| {
+    regex(&format!(
+        concat!(
+            r"(?i)\b(?:born(?: on| in)?|dob|d\.o\.b\.?|date of birth|birth ?date|birthday|turns \d{{1,3}}|",
+            r"geboren(?: am)?|geb\.|geburtsdatum|geburtstag|née? le|né\(e\) le|",
+            r"date de naissance|fecha de nacimiento|nacid[oa] el|f\. ?nac\.?)",
+            r"[^\d\n]{{0,40}}?",
+            r"(\d{{1,2}}[./-]\d{{1,2}}[./-]\d{{2,4}}|\d{{4}}-\d{{2}}-\d{{2}}|",
+            r"\d{{1,2}}(?:st|nd|rd|th|\.|er)?\s+(?:de\s+)?(?:{months})(?:\s+de)?,?\s+\d{{4}}|",
+            r"(?:{months})\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})",
+        ),
+        months = MONTHS
+    ))
+});
+
+pub(super) fn find(scan: &mut Scan) {
+    for (pattern, check) in [
+        (&UK_NINO, (|_| true) as fn(&str) -> bool),
+        (&SPANISH_DNI, |_| true),
+        (&FRENCH_NIR, is_nir),
+        (&CODICE_FISCALE, |_| true),
+    ] {
+        for found in pattern.find_iter(scan.text) {
+            let spanish = std::ptr::eq(pattern, &SPANISH_DNI);
+            let labelled = spanish
+                && ["DNI", "NIE", "NIF"]
+                    .iter()
+                    .any(|label| scan.before(found.start(), 16).contains(label));
+            let confirmed = if spanish {
+                labelled || is_dni(found.as_str())
+            } else {
+                check(found.as_str())
+            };
+            if confirmed {
+                scan.add(PiiKind::NationalId, found.range());
+            }
+        }
+    }
+    labelled(scan, &BIRTH_DATE, PiiKind::DateOfBirth);
+    labelled(scan, &NATIONAL_ID, PiiKind::NationalId);
+    labelled(scan, &PERSONAL_ID, PiiKind::PersonalId);
+}
+
+/// The values that follow their labels.
+fn labelled(scan: &mut Scan, pattern: &Pattern, kind: PiiKind) {
+    for found in pattern.captures_iter(scan.text) {
+        let value = found.get(1).expect("the pattern has a group");
+        let longest_digit_run = value
+            .as_str()
+            .split(|c: char| !c.is_ascii_digit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        let digit_count = value.as_str().chars().filter(char::is_ascii_digit).count();
+        let enough = match kind {
+            PiiKind::DateOfBirth => true,
+            // An employee number has a run of digits; `19c x64` does not.
+            PiiKind::PersonalId => longest_digit_run >= 3,
+            _ => digit_count >= 3,
+        };
+        if enough {
+            scan.add(kind, value.range());
+        }
+    }
+}
+
+/// The Spanish DNI's (and NIE's, with X, Y, Z read as 0, 1, 2) check letter.
+fn is_dni(candidate: &str) -> bool {
+    let Some(parts) = SPANISH_DNI.captures(candidate) else {
+        return false;
+    };
+    let prefix = match &parts[1] {
+        "" => "",
+        "X" => "0",
+        "Y" => "1",
+        _ => "2",
+    };
+    if prefix.is_empty() && parts[2].len() != 8 || !prefix.is_empty() && parts[2].len() != 7 {
+        return false;
+    }
+    let number: u64 = format!("{prefix}{}", &parts[2]).parse().unwrap_or(0);
+    let letter = b"TRWAGMYFPDXBNJZSQVHLCKE"[(number % 23) as usize];
+    parts[3].as_bytes()[0] == letter
+}
+
+/// The French NIR's key: 97 minus the first 13 digits modulo 97 (Corsica's 2A and 2B read as 19
+/// and 18).
+fn is_nir(candidate: &str) -> bool {
+    let compact: String = candidate.chars().filter(|c| !c.is_whitespace()).collect();
+    if compact.len() != 15 {
+        return false;
+    }
+    let body = compact[..13].replace("2A", "19").replace("2B", "18");
+    let (Ok(number), Ok(key)) = (body.parse::<u64>(), compact[13..].parse::<u64>()) else {
+        return false;
+    };
+    97 - number % 97 == key
+}
