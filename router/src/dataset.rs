@@ -56,23 +56,6 @@ pub struct Example {
     pub weight: f32,
 }
 
-impl Example {
-    /// Whether the example is worded as users write (the enterprise set and the hand-written
-    /// requests). Only these teach the domain head: the public sets' styles (CLINC150's
-    /// commands, tickets without stopwords, exam questions) taught it their styles instead of
-    /// the domains, and it read 0.58 of real enterprise chat right.
-    pub fn teaches_domain(&self) -> bool {
-        self.source.starts_with("enterprise/") || self.source.starts_with("written/")
-    }
-
-    /// Whether the example teaches the complexity head: all but MMLU's exam questions, whose
-    /// difficulty the topic prior knows better than any wording does (the head ranked them no
-    /// better than chance).
-    pub fn teaches_complexity(&self) -> bool {
-        self.outcome.is_none()
-    }
-}
-
 /// How many examples to take from the large sources: enough to learn from, few enough to embed in
 /// minutes on two cores.
 #[derive(Debug, Clone, Copy)]

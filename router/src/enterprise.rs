@@ -18,10 +18,10 @@ use crate::pii::PiiKind;
 use crate::pii_benchmark::Case;
 
 /// How much a training message counts against one example of the public data sets: they are
-/// few, but written as users write. Measured across writers (trained without one writer's file,
-/// scored on it), the complexity head ranks enterprise messages best with the public sets at
-/// about a fiftieth of their weight, which still keeps everyday and hard public examples apart.
-const WEIGHT: f32 = 50.0;
+/// few, but written as users write. Weighed on the training files' validation split against
+/// MMLU's cost–quality curve: at 20 the heads read enterprise messages about as well as at 50
+/// (domain 0.76, complexity AUROC 0.91) and keep more of MMLU's curve (APGR 0.633 against 0.627).
+const WEIGHT: f32 = 20.0;
 
 /// Private data: each piece's kind and byte span in the text.
 pub type Spans = Vec<(PiiKind, Range<usize>)>;
@@ -127,7 +127,19 @@ pub fn load(dir: &Path) -> Result<Vec<Message>, DatasetError> {
             });
         }
     }
+    // A message that a training writer and a test writer both wrote ("hiya", "thanks!") stays
+    // in the test split only, so that no test message is ever trained on.
+    let held_out: std::collections::HashSet<String> = messages
+        .iter()
+        .filter(|m| m.test)
+        .map(|m| normalised(&m.text))
+        .collect();
+    messages.retain(|m| m.test || !held_out.contains(&normalised(&m.text)));
     Ok(messages)
+}
+
+fn normalised(text: &str) -> String {
+    text.trim().to_lowercase()
 }
 
 /// The text without its `⟦kind|value⟧` marks, and each marked value's kind and span.
@@ -177,6 +189,16 @@ mod tests {
         let messages = load(&dir).unwrap();
         assert!(messages.len() >= 1_000, "{}", messages.len());
         assert!(messages.iter().any(|m| m.test) && messages.iter().any(|m| !m.test));
+        let test: std::collections::HashSet<String> = messages
+            .iter()
+            .filter(|m| m.test)
+            .map(|m| normalised(&m.text))
+            .collect();
+        assert!(
+            !messages
+                .iter()
+                .any(|m| !m.test && test.contains(&normalised(&m.text)))
+        );
         for domain in crate::domain::DEFAULT_DOMAINS {
             assert!(messages.iter().filter(|m| m.domain == domain).count() >= 100);
         }

@@ -151,17 +151,11 @@ pub fn train(
         })
         .collect();
 
-    let head_rows: Vec<usize> = training
-        .iter()
-        .copied()
-        .filter(|&i| examples[i].teaches_complexity())
-        .collect();
-    let complexity = fit_complexity(examples, &inputs, &head_rows, settings);
+    let complexity = fit_complexity(examples, &inputs, &training, settings);
     let blend = choose_blend(examples, &inputs, embeddings, &training, settings);
 
     let with_domain: Vec<(usize, usize)> = training
         .iter()
-        .filter(|&&i| examples[i].teaches_domain())
         .filter_map(|&i| {
             let domain = examples[i].domain?;
             Some((i, DEFAULT_DOMAINS.iter().position(|d| *d == domain)?))
@@ -266,12 +260,7 @@ fn choose_blend(
     ];
     for k in 0..FOLDS {
         let fit_on: Vec<usize> = training.iter().copied().filter(|&i| fold(i) != k).collect();
-        let head_rows: Vec<usize> = fit_on
-            .iter()
-            .copied()
-            .filter(|&i| examples[i].teaches_complexity())
-            .collect();
-        let head = fit_complexity(examples, inputs, &head_rows, settings);
+        let head = fit_complexity(examples, inputs, &fit_on, settings);
         let topics = fit_topics(examples, embeddings, &fit_on);
         for &i in training.iter().filter(|&&i| fold(i) == k) {
             head_logits[i] = crate::heads::dot(&head.weights, &inputs[i]) + head.bias;
