@@ -59,8 +59,7 @@ pub fn redact(messages: &mut [ChatMessage]) -> usize {
         // From the end, so that earlier spans stay valid.
         findings.sort_by_key(|f| std::cmp::Reverse(f.span.start));
         for finding in findings {
-            let placeholder = format!("[{}]", finding.kind.as_str().to_uppercase());
-            text.replace_range(finding.span, &placeholder);
+            text.replace_range(finding.span, finding.kind.placeholder());
             replaced += 1;
         }
     };

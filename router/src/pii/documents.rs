@@ -6,8 +6,7 @@
 use super::{Pattern, PiiKind, Scan, regex};
 
 /// What may sit between a label and its value: `no.`, `number`, `#`, `is`, `:`…
-const FILLER: &str =
-    r"(?:[\s-]*(?:id|no\.?|nr\.?|n°|nº|number|num|#|code))?(?:\s*(?:is|was|ist|est|es|:|=|#))?\s*";
+const FILLER: &str = r"(?:[\s-]*(?:id|no\.?|nr\.?|n°|nº|number|num|#|code))?(?:\s*(?:is|was|ist|est|es|:|=|#))?\s*\(?";
 /// An identifier: letters and digits in up to five groups, with at least one digit per group.
 const VALUE: &str =
     r"([A-Z]{0,4}[ /-]?\d[A-Z0-9]*(?:[ /-][A-Z]{0,3}\d[A-Z0-9]*){0,4}(?:[ -][A-Z])?)\b";
@@ -17,13 +16,14 @@ static PERSONAL_ID: Pattern = Pattern::new(|| {
         r"(?i)\b(?:{})\b\.?{FILLER}{VALUE}",
         concat!(
             r"employee|staff|personnel|emp|badge|customer|cust|client|member(?:ship)?|patient|",
-            r"student|payroll|worker|contractor|user ?id|account holder|policy ?holder|nhs|mrn|",
+            r"student|payroll|worker|contractor|user ?id|account holder|",
+            r"policy ?holder|nhs|mrn|gmc|nmc|chart|library card|",
             r"hospital (?:number|no)|medical record|personal (?:number|no|id)|personalnummer|personal-?nr|",
             r"pers\.? ?(?:no|nr|number)|",
             r"mitarbeiter(?:nummer|-?id|-nr\.?)?|kunden(?:nummer|-?nr\.?|-?id)?|",
             r"patienten(?:nummer|-?id)|versicherten(?:nummer|-nr\.?)|matricule|salarié|",
             r"numéro (?:d'employé|de salarié|client|d'adhérent|de patient)|n° (?:salarié|client)|",
-            r"empleado|cliente|socio|paciente|legajo|",
+            r"empleado|empleada|cliente|socio|paciente|legajo|número de empleada|",
             r"número de (?:empleado|cliente|socio|paciente)|nº de (?:empleado|cliente|socio)",
         ),
     ))

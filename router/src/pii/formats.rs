@@ -11,18 +11,21 @@ static SECRET: Pattern = Pattern::new(|| {
         r"|\bAKIA[0-9A-Z]{16}\b",           // AWS access key id
         r"|\bgh[pousr]_[A-Za-z0-9]{36,}\b", // GitHub tokens
         r"|\bgithub_pat_[A-Za-z0-9_]{40,}\b",
+        r"|\bglpat-[A-Za-z0-9_-]{20,}", // GitLab tokens
+        r"|(?i:accountkey|sharedaccesskey)=[A-Za-z0-9+/]{20,}={0,2}", // Azure keys
         r"|\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}", // OpenAI and Anthropic keys
-        r"|\bsk_(?:live|test)_[A-Za-z0-9]{16,}",    // Stripe keys
-        r"|\bxox[abposr]-[A-Za-z0-9-]{10,}",        // Slack tokens
-        r"|\bAIza[0-9A-Za-z_-]{35}\b",              // Google API keys
+        r"|\bsk_(?:live|test)_[A-Za-z0-9]{16,}", // Stripe keys
+        r"|\bxox[abposr]-[A-Za-z0-9-]{10,}", // Slack tokens
+        r"|\bAIza[0-9A-Za-z_-]{35}\b",  // Google API keys
         r"|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", // JWTs
     ))
 });
 /// A password written out after its label: `password: Hunter2!`, `pwd=…`, `Passwort ist …`.
 static PASSWORD: Pattern = Pattern::new(|| {
-    regex(
-        r#"(?i)(?:passw(?:or)?d|pwd|passwort|kennwort|mot de passe|contraseña|mdp|secret|community|token|api[_-]?key)["']?\s*(?:is|was|ist|war|est|es|era|=|:)?\s*["'`]?([^\s"'`,;]{6,64})"#,
-    )
+    regex(concat!(
+        r#"(?i)(?:(?:passw(?:or)?d|pwd|passwort|kennwort|mot de passe|contraseña|mdp)["']?\s*(?:is|was|ist|war|est|es|era|=|:)?"#,
+        r#"|(?:secret|community|token|api[_-]?key)["']?\s*(?:=|:))\s*["'`]?([^\s"'`,;]{6,64})"#,
+    ))
 });
 static EMAIL: Pattern = Pattern::new(|| {
     regex(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b")
@@ -44,13 +47,17 @@ pub(super) fn find(scan: &mut Scan) {
         (PiiKind::Iban, &IBAN, is_iban),
         (PiiKind::PaymentCard, &CARD, is_payment_card),
         (PiiKind::UsSsn, &SSN, is_ssn),
-        (PiiKind::IpAddress, &IPV4, |s| s.parse::<Ipv4Addr>().is_ok()),
+        (PiiKind::IpAddress, &IPV4, |s| {
+            s.parse::<Ipv4Addr>().is_ok_and(|ip| !ip.is_unspecified())
+        }),
         (PiiKind::IpAddress, &IPV6, is_ipv6),
     ];
     for (kind, pattern, confirm) in checks {
         for found in pattern.find_iter(scan.text) {
             let span = found.range();
-            if !scan.is_free(&span) {
+            if !scan.is_free(&span)
+                || kind == PiiKind::IpAddress && after_a_version_label(scan, &span)
+            {
                 continue;
             }
             if confirm(found.as_str()) {
@@ -62,6 +69,34 @@ pub(super) fn find(scan: &mut Scan) {
                 // digit ends in a phone-like digit run.
                 scan.claim(span);
             }
+        }
+    }
+    for found in ASSIGNED_KEY.captures_iter(scan.text) {
+        let value = found.get(1).expect("the pattern has a group");
+        let v = value.as_str();
+        let random = v.chars().any(|c| c.is_ascii_digit())
+            && v.chars().any(|c| c.is_ascii_alphabetic())
+            && !v.contains("YOUR")
+            && !v.to_ascii_lowercase().contains("example");
+        if random {
+            scan.add(PiiKind::Secret, value.range());
+        }
+    }
+    for found in PASSWORD_NEAR.captures_iter(scan.text) {
+        let value = found.get(1).expect("the pattern has a group");
+        let trimmed = value
+            .as_str()
+            .trim_end_matches(['.', ',', '!', '?', ':', ';']);
+        let strong = trimmed.len() >= 8
+            && trimmed.chars().any(|c| c.is_ascii_digit())
+            && trimmed.chars().any(|c| c.is_ascii_uppercase())
+            && trimmed.chars().any(|c| c.is_ascii_lowercase())
+            && !trimmed.contains('.');
+        if strong && is_password(trimmed) {
+            scan.add(
+                PiiKind::Secret,
+                value.start()..value.start() + trimmed.len(),
+            );
         }
     }
     for found in PASSWORD.captures_iter(scan.text) {
@@ -84,8 +119,28 @@ fn grouped_by_four(candidate: &str) -> bool {
     candidate.split([' ', '-']).all(|group| group.len() >= 4)
 }
 
-/// A written-out password mixes kinds of characters; a placeholder or a plain word does not.
+/// A long random-looking value assigned to a variable named like a key:
+/// `aws_secret_access_key = wJ8r…`, `OPENWEATHER_KEY = 'a4f7…'`.
+static ASSIGNED_KEY: Pattern = Pattern::new(|| {
+    regex(r#"(?i)\b\w*(?:key|secret|token)\w*["']?\s*[:=]\s*["']?([A-Za-z0-9+/_-]{16,}={0,2})"#)
+});
+/// A password written near its label: `my password (Sandyford#2026 lol)`.
+static PASSWORD_NEAR: Pattern = Pattern::new(|| {
+    regex(
+        r#"(?i)\b(?:password|passwort|pw|pwd|contraseña|mot de passe|kennwort)\b[^\n]{0,60}?[\s(:"'`]([^\s"'`,;()]{8,64})"#,
+    )
+});
+
+/// A written-out password mixes kinds of characters; a placeholder, a plain word or code
+/// (`token.clone()`, `os.environ[`) does not.
 fn is_password(value: &str) -> bool {
+    let code = value.contains(['(', ')', '[', ']', '{', '}', '<', '>'])
+        || value.starts_with(['_', '.', '&', '$', '%'])
+        || value.contains("environ")
+        || value.contains("process.env");
+    if code {
+        return false;
+    }
     let kinds = [
         value.chars().any(|c| c.is_ascii_lowercase()),
         value.chars().any(|c| c.is_ascii_uppercase()),
@@ -95,6 +150,16 @@ fn is_password(value: &str) -> bool {
     let placeholder = value.contains("***") || value.to_ascii_uppercase() == value;
     let letters_and_more = (kinds[0] || kinds[1]) && (kinds[2] || kinds[3]);
     kinds.iter().filter(|k| **k).count() >= 2 && letters_and_more && !placeholder
+}
+
+/// `firmware 8.10.130.0`, `version 4.32.0.0`: a version written like an IPv4 address.
+fn after_a_version_label(scan: &Scan, span: &std::ops::Range<usize>) -> bool {
+    static LABEL: Pattern = Pattern::new(|| {
+        regex(
+            r"(?i)\b(?:firmware|version|build|release|driver|v)\s*(?:is|:|=|now|to)?\s*\(?(?:now\s*)?$",
+        )
+    });
+    LABEL.is_match(scan.before(span.start, 32))
 }
 
 pub(super) fn digits(s: &str) -> Vec<u32> {

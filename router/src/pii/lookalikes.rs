@@ -26,15 +26,18 @@ static LOOKALIKES: Pattern = Pattern::new(|| {
         r"build|version|release|error|code|req|request|chg|change|quote|contract|project|room|",
         r"bestellung|rechnung|auftrag|commande|facture|pedido|factura|albarán)",
         r"(?:\s?(?:no\.?|nr\.?|n°|nº|number|num|#|id))?\s?[:#]?\s?[A-Z]{0,5}[-/]?\d[\d/-]*)",
-        // Identifiers with a letter prefix: INC0012345, PO-2026-00417, ORA-01017, KB5031356.
-        r"|\b[A-Z]{2,6}-?\d{3,}(?:-\d+)*\b",
     ))
 });
 
-/// `06.71.28.45.93`: a French phone number written with dots, not a version.
+/// `06.71.28.45.93`, `512.555.0199`: a phone number written with dots, not a version (whose
+/// groups are short: `10.0.19045.3693`, `2.14.3`).
 fn is_dotted_phone(candidate: &str) -> bool {
     let groups: Vec<&str> = candidate.split('.').collect();
-    candidate.starts_with('0') && groups.len() == 5 && groups.iter().all(|g| g.len() == 2)
+    let digits: usize = groups.iter().map(|g| g.len()).sum();
+    groups
+        .iter()
+        .all(|g| g.len() >= 2 && g.bytes().all(|b| b.is_ascii_digit()))
+        && digits >= 9
 }
 
 /// `06.71.28`: three numbers that cannot be a day, a month and a year.

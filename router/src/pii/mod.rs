@@ -92,22 +92,22 @@ impl PiiKind {
         PiiKind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
-    /// What redaction puts in place of a finding.
+    /// What redaction puts in place of a finding: its kind in capitals and brackets.
     pub fn placeholder(self) -> &'static str {
         match self {
             PiiKind::Email => "[EMAIL]",
             PiiKind::Phone => "[PHONE]",
             PiiKind::Iban => "[IBAN]",
-            PiiKind::PaymentCard => "[CARD]",
-            PiiKind::UsSsn => "[SSN]",
-            PiiKind::IpAddress => "[IP]",
+            PiiKind::PaymentCard => "[PAYMENT_CARD]",
+            PiiKind::UsSsn => "[US_SSN]",
+            PiiKind::IpAddress => "[IP_ADDRESS]",
             PiiKind::Secret => "[SECRET]",
-            PiiKind::Person => "[NAME]",
-            PiiKind::PersonalId => "[ID]",
+            PiiKind::Person => "[PERSON]",
+            PiiKind::PersonalId => "[PERSONAL_ID]",
             PiiKind::NationalId => "[NATIONAL_ID]",
             PiiKind::Address => "[ADDRESS]",
             PiiKind::DateOfBirth => "[DATE_OF_BIRTH]",
-            PiiKind::SpecialCategory => "[SENSITIVE]",
+            PiiKind::SpecialCategory => "[SPECIAL_CATEGORY]",
         }
     }
 }

@@ -339,6 +339,8 @@ const PUBLIC_FIGURES: &[&str] = &[
     "Chopin",
     "Tesla",
     "Buffet",
+    "Schuman",
+    "Monnet",
 ];
 /// Public figures whose surnames are common ones.
 const PUBLIC_FULL_NAMES: &[&str] = &[
@@ -442,6 +444,11 @@ const NOT_PEOPLE: &[&str] = &[
     "Bosch",
     "Philips",
     "Ferrari",
+    // Months and places written like names.
+    "Jan",
+    "Carlo",
+    "Lloyd",
+    "Lloyds",
 ];
 
 const NAME_WORD: &str = r"\p{Lu}['’]?\p{Lu}?\p{Ll}+(?:\p{Lu}\p{Ll}+)?(?:-\p{Lu}\p{Ll}+)*";
@@ -552,6 +559,21 @@ pub(super) fn find(scan: &mut Scan) {
     }
     beside_personal_data(scan);
     given_names_in_passing(scan);
+    identifiers_beside_names(scan);
+}
+
+/// A company-style identifier (`VM-118204`, `E-31877`) right beside a person's name is that
+/// person's number (`Noor Benali, VM-118204`).
+fn identifiers_beside_names(scan: &mut Scan) {
+    static IDENTIFIER: Pattern = Pattern::new(|| regex(r"\b[A-Z]{1,4}-?\d{4,8}\b"));
+    let candidates: Vec<Range<usize>> = IDENTIFIER
+        .find_iter(scan.text)
+        .map(|m| m.range())
+        .filter(|span| scan.has_finding_near(span, 24, &[PiiKind::Person]))
+        .collect();
+    for span in candidates {
+        scan.add(PiiKind::PersonalId, span);
+    }
 }
 
 fn is_not_a_surname(word: &str) -> bool {

@@ -67,8 +67,14 @@ fn is_phone(candidate: &str, cued: bool) -> bool {
     let local =
         count == 7 && candidate.len() == 8 && matches!(candidate.as_bytes()[3], b'-' | b'.');
     let trunk = candidate.starts_with('0') && (9..=12).contains(&count);
+    // A national number with its trunk 0 written without separators: `0839214470`.
+    let plain_national = candidate.starts_with('0')
+        && !candidate.starts_with("00")
+        && (10..=11).contains(&count)
+        && count == candidate.len();
     // Spanish and other 9-digit plans, written in three or more groups (`976 48 12 07`).
     let grouped_nine = count == 9 && candidate.split([' ', '.', '-']).count() >= 3;
-    (separated && ((10..=11).contains(&count) || trunk || local || grouped_nine))
+    plain_national
+        || (separated && ((10..=11).contains(&count) || trunk || local || grouped_nine))
         || (cued && (7..=15).contains(&count))
 }

@@ -67,6 +67,17 @@ fn numbers_in_logs_and_business_text_are_not_phones_or_ids() {
 }
 
 #[test]
+fn every_kind_has_its_own_name_and_placeholder() {
+    for kind in PiiKind::ALL {
+        assert_eq!(PiiKind::parse(kind.as_str()), Some(kind));
+        assert_eq!(
+            kind.placeholder(),
+            format!("[{}]", kind.as_str().to_uppercase())
+        );
+    }
+}
+
+#[test]
 fn phone_formats_are_found() {
     for phone in [
         "(415) 555-2671",
@@ -211,7 +222,7 @@ fn redaction_replaces_each_finding() {
     let text = "Write to bob@corp.example, card 5555 5555 5555 4444, for Maria Keller.";
     assert_eq!(
         redact(text, &scan(text)),
-        "Write to [EMAIL], card [CARD], for [NAME]."
+        "Write to [EMAIL], card [PAYMENT_CARD], for [PERSON]."
     );
 }
 
