@@ -126,7 +126,7 @@ async fn easy_requests_stay_local_and_hard_ones_escalate_with_their_costs() {
     assert_eq!(header(&hard, "x-switchboard-domain"), "coding");
     let reason = header(&hard, "x-switchboard-reason");
     assert!(
-        reason.starts_with("complexity 0.9") && reason.ends_with(">= 0.70"),
+        reason.starts_with("complexity 0.") && reason.ends_with(">= 0.70"),
         "{reason}"
     );
     // Answered by the reference model itself: it costs what it would have, and saves nothing.
@@ -198,10 +198,16 @@ async fn private_data_stays_local_or_leaves_redacted() {
     assert_eq!(anthropic.stats().requests, 0, "nothing private left");
     drop(gateway);
 
-    let (gateway, _openai, anthropic) = routed_gateway("redact", 4).await;
+    let (gateway, openai, anthropic) = routed_gateway("redact", 4).await;
     let response = gateway.chat(ACME_KEY, &auto(&text)).send().await.unwrap();
     assert_eq!(header(&response, "x-switchboard-route"), "remote");
-    let received = anthropic.received();
+    // Whichever remote tier the complexity picked received it, redacted.
+    let received: Vec<_> = anthropic
+        .received()
+        .into_iter()
+        .chain(openai.received())
+        .collect();
+    assert_eq!(received.len(), 1);
     let sent = received[0].body["messages"][0]["content"].to_string();
     assert!(sent.contains("Send it to [EMAIL] when done."), "{sent}");
     assert!(!sent.contains("jane.doe"), "{sent}");

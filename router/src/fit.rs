@@ -63,8 +63,15 @@ struct Linear {
 }
 
 /// Fits weights to `rows` (already standardised) by minimising the weighted mean cross-entropy
-/// plus the L2 penalty.
-fn fit(rows: &[Vec<f32>], targets: &Targets, row_weights: &[f32], settings: Settings) -> Linear {
+/// plus the L2 penalty. `offsets`, when given, are added to each row's logits and held fixed:
+/// the fit learns what another model's logits miss.
+fn fit(
+    rows: &[Vec<f32>],
+    targets: &Targets,
+    row_weights: &[f32],
+    offsets: Option<&[Vec<f32>]>,
+    settings: Settings,
+) -> Linear {
     let width = rows.first().map_or(0, Vec::len);
     let outputs = targets.outputs();
     let mut model = Linear {
@@ -87,7 +94,8 @@ fn fit(rows: &[Vec<f32>], targets: &Targets, row_weights: &[f32], settings: Sett
             for &row in batch {
                 let x = &rows[row];
                 for (k, logit) in logits.iter_mut().enumerate() {
-                    *logit = dot(&model.weights[k], x) + model.biases[k];
+                    let offset = offsets.map_or(0.0, |o| o[row][k]);
+                    *logit = dot(&model.weights[k], x) + model.biases[k] + offset;
                 }
                 targets.gradient(row, &logits, &mut delta);
                 let scale = row_weights[row] / mean_weight / batch.len() as f32;
@@ -124,7 +132,24 @@ pub fn fit_logistic(
     row_weights: &[f32],
     settings: Settings,
 ) -> Logistic {
-    let mut model = fit(rows, &Targets::Binary(labels), row_weights, settings);
+    fit_logistic_over(rows, labels, row_weights, None, settings)
+}
+
+/// Logistic regression whose logits add to fixed `offsets` (one per row).
+pub fn fit_logistic_over(
+    rows: &[Vec<f32>],
+    labels: &[f32],
+    row_weights: &[f32],
+    offsets: Option<&[Vec<f32>]>,
+    settings: Settings,
+) -> Logistic {
+    let mut model = fit(
+        rows,
+        &Targets::Binary(labels),
+        row_weights,
+        offsets,
+        settings,
+    );
     Logistic {
         weights: model.weights.pop().unwrap_or_default(),
         bias: model.biases.pop().unwrap_or_default(),
@@ -138,11 +163,23 @@ pub fn fit_softmax(
     row_weights: &[f32],
     settings: Settings,
 ) -> Softmax {
+    fit_softmax_over(rows, labels, classes, row_weights, None, settings)
+}
+
+/// Softmax regression whose logits add to fixed `offsets` (one row of class logits per row).
+pub fn fit_softmax_over(
+    rows: &[Vec<f32>],
+    labels: &[usize],
+    classes: &[&str],
+    row_weights: &[f32],
+    offsets: Option<&[Vec<f32>]>,
+    settings: Settings,
+) -> Softmax {
     let targets = Targets::Classes {
         labels,
         classes: classes.len(),
     };
-    let model = fit(rows, &targets, row_weights, settings);
+    let model = fit(rows, &targets, row_weights, offsets, settings);
     Softmax {
         classes: classes.iter().map(|c| (*c).to_owned()).collect(),
         weights: model.weights,

@@ -9,8 +9,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::conversation::Turn;
+use crate::conversation::{Turn, routing_text};
 use crate::features;
+use crate::lexical::{self, Lexical};
 
 /// The heads trained on the public data sets, shipped with the binary.
 pub const DEFAULT: &str = include_str!("../heads/heads.json");
@@ -38,6 +39,9 @@ pub struct Heads {
     /// How the complexity head's logit and the topic prior's are mixed.
     pub blend: Blend,
     pub domain: Softmax,
+    /// The words' terms of both heads (absent in heads made before them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<Lexical>,
     /// Difficulty by topic, read as one more input of the heads.
     pub topics: Vec<TopicPrior>,
     /// Typical training examples per domain, to explain a request's scores by its neighbours.
@@ -199,6 +203,13 @@ impl Heads {
         {
             return invalid("the domain weights do not match the classes and the input width");
         }
+        if self
+            .lexical
+            .as_ref()
+            .is_some_and(|l| !l.is_valid(domain.classes.len()))
+        {
+            return invalid("the word weights do not match the buckets and the classes");
+        }
         Ok(())
     }
 
@@ -206,10 +217,21 @@ impl Heads {
     pub fn predict(&self, embedding: &[f32], turns: &[Turn]) -> Prediction {
         let mut x = raw_input(&self.topics, embedding, turns);
         self.standardizer.apply(&mut x);
-        let head = dot(&self.complexity.weights, &x) + self.complexity.bias;
+        let mut head = dot(&self.complexity.weights, &x) + self.complexity.bias;
+        let mut domain_logits = self.domain.logits(&x);
+        let topics = topic_match(&self.topics, embedding);
+        if let Some(lexical) = &self.lexical {
+            let words = lexical::words(&routing_text(turns));
+            // Words learnt from chat say nothing of exam questions: where the blend hands a
+            // request to the topic prior, they fade out with the same gate.
+            head += (1.0 - self.blend.gate(topics)) * lexical.complexity_logit(&words);
+            for (logit, term) in domain_logits.iter_mut().zip(lexical.domain_logits(&words)) {
+                *logit += term;
+            }
+        }
         Prediction {
-            complexity: self.blend.apply(head, topic_match(&self.topics, embedding)),
-            domains: self.domain.probabilities(&x),
+            complexity: self.blend.apply(head, topics),
+            domains: softmax(&domain_logits),
         }
     }
 }
@@ -249,6 +271,11 @@ impl Blend {
         scale: 1.0,
         offset: 0.0,
     };
+
+    /// How far the request is handed to the topic prior: 0 far from every topic, 1 near one.
+    pub fn gate(self, topics: TopicMatch) -> f32 {
+        sigmoid(GATE_STEEPNESS * (topics.nearness - self.gate_center))
+    }
 
     /// The blended logit, before calibration.
     pub fn logit(self, head_logit: f32, topics: TopicMatch) -> f32 {
@@ -345,13 +372,15 @@ pub struct Softmax {
 impl Softmax {
     /// One probability per class, in the order of `classes`.
     pub fn probabilities(&self, x: &[f32]) -> Vec<f32> {
-        let logits: Vec<f32> = self
-            .weights
+        softmax(&self.logits(x))
+    }
+
+    pub fn logits(&self, x: &[f32]) -> Vec<f32> {
+        self.weights
             .iter()
             .zip(&self.biases)
             .map(|(w, b)| dot(w, x) + b)
-            .collect();
-        softmax(&logits)
+            .collect()
     }
 }
 

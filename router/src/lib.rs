@@ -4,8 +4,8 @@
 //! - what it reads: [`conversation`] (the routing text), [`features`] (cheap text features),
 //!   [`embedder`] (all-MiniLM-L6-v2 on our own BERT forward pass, [`encoder`]; micro-batched by
 //!   [`batcher`], repeats served by [`recent`]), [`pii`], [`language`];
-//! - what it decides with: [`heads`] (trained complexity and domain heads) and [`domain`]
-//!   (custom domains by example);
+//! - what it decides with: [`heads`] (trained complexity and domain heads, over the embedding
+//!   and the words, [`lexical`]) and [`domain`] (custom domains by example);
 //! - how the heads are made and judged: [`dataset`], [`enterprise`] (the development set written
 //!   like employees' chat), [`labelling`] (labels for your own local model), [`fit`], [`topics`] (the MMLU topic regions of the complexity prior),
 //!   [`training`], [`evaluation`], [`pii_benchmark`].
@@ -24,6 +24,7 @@ pub mod fit;
 pub mod heads;
 pub mod labelling;
 pub mod language;
+pub mod lexical;
 pub mod pii;
 pub mod pii_benchmark;
 pub mod recent;

@@ -17,6 +17,7 @@ use crate::heads::{
     Blend, Exemplar, FORMAT, Heads, Logistic, QuantizedVector, Softmax, Standardizer, TopicMatch,
     raw_input, topic_match,
 };
+use crate::lexical::{self, Lexical};
 use crate::topics::fit_topics;
 
 /// Texts per forward pass while embedding a data set.
@@ -173,6 +174,7 @@ pub fn train(
         .collect();
     let domain: Softmax = fit::fit_softmax(&rows, &labels, &DEFAULT_DOMAINS, &weights, settings);
 
+    let lexical = fit_lexical(examples, &inputs, &training, &complexity, &domain, settings);
     let exemplars = exemplars(examples, embeddings, &inputs, &with_domain, &domain);
     let mut sources: Vec<(String, usize)> = Vec::new();
     for &i in &training {
@@ -202,10 +204,79 @@ pub fn train(
         complexity,
         blend,
         domain,
+        lexical: Some(lexical),
         topics,
         exemplars,
         provenance,
     })
+}
+
+/// The words' terms of both heads, fitted on the training messages written as users write (the
+/// enterprise set and the hand-written requests) with the embedding heads' logits held fixed.
+fn fit_lexical(
+    examples: &[Example],
+    inputs: &[Vec<f32>],
+    training: &[usize],
+    complexity: &Logistic,
+    domain: &Softmax,
+    settings: Settings,
+) -> Lexical {
+    let rows: Vec<usize> = training
+        .iter()
+        .copied()
+        .filter(|&i| {
+            examples[i].source.starts_with("enterprise/")
+                || examples[i].source.starts_with("written/")
+        })
+        .collect();
+    let words: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|&i| lexical::dense(&lexical::words(&routing_text(&examples[i].turns))))
+        .collect();
+    let hard: Vec<f32> = rows
+        .iter()
+        .map(|&i| f32::from(u8::from(examples[i].hard)))
+        .collect();
+    let ones = vec![1.0; rows.len()];
+    let head_logits: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|&i| vec![crate::heads::dot(&complexity.weights, &inputs[i]) + complexity.bias])
+        .collect();
+    let complexity_words =
+        fit::fit_logistic_over(&words, &hard, &ones, Some(&head_logits), settings).weights;
+
+    let labelled: Vec<(usize, usize)> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(r, &i)| {
+            Some((
+                r,
+                DEFAULT_DOMAINS
+                    .iter()
+                    .position(|d| Some(*d) == examples[i].domain)?,
+            ))
+        })
+        .collect();
+    let domain_rows: Vec<Vec<f32>> = labelled.iter().map(|&(r, _)| words[r].clone()).collect();
+    let labels: Vec<usize> = labelled.iter().map(|&(_, l)| l).collect();
+    let domain_logits: Vec<Vec<f32>> = labelled
+        .iter()
+        .map(|&(r, _)| domain.logits(&inputs[rows[r]]))
+        .collect();
+    let weights = balanced_weights(&labels, DEFAULT_DOMAINS.len());
+    let domain_words = fit::fit_softmax_over(
+        &domain_rows,
+        &labels,
+        &DEFAULT_DOMAINS,
+        &weights,
+        Some(&domain_logits),
+        settings,
+    )
+    .weights;
+    Lexical {
+        complexity: complexity_words,
+        domain: domain_words,
+    }
 }
 
 /// A logistic head for `hard` over `inputs`, fitted on the examples `rows`.
