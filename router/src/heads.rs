@@ -39,9 +39,10 @@ pub struct Heads {
     /// How the complexity head's logit and the topic prior's are mixed.
     pub blend: Blend,
     pub domain: Softmax,
-    /// The words' terms of both heads (absent in heads made before them).
+    /// What messages written as users write teach beyond the public data sets (absent in heads
+    /// made before them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lexical: Option<Lexical>,
+    pub chat: Option<ChatTerms>,
     /// Difficulty by topic, read as one more input of the heads.
     pub topics: Vec<TopicPrior>,
     /// Typical training examples per domain, to explain a request's scores by its neighbours.
@@ -203,12 +204,12 @@ impl Heads {
         {
             return invalid("the domain weights do not match the classes and the input width");
         }
-        if self
-            .lexical
-            .as_ref()
-            .is_some_and(|l| !l.is_valid(domain.classes.len()))
-        {
-            return invalid("the word weights do not match the buckets and the classes");
+        if self.chat.as_ref().is_some_and(|c| {
+            c.complexity.weights.len() != width || !c.words.is_valid(domain.classes.len())
+        }) {
+            return invalid(
+                "the chat terms do not match the input width, the buckets and the classes",
+            );
         }
         Ok(())
     }
@@ -217,23 +218,41 @@ impl Heads {
     pub fn predict(&self, embedding: &[f32], turns: &[Turn]) -> Prediction {
         let mut x = raw_input(&self.topics, embedding, turns);
         self.standardizer.apply(&mut x);
-        let mut head = dot(&self.complexity.weights, &x) + self.complexity.bias;
-        let mut domain_logits = self.domain.logits(&x);
+        let head = dot(&self.complexity.weights, &x) + self.complexity.bias;
         let topics = topic_match(&self.topics, embedding);
-        if let Some(lexical) = &self.lexical {
+        let mut complexity = self.blend.calibrated_logit(head, topics);
+        let mut domain_logits = self.domain.logits(&x);
+        if let Some(chat) = &self.chat {
             let words = lexical::words(&routing_text(turns));
-            // Words learnt from chat say nothing of exam questions: where the blend hands a
-            // request to the topic prior, they fade out with the same gate.
-            head += (1.0 - self.blend.gate(topics)) * lexical.complexity_logit(&words);
-            for (logit, term) in domain_logits.iter_mut().zip(lexical.domain_logits(&words)) {
+            let correction = dot(&chat.complexity.weights, &x)
+                + chat.complexity.bias
+                + chat.words.complexity_logit(&words);
+            // Learnt from chat messages, it says nothing of exam questions: where the blend
+            // hands a request to the topic prior, it fades out with the same gate.
+            complexity += (1.0 - self.blend.gate(topics)) * correction;
+            for (logit, term) in domain_logits
+                .iter_mut()
+                .zip(chat.words.domain_logits(&words))
+            {
                 *logit += term;
             }
         }
         Prediction {
-            complexity: self.blend.apply(head, topics),
+            complexity: sigmoid(complexity),
             domains: softmax(&domain_logits),
         }
     }
+}
+
+/// What the messages written as users write (the enterprise set, the hand-written requests)
+/// teach beyond the public data sets, fitted on them with the other heads' logits held fixed:
+/// a correction of the complexity logit over the same input as the heads and over the words,
+/// and the words' terms of the domain logits. The complexity head itself stays fitted on the
+/// public sets, so that its blend with the topic prior keeps MMLU's cost–quality curve.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatTerms {
+    pub complexity: Logistic,
+    pub words: Lexical,
 }
 
 /// complexity = σ(scale · max(head_logit, prior_offset + prior_weight · prior + ln g) + offset),
@@ -283,8 +302,13 @@ impl Blend {
         head_logit.max(self.prior_offset + self.prior_weight * topics.prior + log_gate)
     }
 
+    /// The blended logit, calibrated.
+    pub fn calibrated_logit(self, head_logit: f32, topics: TopicMatch) -> f32 {
+        self.scale * self.logit(head_logit, topics) + self.offset
+    }
+
     pub fn apply(self, head_logit: f32, topics: TopicMatch) -> f32 {
-        sigmoid(self.scale * self.logit(head_logit, topics) + self.offset)
+        sigmoid(self.calibrated_logit(head_logit, topics))
     }
 }
 

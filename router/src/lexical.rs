@@ -5,9 +5,8 @@
 //! misses. Measured across the enterprise set's writers (trained without one writer's file,
 //! scored on it): domain accuracy 0.83 → 0.89, complexity AUROC 0.956 → 0.969.
 //!
-//! The term is fitted after the embedding heads, on the messages written as users write (the
-//! enterprise set and the hand-written requests), with the embedding heads' logits held fixed,
-//! so that it learns only what they miss.
+//! The terms are part of the heads' [`ChatTerms`](crate::heads::ChatTerms), fitted on the
+//! messages written as users write with the other logits held fixed.
 
 use serde::{Deserialize, Serialize};
 

@@ -14,8 +14,8 @@ use crate::embedder::{Embed, EmbedderError};
 use crate::evaluation::{CostQuality, auroc, everyday_or_hard};
 use crate::fit::{self, Settings, balanced_weights};
 use crate::heads::{
-    Blend, Exemplar, FORMAT, Heads, Logistic, QuantizedVector, Softmax, Standardizer, TopicMatch,
-    raw_input, topic_match,
+    Blend, ChatTerms, Exemplar, FORMAT, Heads, Logistic, QuantizedVector, Softmax, Standardizer,
+    TopicMatch, raw_input, topic_match,
 };
 use crate::lexical::{self, Lexical};
 use crate::topics::fit_topics;
@@ -152,8 +152,15 @@ pub fn train(
         })
         .collect();
 
-    let complexity = fit_complexity(examples, &inputs, &training, settings);
-    let blend = choose_blend(examples, &inputs, embeddings, &training, settings);
+    // The complexity head and its blend learn from the public sets (and the hand-written
+    // requests); what chat messages add is fitted after them (`fit_chat_terms`).
+    let public: Vec<usize> = training
+        .iter()
+        .copied()
+        .filter(|&i| !is_chat(&examples[i]) || examples[i].source.starts_with("written/"))
+        .collect();
+    let complexity = fit_complexity(examples, &inputs, &public, settings);
+    let blend = choose_blend(examples, &inputs, embeddings, &public, settings);
 
     let with_domain: Vec<(usize, usize)> = training
         .iter()
@@ -174,7 +181,20 @@ pub fn train(
         .collect();
     let domain: Softmax = fit::fit_softmax(&rows, &labels, &DEFAULT_DOMAINS, &weights, settings);
 
-    let lexical = fit_lexical(examples, &inputs, &training, &complexity, &domain, settings);
+    let heads_so_far = FittedHeads {
+        complexity: &complexity,
+        blend,
+        topics: &topics,
+        domain: &domain,
+    };
+    let chat = fit_chat_terms(
+        examples,
+        &inputs,
+        embeddings,
+        &training,
+        &heads_so_far,
+        settings,
+    );
     let exemplars = exemplars(examples, embeddings, &inputs, &with_domain, &domain);
     let mut sources: Vec<(String, usize)> = Vec::new();
     for &i in &training {
@@ -204,78 +224,103 @@ pub fn train(
         complexity,
         blend,
         domain,
-        lexical: Some(lexical),
+        chat: Some(chat),
         topics,
         exemplars,
         provenance,
     })
 }
 
-/// The words' terms of both heads, fitted on the training messages written as users write (the
-/// enterprise set and the hand-written requests) with the embedding heads' logits held fixed.
-fn fit_lexical(
+/// Whether an example is worded as users write: the enterprise set and the hand-written
+/// requests.
+fn is_chat(example: &Example) -> bool {
+    example.source.starts_with("enterprise/") || example.source.starts_with("written/")
+}
+
+/// The heads fitted before the chat terms.
+struct FittedHeads<'a> {
+    complexity: &'a Logistic,
+    blend: Blend,
+    topics: &'a [crate::heads::TopicPrior],
+    domain: &'a Softmax,
+}
+
+/// The chat terms, fitted on the training messages written as users write with the fitted
+/// heads' (calibrated) logits held fixed.
+fn fit_chat_terms(
     examples: &[Example],
     inputs: &[Vec<f32>],
+    embeddings: &[Vec<f32>],
     training: &[usize],
-    complexity: &Logistic,
-    domain: &Softmax,
+    heads: &FittedHeads,
     settings: Settings,
-) -> Lexical {
+) -> ChatTerms {
+    // The public sets' everyday and hard examples too (not MMLU's exam questions, which the
+    // gate hands to the topic prior), each at its weight, so that the correction keeps them apart.
     let rows: Vec<usize> = training
         .iter()
         .copied()
-        .filter(|&i| {
-            examples[i].source.starts_with("enterprise/")
-                || examples[i].source.starts_with("written/")
-        })
+        .filter(|&i| examples[i].outcome.is_none())
         .collect();
     let words: Vec<Vec<f32>> = rows
         .iter()
         .map(|&i| lexical::dense(&lexical::words(&routing_text(&examples[i].turns))))
         .collect();
+
+    let width = inputs.first().map_or(0, Vec::len);
+    let both: Vec<Vec<f32>> = rows
+        .iter()
+        .zip(&words)
+        .map(|(&i, w)| inputs[i].iter().chain(w).copied().collect())
+        .collect();
     let hard: Vec<f32> = rows
         .iter()
         .map(|&i| f32::from(u8::from(examples[i].hard)))
         .collect();
-    let ones = vec![1.0; rows.len()];
-    let head_logits: Vec<Vec<f32>> = rows
+    let weights: Vec<f32> = rows.iter().map(|&i| examples[i].weight).collect();
+    let calibrated: Vec<Vec<f32>> = rows
         .iter()
-        .map(|&i| vec![crate::heads::dot(&complexity.weights, &inputs[i]) + complexity.bias])
+        .map(|&i| {
+            let head =
+                crate::heads::dot(&heads.complexity.weights, &inputs[i]) + heads.complexity.bias;
+            let topics = topic_match(heads.topics, &embeddings[i]);
+            vec![heads.blend.calibrated_logit(head, topics)]
+        })
         .collect();
-    let complexity_words =
-        fit::fit_logistic_over(&words, &hard, &ones, Some(&head_logits), settings).weights;
+    let mut correction =
+        fit::fit_logistic_over(&both, &hard, &weights, Some(&calibrated), settings);
+    let complexity_words = correction.weights.split_off(width);
 
     let labelled: Vec<(usize, usize)> = rows
         .iter()
         .enumerate()
+        .filter(|&(_, &i)| is_chat(&examples[i]))
         .filter_map(|(r, &i)| {
-            Some((
-                r,
-                DEFAULT_DOMAINS
-                    .iter()
-                    .position(|d| Some(*d) == examples[i].domain)?,
-            ))
+            let domain = examples[i].domain?;
+            Some((r, DEFAULT_DOMAINS.iter().position(|d| *d == domain)?))
         })
         .collect();
     let domain_rows: Vec<Vec<f32>> = labelled.iter().map(|&(r, _)| words[r].clone()).collect();
     let labels: Vec<usize> = labelled.iter().map(|&(_, l)| l).collect();
     let domain_logits: Vec<Vec<f32>> = labelled
         .iter()
-        .map(|&(r, _)| domain.logits(&inputs[rows[r]]))
+        .map(|&(r, _)| heads.domain.logits(&inputs[rows[r]]))
         .collect();
-    let weights = balanced_weights(&labels, DEFAULT_DOMAINS.len());
     let domain_words = fit::fit_softmax_over(
         &domain_rows,
         &labels,
         &DEFAULT_DOMAINS,
-        &weights,
+        &balanced_weights(&labels, DEFAULT_DOMAINS.len()),
         Some(&domain_logits),
         settings,
     )
     .weights;
-    Lexical {
-        complexity: complexity_words,
-        domain: domain_words,
+    ChatTerms {
+        complexity: correction,
+        words: Lexical {
+            complexity: complexity_words,
+            domain: domain_words,
+        },
     }
 }
 
