@@ -541,7 +541,7 @@ pub(super) fn find(scan: &mut Scan) {
     }
     for found in RELATED.captures_iter(scan.text) {
         let name = found.get(1).expect("the pattern has a group");
-        if let Some(span) = leading_name(scan.text, name.range(), false) {
+        if let Some(span) = leading_name(scan.text, name.range()) {
             scan.add(PiiKind::Person, span);
         }
     }
@@ -656,10 +656,10 @@ fn full_name(text: &str, run: Range<usize>) -> Option<Range<usize>> {
 }
 
 /// A name after a relationship: one word, or two when the second is not a common word.
-fn leading_name(text: &str, span: Range<usize>, given_only: bool) -> Option<Range<usize>> {
+fn leading_name(text: &str, span: Range<usize>) -> Option<Range<usize>> {
     let words = words(text, span);
     let first = &text[words.first()?.clone()];
-    if is_not_a_surname(first) || given_only && !GIVEN.contains(first) {
+    if is_not_a_surname(first) {
         return None;
     }
     match words.get(1) {
