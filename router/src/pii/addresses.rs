@@ -48,12 +48,15 @@ static ADDRESS: Pattern = Pattern::new(|| {
             // German with the street word apart: `Eppendorfer Weg 112`, `Plochinger Str. 41`.
             r"|\b[\p{{Lu}}][\p{{L}}-]+\s(?:Straße|Strasse|Str\.|Weg|Allee|Platz|Gasse|Ring|Damm|Ufer|Chaussee)",
             r"\s+\d{{1,4}}\s?[a-z]?\b{tail}",
+            // German streets named by a preposition: `Am Lindenhof 7`, `An der Alster 12`.
+            r"|\b(?:Am|An der|Auf der|Im|In der|Zum|Zur)\s[\p{{Lu}}][\p{{L}}-]+\s\d{{1,4}}\s?[a-z]?\b{tail}",
             // French: a number, a street word, its name.
             r"|\b\d{{1,4}}(?:\s?(?:bis|ter))?,?\s+(?:(?i:rue|avenue|boulevard|bd|allée|impasse|quai|chemin)",
             r"|Place|Route|Cours|Square)\s+(?:(?:de|du|des|de la|d')\s*)?",
             r"[\p{{L}}'’-]+(?:\s+[\p{{Lu}}][\p{{L}}'’-]+){{0,3}}{tail}",
             // Spanish, Italian, Portuguese: a street word, its name, the number.
-            r"|(?:\b(?i:calle|avenida|avda|paseo|plaza|pza|carrera|camino)|\bC/|\b(?:Via|Viale|Piazza|Corso|Rua|Ronda))",
+            r"|(?:\b(?i:calle|avenida|avda|paseo|plaza|pza|carrera|camino|carrer|passeig|avinguda|pasaje)|\bC/|\bAv\.|",
+            r"\b(?:Via|Viale|Piazza|Corso|Rua|Ronda))",
             r"\.?\s+(?:(?:de|del|de la|dei|della|da|do)\s+)?",
             r"[\p{{L}}'’-]+(?:\s+[\p{{L}}'’-]+){{0,3}},?\s+(?:n[º°o]\.?\s*)?\d{{1,4}}\b{tail}",
             // A US city, its state and ZIP code.

@@ -66,7 +66,7 @@ const MONTHS: &str = concat!(
 static BIRTH_DATE: Pattern = Pattern::new(|| {
     regex(&format!(
         concat!(
-            r"(?i)\b(?:born(?: on| in)?|dob|d\.o\.b\.?|date of birth|birth ?date|birthday|turns \d{{1,3}}|",
+            r"(?i)\b(?:born(?: on| in)?|dob|d\.o\.b\.?|date of birth|birth ?date|birthday|bday|turns \d{{1,3}}|",
             r"geboren(?: am)?|geb\.|geburtsdatum|geburtstag|née? le|né\(e\) le|",
             r"date de naissance|fecha de nacimiento|nacid[oa] el|f\. ?nac\.?)",
             r"[^\d\n]{{0,40}}?",
@@ -102,8 +102,37 @@ pub(super) fn find(scan: &mut Scan) {
         }
     }
     labelled(scan, &BIRTH_DATE, PiiKind::DateOfBirth);
+    corrected_birth_dates(scan);
     labelled(scan, &NATIONAL_ID, PiiKind::NationalId);
     labelled(scan, &PERSONAL_ID, PiiKind::PersonalId);
+}
+
+/// "My date of birth shows 03/11/1988 but it should be 11/03/1988": a date written shortly after
+/// a date of birth, in the same sentence and as its correction, is one too.
+fn corrected_birth_dates(scan: &mut Scan) {
+    static DATE: Pattern =
+        Pattern::new(|| regex(r"\b(?:\d{1,2}[./-]\d{1,2}[./-]\d{4}|\d{4}-\d{2}-\d{2})\b"));
+    static CORRECTION: Pattern = Pattern::new(|| {
+        regex(r"(?i)\b(?:should|actually|correct|instead|but|not|richtig|sollte|debería|devrait)\b")
+    });
+    let births: Vec<usize> = scan
+        .findings
+        .iter()
+        .filter(|f| f.kind == PiiKind::DateOfBirth)
+        .map(|f| f.span.end)
+        .collect();
+    for end in births {
+        let after = scan.after(end, 60);
+        let sentence = after.split(['\n', '.', '?', '!']).next().unwrap_or("");
+        let found: Vec<std::ops::Range<usize>> = DATE
+            .find_iter(sentence)
+            .filter(|m| CORRECTION.is_match(&sentence[..m.start()]))
+            .map(|m| end + m.start()..end + m.end())
+            .collect();
+        for span in found {
+            scan.add(PiiKind::DateOfBirth, span);
+        }
+    }
 }
 
 /// The values that follow their labels.

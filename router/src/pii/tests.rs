@@ -173,6 +173,16 @@ fn identifiers_addresses_and_birth_dates_are_found() {
             "Austin, TX 78701",
         ),
         ("postcode CF10 3AT", PiiKind::Address, "CF10 3AT"),
+        (
+            "neu: Am Lindenhof 7, 45147 Essen",
+            PiiKind::Address,
+            "Am Lindenhof 7, 45147 Essen",
+        ),
+        (
+            "Passeig de Gràcia 43, 08007 Barcelona",
+            PiiKind::Address,
+            "Passeig de Gràcia 43, 08007 Barcelona",
+        ),
     ] {
         assert_eq!(kinds(text), [(kind, value)], "{text}");
     }
@@ -230,4 +240,19 @@ fn redaction_replaces_each_finding() {
 fn findings_do_not_show_the_text_in_debug() {
     let findings = scan("ssn 123-45-6789");
     assert!(!format!("{findings:?}").contains("6789"));
+}
+
+#[test]
+fn a_corrected_birth_date_is_one_too_and_a_later_date_is_not() {
+    assert_eq!(
+        kinds("my date of birth shows 03/11/1988 but it should be 11/03/1988"),
+        [
+            (PiiKind::DateOfBirth, "03/11/1988"),
+            (PiiKind::DateOfBirth, "11/03/1988")
+        ]
+    );
+    assert_eq!(
+        kinds("my son was born 06/14/2009, how old will he be on 12/31/2026?"),
+        [(PiiKind::DateOfBirth, "06/14/2009")]
+    );
 }
