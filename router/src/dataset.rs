@@ -180,15 +180,26 @@ fn cap_per_group<T>(
         .collect()
 }
 
-fn fail(path: &Path, reason: impl ToString) -> DatasetError {
+pub(crate) fn fail(path: &Path, reason: impl ToString) -> DatasetError {
     DatasetError {
         path: path.display().to_string(),
         reason: reason.to_string(),
     }
 }
 
-fn read(path: &Path) -> Result<String, DatasetError> {
+pub(crate) fn read(path: &Path) -> Result<String, DatasetError> {
     std::fs::read_to_string(path).map_err(|e| fail(path, e))
+}
+
+/// The files in `dir` whose name ends in `.extension`, in name order.
+pub(crate) fn files_in(dir: &Path, extension: &str) -> Result<Vec<PathBuf>, DatasetError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| fail(dir, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 fn json_lines<T: for<'de> Deserialize<'de>>(
@@ -232,16 +243,8 @@ fn mmlu(dir: &Path) -> Result<Vec<Example>, DatasetError> {
     let contaminated: Vec<Contaminated> =
         json_lines(&contaminated_path, &read(&contaminated_path)?)?;
 
-    let responses = root.join("mmlu_responses");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&responses)
-        .map_err(|e| fail(&responses, e))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
-        .collect();
-    files.sort();
-
     let mut examples = Vec::new();
-    for path in files {
+    for path in files_in(&root.join("mmlu_responses"), "csv")? {
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())

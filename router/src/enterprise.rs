@@ -13,7 +13,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::conversation::Turn;
-use crate::dataset::{DatasetError, Example, Split, split_of};
+use crate::dataset::{DatasetError, Example, Split, fail, files_in, read, split_of};
 use crate::pii::PiiKind;
 use crate::pii_benchmark::Case;
 
@@ -77,18 +77,8 @@ struct Row {
 
 /// Every message of the `train-*` and `test-*` files in `dir`, files in name order.
 pub fn load(dir: &Path) -> Result<Vec<Message>, DatasetError> {
-    let fail = |path: &Path, reason: String| DatasetError {
-        path: path.display().to_string(),
-        reason,
-    };
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| fail(dir, e.to_string()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    paths.sort();
     let mut messages = Vec::new();
-    for path in paths {
+    for path in files_in(dir, "jsonl")? {
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -98,7 +88,7 @@ pub fn load(dir: &Path) -> Result<Vec<Message>, DatasetError> {
             Some("test") => true,
             _ => continue,
         };
-        let content = std::fs::read_to_string(&path).map_err(|e| fail(&path, e.to_string()))?;
+        let content = read(&path)?;
         for (n, line) in content.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;

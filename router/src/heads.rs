@@ -293,12 +293,16 @@ impl Blend {
 
     /// How far the request is handed to the topic prior: 0 far from every topic, 1 near one.
     pub fn gate(self, topics: TopicMatch) -> f32 {
-        sigmoid(GATE_STEEPNESS * (topics.nearness - self.gate_center))
+        sigmoid(self.gate_logit(topics))
+    }
+
+    fn gate_logit(self, topics: TopicMatch) -> f32 {
+        GATE_STEEPNESS * (topics.nearness - self.gate_center)
     }
 
     /// The blended logit, before calibration.
     pub fn logit(self, head_logit: f32, topics: TopicMatch) -> f32 {
-        let log_gate = log_sigmoid(GATE_STEEPNESS * (topics.nearness - self.gate_center));
+        let log_gate = log_sigmoid(self.gate_logit(topics));
         head_logit.max(self.prior_offset + self.prior_weight * topics.prior + log_gate)
     }
 

@@ -157,7 +157,7 @@ pub fn train(
     let public: Vec<usize> = training
         .iter()
         .copied()
-        .filter(|&i| !is_chat(&examples[i]) || examples[i].source.starts_with("written/"))
+        .filter(|&i| !examples[i].source.starts_with("enterprise/"))
         .collect();
     let complexity = fit_complexity(examples, &inputs, &public, settings);
     let blend = choose_blend(examples, &inputs, embeddings, &public, settings);
@@ -262,16 +262,14 @@ fn fit_chat_terms(
         .copied()
         .filter(|&i| examples[i].outcome.is_none())
         .collect();
-    let words: Vec<Vec<f32>> = rows
-        .iter()
-        .map(|&i| lexical::dense(&lexical::words(&routing_text(&examples[i].turns))))
-        .collect();
-
+    // Each row: the heads' input, then the words' buckets.
     let width = inputs.first().map_or(0, Vec::len);
     let both: Vec<Vec<f32>> = rows
         .iter()
-        .zip(&words)
-        .map(|(&i, w)| inputs[i].iter().chain(w).copied().collect())
+        .map(|&i| {
+            let words = lexical::dense(&lexical::words(&routing_text(&examples[i].turns)));
+            inputs[i].iter().chain(&words).copied().collect()
+        })
         .collect();
     let hard: Vec<f32> = rows
         .iter()
@@ -300,7 +298,10 @@ fn fit_chat_terms(
             Some((r, DEFAULT_DOMAINS.iter().position(|d| *d == domain)?))
         })
         .collect();
-    let domain_rows: Vec<Vec<f32>> = labelled.iter().map(|&(r, _)| words[r].clone()).collect();
+    let domain_rows: Vec<Vec<f32>> = labelled
+        .iter()
+        .map(|&(r, _)| both[r][width..].to_vec())
+        .collect();
     let labels: Vec<usize> = labelled.iter().map(|&(_, l)| l).collect();
     let domain_logits: Vec<Vec<f32>> = labelled
         .iter()

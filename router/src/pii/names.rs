@@ -1,10 +1,11 @@
 //! Names of private individuals, read from their context, since a name alone is just a word: a
 //! known given name followed by a surname (`Maria Keller`, `Jean-Pierre van der Berg`), a title
 //! and a surname (`Mr Okafor`, `Frau Schneider`), a name after a relationship (`my colleague
-//! Priya`, `ma collègue Inès`), a signature at the end of a message, and a given name next to
-//! other data about a person (`Tom's payslip`, a name beside an employee number).
+//! Priya`, `ma collègue Inès`), a signature at the end of a message, a given name's possessive
+//! before data about a person (`Tom's payslip`), and a given name in running text that neither
+//! greets the assistant nor belongs to a public figure, a place or a date.
 //!
-//! Given names come from `router/data/given_names.txt` (about 3,500 from many cultures, none
+//! Given names come from `router/data/given_names.txt` (about 4,000 from many cultures, none
 //! that is also a common word); public figures' surnames and words that follow names without
 //! being surnames (`Maria Team`, `Anna Monday`) are excluded.
 
@@ -557,7 +558,6 @@ pub(super) fn find(scan: &mut Scan) {
             scan.add(PiiKind::Person, name.range());
         }
     }
-    beside_personal_data(scan);
     given_names_in_passing(scan);
     identifiers_beside_names(scan);
 }
@@ -714,31 +714,6 @@ fn signature(scan: &mut Scan) {
         if (given || !single) && !common {
             scan.add(PiiKind::Person, span);
         }
-    }
-}
-
-/// A given name within a few words of data about a person (an ID, a birth date, an address, a
-/// disclosure) is that person's name.
-fn beside_personal_data(scan: &mut Scan) {
-    let personal = [
-        PiiKind::PersonalId,
-        PiiKind::NationalId,
-        PiiKind::DateOfBirth,
-        PiiKind::Address,
-        PiiKind::SpecialCategory,
-        PiiKind::Iban,
-        PiiKind::UsSsn,
-        PiiKind::Phone,
-        PiiKind::Email,
-    ];
-    let candidates: Vec<Range<usize>> = WORD
-        .find_iter(scan.text)
-        .filter(|w| GIVEN.contains(w.as_str()) && !NOT_PEOPLE.contains(&w.as_str()))
-        .map(|w| w.range())
-        .filter(|w| scan.has_finding_near(w, 40, &personal) && names_someone(scan, w))
-        .collect();
-    for span in candidates {
-        scan.add(PiiKind::Person, span);
     }
 }
 
