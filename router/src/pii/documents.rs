@@ -16,7 +16,8 @@ static PERSONAL_ID: Pattern = Pattern::new(|| {
         r"(?i)\b(?:{})\b\.?{FILLER}{VALUE}",
         concat!(
             r"employee|staff|personnel|emp|badge|customer|cust|client|member(?:ship)?|patient|",
-            r"student|payroll|worker|contractor|user ?id|account holder|",
+            r"student|payroll|worker|contractor|user ?id|account holder|traveller id|traveler id|",
+            r"nmls id|cust_no|cust_id|emp_no|emp no|n° étudiant|numéro étudiant|student number|",
             r"policy ?holder|nhs|mrn|gmc|nmc|chart|library card|",
             r"hospital (?:number|no)|medical record|personal (?:number|no|id)|personalnummer|personal-?nr|",
             r"pers\.? ?(?:no|nr|number)|",
@@ -41,8 +42,22 @@ static NATIONAL_ID: Pattern = Pattern::new(|| {
             r"codice fiscale|driving licen[cs]e|driver'?s licen[cs]e|driver licen[cs]e|",
             r"führerschein(?:nummer)?|permis de conduire|permiso de conducir|carnet de conducir|",
             r"aadhaar|bsn|pesel|curp|nss|número de seguridad social|seguridad social|",
-            r"social insurance|social security",
+            r"social insurance|social security|ppsn?|pps (?:number|no)|rut|cdl|rijbewijs|",
+            r"licen[cs]e (?:number|no)|matrícula consular|itin|sin (?:number|no)|nas (?:number|no)|",
+            r"pan (?:number|no|card)|cpf|nric|emirates id|ahv|numéro fiscal|n° fiscal|",
+            r"passport details|identification number",
         ),
+    ))
+});
+/// A national ID's label a few words before a long number: `passport details: G31847265`,
+/// `licence number (MORGA753116SM9IJ)`. The number needs six digits, so that a year or a count
+/// in between (`passport expires in 2027`) is not one.
+static NATIONAL_ID_NEAR: Pattern = Pattern::new(|| {
+    regex(concat!(
+        r"(?i)\b(?:passport|passeport|pasaporte|reisepass|national id|id card|identity card|",
+        r"driving licen[cs]e|driver'?s? licen[cs]e|licen[cs]e number|steuer-?id|tax id|",
+        r"social security|social insurance|national insurance|ppsn|dni|nie|nif)\b",
+        r"[^\d\n.?!]{0,40}?\b([A-Z]{0,5}\d[A-Z0-9]{5,15})\b",
     ))
 });
 /// National ID formats distinctive enough, or checked, to stand without a label.
@@ -66,10 +81,11 @@ const MONTHS: &str = concat!(
 static BIRTH_DATE: Pattern = Pattern::new(|| {
     regex(&format!(
         concat!(
-            r"(?i)\b(?:born(?: on| in)?|dob|d\.o\.b\.?|date of birth|birth ?date|birthday|bday|turns \d{{1,3}}|",
+            r"(?i)\b(?:born(?: on| in)?|dob|d\.o\.b\.?|date of birth|date_of_birth|birth_?date|birthday|bday|turns \d{{1,3}}|",
+            r"date_naissance|fecha_nacimiento|geburtsdatum|",
             r"geboren(?: am)?|geb\.|geburtsdatum|geburtstag|née? le|né\(e\) le|",
             r"date de naissance|fecha de nacimiento|nacid[oa] el|f\. ?nac\.?)",
-            r"[^\d\n]{{0,40}}?",
+            r"[^\d\n]{{0,50}}?",
             r"(\d{{1,2}}[./-]\d{{1,2}}[./-]\d{{2,4}}|\d{{4}}-\d{{2}}-\d{{2}}|",
             r"\d{{1,2}}(?:st|nd|rd|th|\.|er)?\s+(?:de\s+)?(?:{months})(?:\s+de)?,?\s+\d{{4}}|",
             r"(?:{months})\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})",
@@ -104,6 +120,12 @@ pub(super) fn find(scan: &mut Scan) {
     labelled(scan, &BIRTH_DATE, PiiKind::DateOfBirth);
     corrected_birth_dates(scan);
     labelled(scan, &NATIONAL_ID, PiiKind::NationalId);
+    for found in NATIONAL_ID_NEAR.captures_iter(scan.text) {
+        let value = found.get(1).expect("the pattern has a group");
+        if super::formats::digits(value.as_str()).len() >= 6 {
+            scan.add(PiiKind::NationalId, value.range());
+        }
+    }
     labelled(scan, &PERSONAL_ID, PiiKind::PersonalId);
 }
 

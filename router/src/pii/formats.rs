@@ -18,13 +18,16 @@ static SECRET: Pattern = Pattern::new(|| {
         r"|\bxox[abposr]-[A-Za-z0-9-]{10,}", // Slack tokens
         r"|\bAIza[0-9A-Za-z_-]{35}\b",  // Google API keys
         r"|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", // JWTs
+        r"|\b[a-z]{2,10}_(?:live|prod|test)_[A-Za-z0-9]{16,}\b", // vendors' live and test keys
+        r"|[?&]sig=[A-Za-z0-9%+/=]{20,}", // signed URLs (Azure SAS)
+        r"|hooks\.slack\.com/services/[A-Z0-9]+/[A-Z0-9]+/[A-Za-z0-9]{16,}", // Slack webhooks
     ))
 });
 /// A password written out after its label: `password: Hunter2!`, `pwd=…`, `Passwort ist …`.
 static PASSWORD: Pattern = Pattern::new(|| {
     regex(concat!(
         r#"(?i)(?:(?:passw(?:or)?d|pwd|passwort|kennwort|mot de passe|contraseña|mdp)["']?\s*(?:is|was|ist|war|est|es|era|=|:)?"#,
-        r#"|(?:secret|community|token|api[_-]?key)["']?\s*(?:=|:))\s*["'`]?([^\s"'`,;]{6,64})"#,
+        r#"|(?:secret|community|token|api[_-]?key|\w+_pw|\w+_pass)["']?\s*(?:=|:))\s*["'`]?([^\s"'`,;]{6,64})"#,
     ))
 });
 static EMAIL: Pattern = Pattern::new(|| {
@@ -82,21 +85,36 @@ pub(super) fn find(scan: &mut Scan) {
             scan.add(PiiKind::Secret, value.range());
         }
     }
-    for found in PASSWORD_NEAR.captures_iter(scan.text) {
-        let value = found.get(1).expect("the pattern has a group");
-        let trimmed = value
-            .as_str()
-            .trim_end_matches(['.', ',', '!', '?', ':', ';']);
-        let strong = trimmed.len() >= 8
-            && trimmed.chars().any(|c| c.is_ascii_digit())
-            && trimmed.chars().any(|c| c.is_ascii_uppercase())
-            && trimmed.chars().any(|c| c.is_ascii_lowercase())
-            && !trimmed.contains('.');
-        if strong && is_password(trimmed) {
-            scan.add(
-                PiiKind::Secret,
-                value.start()..value.start() + trimmed.len(),
-            );
+    for found in CREDENTIAL_IN_CODE.captures_iter(scan.text) {
+        let value = (1..=3)
+            .find_map(|group| found.get(group))
+            .expect("one of the groups matched");
+        let token = value.as_str();
+        let random = token.chars().any(|c| c.is_ascii_digit())
+            && token.chars().any(|c| c.is_ascii_alphabetic());
+        if is_password(token) && random {
+            scan.add(PiiKind::Secret, value.range());
+        }
+    }
+    for label in PASSWORD_NEAR.find_iter(scan.text) {
+        // The first strong password-like word on the label's line, within 100 bytes of it.
+        let window = scan.after(label.end(), 100);
+        let line = window.split('\n').next().unwrap_or("");
+        let mut at = label.end();
+        for word in line.split_inclusive([' ', '\t', '(', ')', '"', '\'', '`', ',', ';']) {
+            let start = at;
+            at += word.len();
+            let word = word.trim_end_matches([' ', '\t', '(', ')', '"', '\'', '`', ',', ';']);
+            let trimmed = word.trim_end_matches(['.', '!', '?', ':']);
+            let strong = trimmed.len() >= 8
+                && trimmed.chars().any(|c| c.is_ascii_digit())
+                && trimmed.chars().any(|c| c.is_ascii_uppercase())
+                && trimmed.chars().any(|c| c.is_ascii_lowercase())
+                && !trimmed.contains('.');
+            if strong && is_password(trimmed) {
+                scan.add(PiiKind::Secret, start..start + trimmed.len());
+                break;
+            }
         }
     }
     for found in PASSWORD.captures_iter(scan.text) {
@@ -124,11 +142,18 @@ fn grouped_by_four(candidate: &str) -> bool {
 static ASSIGNED_KEY: Pattern = Pattern::new(|| {
     regex(r#"(?i)\b\w*(?:key|secret|token)\w*["']?\s*[:=]\s*["']?([A-Za-z0-9+/_-]{16,}={0,2})"#)
 });
-/// A password written near its label: `my password (Sandyford#2026 lol)`.
+/// Credentials in code: the password of a URL (`postgresql://app:S3cret!@db`), a bearer token,
+/// and the last string given to a login or connect call (`server.login('bot@x', 'Tr0ut!Lake77')`).
+static CREDENTIAL_IN_CODE: Pattern = Pattern::new(|| {
+    regex(concat!(
+        r#"\b[a-z][a-z0-9+.-]*://[^\s:/@'"]+:([^\s@/'"]{6,64})@"#,
+        r#"|\bBearer\s+([A-Za-z0-9._~+/-]{16,}=*)"#,
+        r#"|(?i:\b(?:login|connect|pdo|authenticate|auth|bind|credentials?)\s*\([^()\n]{0,120}?,\s*)["']([^"'\s]{6,64})["']\s*\)"#,
+    ))
+});
+/// The label of a password written near it: `my password (Sandyford#2026 lol)`.
 static PASSWORD_NEAR: Pattern = Pattern::new(|| {
-    regex(
-        r#"(?i)\b(?:password|passwort|pw|pwd|contraseña|mot de passe|kennwort)\b[^\n]{0,60}?[\s(:"'`]([^\s"'`,;()]{8,64})"#,
-    )
+    regex(r"(?i)\b(?:password|passwort|pw|pwd|contraseña|mot de passe|kennwort)\b")
 });
 
 /// A written-out password mixes kinds of characters; a placeholder, a plain word or code

@@ -256,3 +256,77 @@ fn a_corrected_birth_date_is_one_too_and_a_later_date_is_not() {
         [(PiiKind::DateOfBirth, "06/14/2009")]
     );
 }
+
+#[test]
+fn disclosures_named_by_treatment_injury_faith_or_union_are_found() {
+    for (text, phrase) in [
+        (
+            "I'm on sertraline 100 mg, can I take ibuprofen?",
+            "I'm on sertraline 100 mg",
+        ),
+        (
+            "our driver broke two ribs unloading a trailer",
+            "broke two ribs",
+        ),
+        (
+            "my colleague has photosensitive epilepsy",
+            "has photosensitive epilepsy",
+        ),
+        ("She was a devout Catholic all her life", "devout Catholic"),
+        (
+            "I'm still a member of SEIU Local 503",
+            "member of SEIU Local 503",
+        ),
+        ("Mein Sohn hat Scharlach, was nun?", "hat Scharlach"),
+    ] {
+        assert_eq!(kinds(text), [(PiiKind::SpecialCategory, phrase)], "{text}");
+    }
+    for text in [
+        "what are the symptoms of lyme disease?",
+        "p95 latency went from 120 ms to 300 ms after the deploy",
+        "the release was pulled back and the old build broke backwards compatibility",
+        "our office with 2 kids' corner: €8k lump sum for relocation",
+        "we cut off the heating during a cold spell",
+    ] {
+        assert_eq!(kinds(text), [], "{text}");
+    }
+}
+
+#[test]
+fn credentials_in_code_and_passwords_a_few_words_on_are_secrets() {
+    for (text, secret) in [
+        (
+            "DATABASE_URL: postgresql://app:Rp0rt!ng_2026@db:5432/app",
+            "Rp0rt!ng_2026",
+        ),
+        (
+            "headers = {'Authorization': 'Bearer tt_live_9fK2xQ7mLp4Rv8sW3nZc'}",
+            "tt_live_9fK2xQ7mLp4Rv8sW3nZc",
+        ),
+        (
+            "server.login('bot@corp.example', 'Tr0ut!Lake77')",
+            "Tr0ut!Lake77",
+        ),
+        (
+            "my password for the portal is Caramelo#2026 and it is rejected",
+            "Caramelo#2026",
+        ),
+        ("BIND_PW = 'Xq7!mR2#pLz9vT'", "Xq7!mR2#pLz9vT"),
+    ] {
+        let found: Vec<_> = kinds(text)
+            .into_iter()
+            .filter(|(k, _)| *k == PiiKind::Secret)
+            .collect();
+        assert_eq!(found, [(PiiKind::Secret, secret)], "{text}");
+    }
+    assert_eq!(kinds("proxy_pass http://app:5000;"), []);
+}
+
+#[test]
+fn a_national_id_a_few_words_after_its_label_is_found_and_a_year_is_not() {
+    assert_eq!(
+        kinds("the notary needs my passport details: G31847265, issued 2022"),
+        [(PiiKind::NationalId, "G31847265")]
+    );
+    assert_eq!(kinds("my passport expires in 2027, renew now?"), []);
+}
