@@ -18,6 +18,7 @@ static PERSONAL_ID: Pattern = Pattern::new(|| {
             r"employee|staff|personnel|emp|badge|customer|cust|client|member(?:ship)?|patient|",
             r"student|payroll|worker|contractor|user ?id|account holder|traveller id|traveler id|",
             r"nmls id|cust_no|cust_id|emp_no|emp no|n° étudiant|numéro étudiant|student number|",
+            r"matricola|loyalty (?:no|number|id)|supplier|vendor|agent|subject|sub_id|member no|",
             r"policy ?holder|nhs|mrn|gmc|nmc|chart|library card|",
             r"hospital (?:number|no)|medical record|personal (?:number|no|id)|personalnummer|personal-?nr|",
             r"pers\.? ?(?:no|nr|number)|",

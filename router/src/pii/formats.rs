@@ -7,9 +7,11 @@ use super::{Pattern, PiiKind, Scan, regex};
 
 static SECRET: Pattern = Pattern::new(|| {
     regex(concat!(
-        r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----",
+        // A private key with its body, up to its end line (or the end of the text).
+        r"(?s:-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----",
+        r".{0,4000}?(?:-----END [A-Z ]*-----|\z))",
         r"|\bAKIA[0-9A-Z]{16}\b",           // AWS access key id
-        r"|\bgh[pousr]_[A-Za-z0-9]{36,}\b", // GitHub tokens
+        r"|\bgh[pousr]_[A-Za-z0-9]{30,}\b", // GitHub tokens
         r"|\bgithub_pat_[A-Za-z0-9_]{40,}\b",
         r"|\bglpat-[A-Za-z0-9_-]{20,}", // GitLab tokens
         r"|(?i:accountkey|sharedaccesskey)=[A-Za-z0-9+/]{20,}={0,2}", // Azure keys
@@ -30,6 +32,8 @@ static PASSWORD: Pattern = Pattern::new(|| {
         r#"|(?:secret|community|token|api[_-]?key|\w+_pw|\w+_pass)["']?\s*(?:=|:))\s*["'`]?([^\s"'`,;]{6,64})"#,
     ))
 });
+/// A service's token: a short lowercase prefix and a long random tail (`zd_8Kq2vLx9Tn4RpW7cYb3m`).
+static PREFIXED_TOKEN: Pattern = Pattern::new(|| regex(r"\b[a-z]{2,6}_[A-Za-z0-9]{20,64}\b"));
 static EMAIL: Pattern = Pattern::new(|| {
     regex(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b")
 });
@@ -44,8 +48,21 @@ static IPV6: Pattern = Pattern::new(|| regex(r"(?i)\b[0-9a-f]{0,4}(?::[0-9a-f]{0
 type Check = (PiiKind, &'static Pattern, fn(&str) -> bool);
 
 pub(super) fn find(scan: &mut Scan) {
-    let checks: [Check; 7] = [
+    // Before e-mail addresses: `postgresql://app:S3cr#t@db.local` is a password, then a host.
+    for found in CREDENTIAL_IN_CODE.captures_iter(scan.text) {
+        let value = (1..=3)
+            .find_map(|group| found.get(group))
+            .expect("one of the groups matched");
+        let token = value.as_str();
+        let random = token.chars().any(|c| c.is_ascii_digit())
+            && token.chars().any(|c| c.is_ascii_alphabetic());
+        if is_password(token) && random {
+            scan.add(PiiKind::Secret, value.range());
+        }
+    }
+    let checks: [Check; 8] = [
         (PiiKind::Secret, &SECRET, |_| true),
+        (PiiKind::Secret, &PREFIXED_TOKEN, is_random_token),
         (PiiKind::Email, &EMAIL, |_| true),
         (PiiKind::Iban, &IBAN, is_iban),
         (PiiKind::PaymentCard, &CARD, is_payment_card),
@@ -80,19 +97,9 @@ pub(super) fn find(scan: &mut Scan) {
         let random = v.chars().any(|c| c.is_ascii_digit())
             && v.chars().any(|c| c.is_ascii_alphabetic())
             && !v.contains("YOUR")
-            && !v.to_ascii_lowercase().contains("example");
+            && !v.to_ascii_lowercase().contains("example")
+            && !is_path(v);
         if random {
-            scan.add(PiiKind::Secret, value.range());
-        }
-    }
-    for found in CREDENTIAL_IN_CODE.captures_iter(scan.text) {
-        let value = (1..=3)
-            .find_map(|group| found.get(group))
-            .expect("one of the groups matched");
-        let token = value.as_str();
-        let random = token.chars().any(|c| c.is_ascii_digit())
-            && token.chars().any(|c| c.is_ascii_alphabetic());
-        if is_password(token) && random {
             scan.add(PiiKind::Secret, value.range());
         }
     }
@@ -131,6 +138,26 @@ pub(super) fn find(scan: &mut Scan) {
     }
 }
 
+/// An object's path (`2026/03/run_0412`, an S3 `Key=`), not a key: a slash before a word.
+fn is_path(value: &str) -> bool {
+    value.split('/').skip(1).any(|segment| {
+        segment
+            .chars()
+            .take(3)
+            .filter(char::is_ascii_lowercase)
+            .count()
+            == 3
+    })
+}
+
+/// Mixed case with digits throughout, as generated tokens are and identifiers are not.
+fn is_random_token(candidate: &str) -> bool {
+    let tail = candidate.split_once('_').map_or(candidate, |(_, t)| t);
+    tail.chars().filter(char::is_ascii_digit).count() >= 2
+        && tail.chars().any(|c| c.is_ascii_uppercase())
+        && tail.chars().any(|c| c.is_ascii_lowercase())
+}
+
 /// Written in groups of four or more digits, as card numbers are (phone numbers have shorter
 /// groups).
 fn grouped_by_four(candidate: &str) -> bool {
@@ -153,7 +180,9 @@ static CREDENTIAL_IN_CODE: Pattern = Pattern::new(|| {
 });
 /// The label of a password written near it: `my password (Sandyford#2026 lol)`.
 static PASSWORD_NEAR: Pattern = Pattern::new(|| {
-    regex(r"(?i)\b(?:password|passwort|pw|pwd|contraseña|mot de passe|kennwort)\b")
+    regex(
+        r"(?i)\b(?:password|passwort|pw|pwd|contraseña|mot de passe|kennwort|login|credentials|creds)\b",
+    )
 });
 
 /// A written-out password mixes kinds of characters; a placeholder, a plain word or code

@@ -388,6 +388,9 @@ const PUBLIC_FULL_NAMES: &[&str] = &[
 /// Given names that are more often a place, a product or a programming language.
 const NOT_PEOPLE: &[&str] = &[
     "Paris",
+    "Milan",
+    "Lorraine",
+    "Kent",
     "Florence",
     "Victoria",
     "Georgia",
@@ -468,7 +471,8 @@ static TITLED: Pattern = Pattern::new(|| {
     regex(&format!(
         concat!(
             r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Herr|Herrn|Frau|Mme|Mlle|Madame|Monsieur|Maître|Me|M|Sr|Sra|Srta|",
-            r"Señor|Señora|Doña)\.?[ \t]+((?:{p}[ \t]+)*{w}(?:[ \t]+{w})?)\b"
+            r"Señor|Señora|Doña|Don|Sir|Ma['’]am|Madam|Kuya|Atty|Engr|Avv|Dott\.ssa|Dott|Ing|Sig\.ra|Sig)",
+            r"\.?[ \t]+((?:{p}[ \t]+)*{w}(?:[ \t]+{w})?)\b"
         ),
         p = PARTICLE,
         w = NAME_WORD
@@ -493,6 +497,13 @@ static RELATED: Pattern = Pattern::new(|| {
             r"colega|marido|espos[oa]|hij[oa]|amig[oa]))\b,?[ \t]+({w}(?:[ \t]+{w})?)\b"
         ),
         w = NAME_WORD
+    ))
+});
+/// An initial and a surname: `S. Keller`, `J.-P. Moreau` (not `Plan B. Then`, which follows a
+/// capitalised word).
+static INITIALLED: Pattern = Pattern::new(|| {
+    regex(&format!(
+        r"(?:^|[\s(|,;])(\p{{Lu}}\.(?:-?\p{{Lu}}\.)?)[ \t]?({NAME_WORD})\b"
     ))
 });
 /// A given name's possessive before data about a person: `Priya's payslip`.
@@ -551,6 +562,19 @@ pub(super) fn find(scan: &mut Scan) {
             scan.add(PiiKind::Person, span);
         }
     }
+    for found in INITIALLED.captures_iter(scan.text) {
+        let surname = found.get(2).expect("the pattern has a group");
+        let initial = found.get(1).expect("the pattern has a group");
+        let before = scan.before(initial.start(), 24);
+        let same_line = before.rsplit('\n').next().unwrap_or("");
+        let after_a_name_word = same_line
+            .split_whitespace()
+            .next_back()
+            .is_some_and(|w| w.starts_with(char::is_uppercase) && !w.ends_with([':', '|', ',']));
+        if !is_not_a_surname(surname.as_str()) && !after_a_name_word {
+            scan.add(PiiKind::Person, initial.start()..surname.end());
+        }
+    }
     signature(scan);
     for found in POSSESSIVE.captures_iter(scan.text) {
         let name = found.get(1).expect("the pattern has a group");
@@ -574,6 +598,14 @@ fn identifiers_beside_names(scan: &mut Scan) {
     for span in candidates {
         scan.add(PiiKind::PersonalId, span);
     }
+}
+
+/// A given name, or a compound one whose first part is (`Hans-Peter`).
+fn is_given(word: &str) -> bool {
+    GIVEN.contains(word)
+        || word
+            .split_once('-')
+            .is_some_and(|(first, _)| GIVEN.contains(first))
 }
 
 fn is_not_a_surname(word: &str) -> bool {
@@ -628,12 +660,22 @@ fn is_particle(word: &str) -> bool {
     )
 }
 
+/// Words that ask about someone known to all: `who was Barbara McClintock`, `a profile of
+/// Umberto Eco`.
+static ABOUT_A_PUBLIC_FIGURE: Pattern = Pattern::new(|| {
+    regex(concat!(
+        r"(?i)\b(?:who (?:was|is|were)|profile of|biography of|obituary of|life of|story of|",
+        r"works of|quotes? (?:by|from)|famous|the late|nobel (?:prize )?(?:winner|laureate)|",
+        r"qui (?:était|est)|quién (?:fue|es)|wer (?:war|ist))\s+$"
+    ))
+});
+
 /// In a run of capitalised words, a given name and the surname after it (with its particles).
 fn full_name(text: &str, run: Range<usize>) -> Option<Range<usize>> {
     let words = words(text, run);
-    let first = words.iter().position(|w| {
-        GIVEN.contains(&text[w.clone()]) && !NOT_SURNAMES.contains(&&text[w.clone()])
-    })?;
+    let first = words
+        .iter()
+        .position(|w| is_given(&text[w.clone()]) && !NOT_SURNAMES.contains(&&text[w.clone()]))?;
     let mut end = None;
     for w in &words[first + 1..] {
         let word = &text[w.clone()];
@@ -651,7 +693,9 @@ fn full_name(text: &str, run: Range<usize>) -> Option<Range<usize>> {
     let end = end?;
     let last = &text[words.iter().rev().find(|w| w.end == end)?.clone()];
     let full = &text[words[first].start..end];
-    let public = PUBLIC_FIGURES.contains(&last) || PUBLIC_FULL_NAMES.contains(&full);
+    let public = PUBLIC_FIGURES.contains(&last)
+        || PUBLIC_FULL_NAMES.contains(&full)
+        || ABOUT_A_PUBLIC_FIGURE.is_match(&text[..words[first].start]);
     (!public).then_some(words[first].start..end)
 }
 
@@ -749,6 +793,11 @@ fn names_someone(scan: &Scan, w: &Range<usize>) -> bool {
             r"campus|store|warehouse|team|area|region|hub|center|centre)\b)"
         ))
     });
+    // `in Milan`, `near Florence`, `the Austin office`: a place, not a person (`to Maria` and
+    // `de Marie` may name one).
+    static PLACE_BEFORE: Pattern =
+        Pattern::new(|| regex(r"(?i)\b(?:in|at|near|via|around|the|nach|en|desde|hacia)\s+$"));
+    let placed = PLACE_BEFORE.is_match(scan.before(w.start, 12));
     let greeted = GREETING.is_match(scan.before(w.start, 24));
     let addressed = w.start < 4
         && scan.before(w.start, 4).trim().is_empty()
@@ -765,6 +814,8 @@ fn names_someone(scan: &Scan, w: &Range<usize>) -> bool {
         .strip_prefix(' ')
         .is_some_and(|rest| PUBLIC_FIGURES.iter().any(|s| ends_word(rest, s)));
     let from_here = scan.after(w.start, 40);
-    let public = public_surname || PUBLIC_FULL_NAMES.iter().any(|s| ends_word(from_here, s));
-    !greeted && !addressed && !dated && !public && !PLACE_OR_DATE.is_match(next)
+    let public = public_surname
+        || PUBLIC_FULL_NAMES.iter().any(|s| ends_word(from_here, s))
+        || ABOUT_A_PUBLIC_FIGURE.is_match(scan.before(w.start, 40));
+    !greeted && !addressed && !dated && !public && !placed && !PLACE_OR_DATE.is_match(next)
 }

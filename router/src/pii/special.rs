@@ -50,7 +50,9 @@ const CONDITIONS: &str = concat!(
     r"grippe|eine grippe|eine bronchitis|eine erkältung|migräne|tinnitus|",
     r"multiple sklerose|multipler sklerose|eine fehlgeburt|scharlach|windpocken|masern|keuchhusten|rückenschmerzen|eine lungenentzündung|",
     r"gripe|una gripe|bronquitis|migrañas?|esclerosis múltiple|una hernia discal|",
-    r"una fractura|neumonía|asthme|de l'asthme|du diabète|de l'hypertension|",
+    r"una fractura|neumonía|a seizure|seizures|dengue(?: fever)?|malaria|typhoid|measles|mumps|",
+    r"chickenpox|(?:stage [1-4] )?(?:chronic )?kidney disease|a hearing impairment|",
+    r"a visual impairment|hearing impairment|cochlear implants?|reduced mobility|asthme|de l'asthme|du diabète|de l'hypertension|",
     r"einer depression|einer grippe|einer bronchitis|einer operation|einem bandscheibenvorfall|einem burn-?out"
 );
 
@@ -155,13 +157,23 @@ static DISCLOSURE: Pattern = Pattern::new(|| {
             r"(?: program(?:me)?)?(?: for [a-z]+)?",
             r"|in recovery from (?:alcohol|drugs?|opioids?|gambling|addiction|substance)[a-z ]{{0,25}}",
             r"|(?:aa|na) meetings|(?:been|stayed|is|am) sober",
+            r"|(?:wegen|por) (?:einer |eines |einem |una |un )?(?:{conditions})\b",
+            r"|(?:admitted|hospitali[sz]ed|ingresad[oa]|hospitalisée?)(?: to(?: the)? hospital)? (?:for|with|por|pour) (?:{conditions})\b",
+            r"|(?:en terapia|en tratamiento|en thérapie|in therapie|in behandlung) (?:por|pour|wegen) [a-zé]+",
+            r"|pray(?:s|ing)? (?:jummah|jumu'ah|salah|salat|namaz|five times a day)",
+            r"|(?:practi[sc]ing|observant|devout) (?:muslim|jew|catholic|christian|hindu|sikh|buddhist|mormon|orthodox jew)",
+            r"|(?:proud|openly) (?:gay|lesbian|trans|queer|bisexual)\b",
+            r"|(?:delegad[oa]|representante) sindical|card-carrying member of (?:the )?[\w-]+",
+            r"|member of the [a-z ]{{2,30}} party\b",
+            r"|was (?:tried|charged|prosecuted|indicted) for [a-z ]{{3,30}}",
+            r"|(?:uses?|using) a (?:walker|cane|crutches|stick|rollator)",
             r"|seeing a (?:therapist|psychiatrist|psychologist|counsellor|counselor)|for therapy(?: sessions?)?",
             r"|(?:being|me being|him being|her being) (?:gay|lesbian|bisexual|trans|transgender|queer)\b",
             r"|same-sex (?:couple|partner|spouse|wife|husband|marriage)|(?:going on|starting|on) maternity leave",
             r"|(?:ver\.di|ig metall|gew|evg)-mitglied|signed (?:a |our )?union cards?|join(?:ed)? (?:the )?union",
             r"|gdb (?:von )?\d+",
             // Disability and pregnancy in more words.
-            r"|legally blind|(?:uses|used|using|in) a wheelchair|wheelchair user|(?:my|his|her|wears?|wearing) hearing aids?|",
+            r"|legally blind|(?:uses?|used|using|in) a (?:power |electric |manual )?wheelchair|wheelchair user|(?:my|his|her|wears?|wearing) hearing aids?|",
             r"(?:'ve|have|has) (?:had )?a (?:ringing|buzzing) in (?:my|his|her) (?:left |right )?ears?|",
             r"\d+(?:st|nd|rd|th|\.)? ?(?:weeks?|woche|semaines?|semanas?) (?:pregnant|schwanger|enceinte|de embarazo)|",
             r"in der \d+\. woche schwanger|(?:gives|giving|gave) birth|(?:da|dará|dio) a luz|accouche|",
@@ -191,8 +203,26 @@ static DISCLOSURE: Pattern = Pattern::new(|| {
     ))
 });
 
+/// Membership of an organisation named by its acronym (`a member of the SBPV`), which is a
+/// union's when a union is spoken of just after.
+static ACRONYM_MEMBER: Pattern = Pattern::new(|| {
+    regex(
+        r"(?i:\b(?:member|membre|mitglied|miembro|afiliad[oa]) (?:of|de|der|du|del)? ?(?:the |la |le |el )?)[A-Z][A-Z.-]{2,7}\b",
+    )
+});
+static UNION_WORD: Pattern = Pattern::new(|| {
+    regex(
+        r"(?i)\b(?:union|syndica\w*|gewerkschaft\w*|sindica\w*|shop steward|rep(?:resentative)?)\b",
+    )
+});
+
 pub(super) fn find(scan: &mut Scan) {
     for found in DISCLOSURE.find_iter(scan.text) {
         scan.add(PiiKind::SpecialCategory, found.range());
+    }
+    for found in ACRONYM_MEMBER.find_iter(scan.text) {
+        if UNION_WORD.is_match(scan.after(found.end(), 100)) {
+            scan.add(PiiKind::SpecialCategory, found.range());
+        }
     }
 }

@@ -209,7 +209,6 @@ fn special_category_disclosures_are_found_and_general_questions_are_not() {
 #[test]
 fn secrets_of_several_providers_are_found() {
     let cases = [
-        "-----BEGIN OPENSSH PRIVATE KEY-----",
         "sk-proj-abcdefghijklmnopqrstuvwxyz012345",
         "sk-ant-api03-abcdefghijklmnopqrstuvwxyz",
         "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
@@ -221,6 +220,11 @@ fn secrets_of_several_providers_are_found() {
         let text = format!("here: {secret} ok");
         assert_eq!(kinds(&text), [(PiiKind::Secret, secret)], "{secret}");
     }
+    let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU\n-----END OPENSSH PRIVATE KEY-----";
+    assert_eq!(
+        kinds(&format!("the key file is:\n{key}\nwhat is wrong?")),
+        [(PiiKind::Secret, key)]
+    );
     assert_eq!(
         kinds("my password is Hunter2!x"),
         [(PiiKind::Secret, "Hunter2!x")]
@@ -329,4 +333,33 @@ fn a_national_id_a_few_words_after_its_label_is_found_and_a_year_is_not() {
         [(PiiKind::NationalId, "G31847265")]
     );
     assert_eq!(kinds("my passport expires in 2027, renew now?"), []);
+}
+
+#[test]
+fn names_with_titles_or_initials_are_found_and_a_city_is_not() {
+    assert_eq!(
+        kinds("my OM Sir Benj was impressed"),
+        [(PiiKind::Person, "Sir Benj")]
+    );
+    assert_eq!(
+        kinds("their contact is Dott.ssa Bianchi"),
+        [(PiiKind::Person, "Dott.ssa Bianchi")]
+    );
+    assert_eq!(
+        kinds("RM | NNM\nS. Keller | 42\nA. Haddad | 38"),
+        [
+            (PiiKind::Person, "S. Keller"),
+            (PiiKind::Person, "A. Haddad")
+        ]
+    );
+    assert_eq!(kinds("we pick Plan B. Then we ship"), []);
+    assert_eq!(kinds("how far is Lugano from Milan by train?"), []);
+    assert_eq!(
+        kinds("who was Barbara McClintock and what did she find?"),
+        []
+    );
+    assert_eq!(
+        kinds("our print partner Hans-Peter Gruber called"),
+        [(PiiKind::Person, "Hans-Peter Gruber")]
+    );
 }
