@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 use crate::conversation::{Turn, routing_text};
 use crate::features;
 use crate::lexical::{self, Lexical};
+use crate::neighbours::Neighbours;
 
 /// The heads trained on the public data sets, shipped with the binary.
 pub const DEFAULT: &str = include_str!("../heads/heads.json");
 
 /// Bumped when the input layout changes, so that an old file is refused instead of misread.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeadsError {
@@ -43,6 +44,9 @@ pub struct Heads {
     /// made before them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat: Option<ChatTerms>,
+    /// The chat messages' vote on the domain (absent in heads made before them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbours: Option<Neighbours>,
     /// Difficulty by topic, read as one more input of the heads.
     pub topics: Vec<TopicPrior>,
     /// Typical training examples per domain, to explain a request's scores by its neighbours.
@@ -211,6 +215,13 @@ impl Heads {
                 "the chat terms do not match the input width, the buckets and the classes",
             );
         }
+        if self
+            .neighbours
+            .as_ref()
+            .is_some_and(|n| !n.is_valid(self.dimensions, domain.classes.len()))
+        {
+            return invalid("the neighbours do not match the embedding and the classes");
+        }
         Ok(())
     }
 
@@ -223,7 +234,7 @@ impl Heads {
         let mut complexity = self.blend.calibrated_logit(head, topics);
         let mut domain_logits = self.domain.logits(&x);
         if let Some(chat) = &self.chat {
-            let words = lexical::words(&routing_text(turns));
+            let words = lexical::terms(&routing_text(turns));
             let correction = dot(&chat.complexity.weights, &x)
                 + chat.complexity.bias
                 + chat.words.complexity_logit(&words);
@@ -235,6 +246,12 @@ impl Heads {
                 .zip(chat.words.domain_logits(&words))
             {
                 *logit += term;
+            }
+        }
+        if let Some(neighbours) = &self.neighbours {
+            let votes = neighbours.domain_logits(embedding, domain_logits.len());
+            for (logit, vote) in domain_logits.iter_mut().zip(votes) {
+                *logit += vote;
             }
         }
         Prediction {

@@ -18,6 +18,7 @@ use crate::heads::{
     TopicMatch, raw_input, topic_match,
 };
 use crate::lexical::{self, Lexical};
+use crate::neighbours::Neighbours;
 use crate::topics::fit_topics;
 
 /// Texts per forward pass while embedding a data set.
@@ -195,6 +196,12 @@ pub fn train(
         &heads_so_far,
         settings,
     );
+    let neighbours = Neighbours::new(
+        with_domain
+            .iter()
+            .filter(|&&(i, _)| is_chat(&examples[i]))
+            .map(|&(i, label)| (embeddings[i].clone(), label)),
+    );
     let exemplars = exemplars(examples, embeddings, &inputs, &with_domain, &domain);
     let mut sources: Vec<(String, usize)> = Vec::new();
     for &i in &training {
@@ -225,6 +232,7 @@ pub fn train(
         blend,
         domain,
         chat: Some(chat),
+        neighbours: Some(neighbours),
         topics,
         exemplars,
         provenance,
@@ -262,12 +270,17 @@ fn fit_chat_terms(
         .copied()
         .filter(|&i| examples[i].outcome.is_none())
         .collect();
-    // Each row: the heads' input, then the words' buckets.
+    // The complexity correction's rows: the heads' input, then the words' buckets.
     let width = inputs.first().map_or(0, Vec::len);
+    let terms: Vec<Vec<(usize, f32)>> = rows
+        .iter()
+        .map(|&i| lexical::terms(&routing_text(&examples[i].turns)))
+        .collect();
     let both: Vec<Vec<f32>> = rows
         .iter()
-        .map(|&i| {
-            let words = lexical::dense(&lexical::words(&routing_text(&examples[i].turns)));
+        .zip(&terms)
+        .map(|(&i, terms)| {
+            let words = lexical::dense(terms, lexical::WORD_BUCKETS);
             inputs[i].iter().chain(&words).copied().collect()
         })
         .collect();
@@ -300,7 +313,7 @@ fn fit_chat_terms(
         .collect();
     let domain_rows: Vec<Vec<f32>> = labelled
         .iter()
-        .map(|&(r, _)| both[r][width..].to_vec())
+        .map(|&(r, _)| lexical::dense(&terms[r], lexical::BUCKETS))
         .collect();
     let labels: Vec<usize> = labelled.iter().map(|&(_, l)| l).collect();
     let domain_logits: Vec<Vec<f32>> = labelled
