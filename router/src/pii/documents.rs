@@ -128,6 +128,87 @@ pub(super) fn find(scan: &mut Scan) {
         }
     }
     labelled(scan, &PERSONAL_ID, PiiKind::PersonalId);
+    table_columns(scan);
+}
+
+/// A pasted table's column whose header names an identifier or a birth date: the values under
+/// `emp no.`, `subject_id` or `dob` are what their header says (tab-, bar-, comma- or
+/// semicolon-separated tables).
+fn table_columns(scan: &mut Scan) {
+    static ID_HEADER: Pattern = Pattern::new(|| {
+        regex(concat!(
+            r"(?i)^(?:emp(?:loyee)?[ _.-]?(?:no|nr|id|number)\.?|staff[ _-]?(?:id|no)|badge(?:[ _-]?id)?|",
+            r"agent(?:[ _-]?id)?|sub(?:scriber)?[ _-]?id|subject(?:[ _-]?id)?|",
+            r"cust(?:omer)?[ _-]?(?:no|id|number)|member[ _-]?(?:no|id|number)|patient[ _-]?(?:id|no)|",
+            r"mrn|student[ _-]?(?:id|no)|personalnummer|pers\.?[ _-]?nr\.?|matricule|matricola)$"
+        ))
+    });
+    static BIRTH_HEADER: Pattern = Pattern::new(|| {
+        regex(concat!(
+            r"(?i)^(?:dob|d\.o\.b\.?|date[ _]of[ _]birth|birth[ _]?date|birthday|geburtsdatum|",
+            r"date[ _](?:de[ _])?naissance|fecha[ _](?:de[ _])?nacimiento)$"
+        ))
+    });
+    static DATE: Pattern =
+        Pattern::new(|| regex(r"^(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}-\d{2}-\d{2})$"));
+    // The table being read: its separator and its columns of private data.
+    let mut table: Option<(char, Vec<(usize, PiiKind)>)> = None;
+    let mut at = 0;
+    let mut found = Vec::new();
+    for line in scan.text.split('\n') {
+        let start = at;
+        at += line.len() + 1;
+        let separator = ['\t', '|', ';', ',']
+            .into_iter()
+            .find(|&c| line.contains(c));
+        let cells = |sep: char| {
+            let mut offset = start;
+            line.split(sep)
+                .map(|cell| {
+                    let range = offset..offset + cell.len();
+                    offset += cell.len() + 1;
+                    range
+                })
+                .collect::<Vec<_>>()
+        };
+        match (&table, separator) {
+            (Some((sep, columns)), Some(found_sep)) if found_sep == *sep => {
+                let row = cells(*sep);
+                for &(index, kind) in columns {
+                    let Some(cell) = row.get(index) else { continue };
+                    let value = scan.text[cell.clone()].trim();
+                    let is_value = match kind {
+                        PiiKind::DateOfBirth => DATE.is_match(value),
+                        _ => value.len() <= 24 && super::formats::digits(value).len() >= 3,
+                    };
+                    if is_value {
+                        found.push((kind, cell.clone()));
+                    }
+                }
+            }
+            (_, Some(sep)) => {
+                let columns: Vec<(usize, PiiKind)> = cells(sep)
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, cell)| {
+                        let header = scan.text[cell.clone()].trim();
+                        if ID_HEADER.is_match(header) {
+                            Some((i, PiiKind::PersonalId))
+                        } else if BIRTH_HEADER.is_match(header) {
+                            Some((i, PiiKind::DateOfBirth))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                table = (!columns.is_empty()).then_some((sep, columns));
+            }
+            (_, None) => table = None,
+        }
+    }
+    for (kind, span) in found {
+        scan.add(kind, span);
+    }
 }
 
 /// "My date of birth shows 03/11/1988 but it should be 11/03/1988": a date written shortly after

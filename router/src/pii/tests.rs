@@ -363,3 +363,20 @@ fn names_with_titles_or_initials_are_found_and_a_city_is_not() {
         [(PiiKind::Person, "Hans-Peter Gruber")]
     );
 }
+
+#[test]
+fn a_table_column_named_like_an_id_or_a_birth_date_holds_them() {
+    let text = "overtime last month:\n\nemp no.\thours\tdob\nNH-10234\t12\t1987-11-04\nNH-10871\t4.5\t1990-02-01\n\ntotal?";
+    let found = kinds(text);
+    assert_eq!(
+        found,
+        [
+            (PiiKind::PersonalId, "NH-10234"),
+            (PiiKind::DateOfBirth, "1987-11-04"),
+            (PiiKind::PersonalId, "NH-10871"),
+            (PiiKind::DateOfBirth, "1990-02-01"),
+        ]
+    );
+    // Figures under other headers are not.
+    assert_eq!(kinds("line\tbudget\tactual\nagency\t812000\t947300"), []);
+}
