@@ -181,7 +181,7 @@ static CREDENTIAL_IN_CODE: Pattern = Pattern::new(|| {
 /// The label of a password written near it: `my password (Sandyford#2026 lol)`.
 static PASSWORD_NEAR: Pattern = Pattern::new(|| {
     regex(
-        r"(?i)\b(?:password|passwort|pw|pwd|contraseña|mot de passe|kennwort|login|credentials|creds)\b",
+        r"(?i)\b(?:password|passwort|pw|pwd|pass|contraseña|mot de passe|kennwort|login|credentials|creds)\b",
     )
 });
 

@@ -380,3 +380,20 @@ fn a_table_column_named_like_an_id_or_a_birth_date_holds_them() {
     // Figures under other headers are not.
     assert_eq!(kinds("line\tbudget\tactual\nagency\t812000\t947300"), []);
 }
+
+#[test]
+fn treatments_wedding_and_fasting_disclose_a_special_category() {
+    for text in [
+        "He had a mild heart attack on Sunday and is admitted",
+        "I'm having chemotherapy for breast cancer until March",
+        "It's a same-sex wedding and I'm not out to my team",
+        "Salam. I am fasting and want to finish my shift at 2pm",
+        "I'm a CCOO member and our delegate asked HR for the list",
+    ] {
+        let found = kinds(text);
+        assert!(
+            found.iter().any(|(k, _)| *k == PiiKind::SpecialCategory),
+            "{text}: {found:?}"
+        );
+    }
+}
