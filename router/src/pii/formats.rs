@@ -54,9 +54,7 @@ pub(super) fn find(scan: &mut Scan) {
             .find_map(|group| found.get(group))
             .expect("one of the groups matched");
         let token = value.as_str();
-        let random = token.chars().any(|c| c.is_ascii_digit())
-            && token.chars().any(|c| c.is_ascii_alphabetic());
-        if is_password(token) && random {
+        if is_password(token) && mixes_letters_and_digits(token) {
             scan.add(PiiKind::Secret, value.range());
         }
     }
@@ -94,8 +92,7 @@ pub(super) fn find(scan: &mut Scan) {
     for found in ASSIGNED_KEY.captures_iter(scan.text) {
         let value = found.get(1).expect("the pattern has a group");
         let v = value.as_str();
-        let random = v.chars().any(|c| c.is_ascii_digit())
-            && v.chars().any(|c| c.is_ascii_alphabetic())
+        let random = mixes_letters_and_digits(v)
             && !v.contains("YOUR")
             && !v.to_ascii_lowercase().contains("example")
             && !is_path(v);
@@ -108,10 +105,10 @@ pub(super) fn find(scan: &mut Scan) {
         let window = scan.after(label.end(), 100);
         let line = window.split('\n').next().unwrap_or("");
         let mut at = label.end();
-        for word in line.split_inclusive([' ', '\t', '(', ')', '"', '\'', '`', ',', ';']) {
+        for word in line.split_inclusive(WORD_BREAKS) {
             let start = at;
             at += word.len();
-            let word = word.trim_end_matches([' ', '\t', '(', ')', '"', '\'', '`', ',', ';']);
+            let word = word.trim_end_matches(WORD_BREAKS);
             let trimmed = word.trim_end_matches(['.', '!', '?', ':']);
             let strong = trimmed.len() >= 8
                 && trimmed.chars().any(|c| c.is_ascii_digit())
@@ -136,6 +133,13 @@ pub(super) fn find(scan: &mut Scan) {
             );
         }
     }
+}
+
+/// What ends a word that might be a password written in prose.
+const WORD_BREAKS: [char; 9] = [' ', '\t', '(', ')', '"', '\'', '`', ',', ';'];
+
+fn mixes_letters_and_digits(value: &str) -> bool {
+    value.chars().any(|c| c.is_ascii_digit()) && value.chars().any(|c| c.is_ascii_alphabetic())
 }
 
 /// An object's path (`2026/03/run_0412`, an S3 `Key=`), not a key: a slash before a word.
