@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p switchboard-bench --bin local_engine
-cargo build --release --locked -p switchboard-gateway --bin switchboard
+cargo build --release --locked -p switchboard-cli --bin switchboard
 target/release/switchboard models fetch --only smollm2 >/dev/null
 python="${BENCH_LLAMA_PYTHON:-}"
 if [ -z "$python" ]; then

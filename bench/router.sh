@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p switchboard-bench --bin router_latency
-cargo build --release --locked -p switchboard-gateway --bin switchboard
+cargo build --release --locked -p switchboard-cli --bin switchboard
 target/release/switchboard models fetch --only all-minilm-l6-v2 >/dev/null
 python="${BENCH_PYTHON:-}"
 if [ -z "$python" ]; then

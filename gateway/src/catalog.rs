@@ -9,7 +9,7 @@ use switchboard_local_engine::{Engine, EngineConfig, ModelSettings};
 use switchboard_router::batcher::{BatchSettings, EmbeddingService};
 use switchboard_router::embedder::{BertEmbedder, Embed};
 
-use crate::config::Config;
+use crate::config::{Config, EmbeddingModelConfig};
 use crate::model_store::{ModelStore, Package};
 use crate::providers::local::LocalModel;
 use crate::providers::{Provider, Target};
@@ -44,6 +44,13 @@ fn model_location(
         // Validated: one of the two is there.
         (None, None) => PathBuf::new(),
     }
+}
+
+/// The folder of an embedding model: its `path`, else its default model's place in `store`.
+pub fn embedding_model_dir(model: &EmbeddingModelConfig, store: &ModelStore) -> PathBuf {
+    model_location(&model.path, &model.default_model, |p| {
+        store.root().join(p.id)
+    })
 }
 
 impl Catalog {
@@ -99,9 +106,7 @@ impl Catalog {
         }
         let mut embedders = BTreeMap::new();
         for model in &config.embedding_models {
-            let dir = model_location(&model.path, &model.default_model, |p| {
-                store.root().join(p.id)
-            });
+            let dir = embedding_model_dir(model, store);
             let embedder: Arc<dyn Embed> = Arc::new(BertEmbedder::load(&dir)?);
             let service = EmbeddingService::start(embedder, BatchSettings::default())
                 .map_err(CatalogError::Thread)?;

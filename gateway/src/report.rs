@@ -11,7 +11,7 @@ use switchboard_policies::Usd;
 
 use crate::ledger::{Entry, Ledger, LedgerError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupBy {
     Tenant,
@@ -48,6 +48,15 @@ impl GroupBy {
         ]
         .into_iter()
         .find(|g| g.as_str() == text)
+    }
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::parse(text)
+            .ok_or_else(|| format!("'{text}' is not one of tenant, domain, route, model"))
     }
 }
 
@@ -164,15 +173,19 @@ pub fn build(
     })
 }
 
-/// Training labels from feedback: each locally answered request that a user judged, and whose
-/// routing text the ledger kept, as `{text, hard, domain, source}` for `router train --labels`.
-/// A bad verdict (score below 0) on a local answer is the label the router learns from: the
-/// local model was not good enough. Verdicts on remote answers say nothing about the local
-/// model and are left out.
-pub fn feedback_labels(
-    ledger: &Ledger,
-    since_ms: u64,
-) -> Result<Vec<switchboard_router::labelling::Labelled>, LedgerError> {
+/// A user's verdict on a local answer, with the text the router read: what `switchboard report
+/// --feedback-labels` turns into a training label for `router train --labels`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackLabel {
+    pub text: String,
+    /// The user judged the answer bad (score below 0): the local model was not good enough.
+    pub hard: bool,
+    pub domain: Option<String>,
+}
+
+/// Each locally answered request that a user judged, and whose routing text the ledger kept.
+/// Verdicts on remote answers say nothing about the local model and are left out.
+pub fn feedback_labels(ledger: &Ledger, since_ms: u64) -> Result<Vec<FeedbackLabel>, LedgerError> {
     let mut labels = Vec::new();
     for entry in ledger.since(since_ms) {
         let entry = entry?;
@@ -184,11 +197,10 @@ pub fn feedback_labels(
             continue;
         };
         if let Some(verdict) = ledger.feedback_for(&entry.tenant, &entry.request_id)? {
-            labels.push(switchboard_router::labelling::Labelled {
+            labels.push(FeedbackLabel {
                 text: text.clone(),
                 hard: verdict.score < 0.0,
                 domain: entry.domain.clone(),
-                source: Some("feedback".to_owned()),
             });
         }
     }
@@ -219,11 +231,24 @@ pub fn parse_since(text: &str) -> Result<Duration, String> {
 }
 
 /// How `switchboard report` prints a report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Table,
     Csv,
     Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "table" => Ok(Self::Table),
+            "csv" => Ok(Self::Csv),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("'{text}' is not one of table, csv, json")),
+        }
+    }
 }
 
 const COLUMNS: [&str; 10] = [

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use switchboard_router::batcher::EmbeddingService;
 use switchboard_router::classifier::Classifier;
 use switchboard_router::heads::Heads;
 use tokio::net::TcpListener;
@@ -12,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::Authenticator;
 use crate::catalog::Catalog;
-use crate::config::{Config, Limits};
+use crate::config::{Config, Limits, RouterConfig};
 use crate::conversations::Conversations;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -255,16 +256,21 @@ fn classifier(config: &Config, catalog: &Catalog) -> Result<Option<Classifier>, 
     let Some(router) = &config.router else {
         return Ok(None);
     };
-    let heads = match &router.heads {
-        Some(path) => Heads::load(path)?,
-        None => Heads::shipped(),
-    };
     // Validated: the router names a configured embedding model.
     let Some(embedder) = catalog.embedder(&router.embedding_model) else {
         return Ok(None);
     };
+    Ok(Some(router_classifier(router, embedder.clone())?))
+}
+
+/// The classifier that a config's `router` section describes, reading with `embedder`.
+pub fn router_classifier(
+    router: &RouterConfig,
+    embedder: Arc<EmbeddingService>,
+) -> Result<Classifier, StartError> {
+    let heads = Heads::load_or_shipped(router.heads.as_deref())?;
     let domains = router.domains.clone().into_iter().collect();
-    Ok(Some(Classifier::new(embedder.clone(), heads, domains)?))
+    Ok(Classifier::new(embedder, heads, domains)?)
 }
 
 /// reqwest is built without a default TLS crypto backend (ring is lighter to build than

@@ -170,6 +170,11 @@ impl Heads {
         Self::parse(DEFAULT).expect("the shipped router heads are valid")
     }
 
+    /// The heads at `path`, or the shipped ones.
+    pub fn load_or_shipped(path: Option<&Path>) -> Result<Self, HeadsError> {
+        path.map_or_else(|| Ok(Self::shipped()), Self::load)
+    }
+
     pub fn load(path: &Path) -> Result<Self, HeadsError> {
         let text = std::fs::read_to_string(path).map_err(|e| HeadsError::Read {
             path: path.display().to_string(),

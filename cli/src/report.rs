@@ -3,11 +3,13 @@
 
 use anyhow::Context;
 
-use crate::gateway_client;
-use switchboard_gateway::cli::ReportArgs;
 use switchboard_gateway::config::Config;
 use switchboard_gateway::ledger::LedgerError;
 use switchboard_gateway::report::{self, Report};
+use switchboard_router_train::labelling::Labelled;
+
+use crate::args::ReportArgs;
+use crate::gateway_client;
 
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
     let since = report::parse_since(&args.since).map_err(anyhow::Error::msg)?;
@@ -36,7 +38,15 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             if let Some(out) = &args.feedback_labels {
-                let labels = report::feedback_labels(&ledger, since_ms)?;
+                let labels: Vec<Labelled> = report::feedback_labels(&ledger, since_ms)?
+                    .into_iter()
+                    .map(|l| Labelled {
+                        text: l.text,
+                        hard: l.hard,
+                        domain: l.domain,
+                        source: Some("feedback".to_owned()),
+                    })
+                    .collect();
                 write_json_lines(out, &labels)?;
                 let hard = labels.iter().filter(|l| l.hard).count();
                 println!(

@@ -2,7 +2,7 @@
 //! per-example weights. Plain loops suffice: a few thousand rows of a few hundred columns train in
 //! seconds, and the result is exactly reproducible.
 
-use crate::heads::{Logistic, Softmax, dot, sigmoid, softmax};
+use switchboard_router::heads::{Logistic, Softmax, dot, sigmoid, softmax};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {

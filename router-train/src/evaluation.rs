@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::dataset::{Example, Outcome};
-use crate::domain::DEFAULT_DOMAINS;
-use crate::embedder::cosine;
-use crate::heads::{Heads, Prediction};
+use switchboard_router::domain::DEFAULT_DOMAINS;
+use switchboard_router::embedder::cosine;
+use switchboard_router::heads::{Heads, Prediction};
 
 /// The area under the ROC curve: the probability that a random positive scores above a random
 /// negative (ties count half). `None` when one class is missing.
@@ -274,7 +274,11 @@ pub fn evaluate(
                 positions
                     .iter()
                     .map(|&p| {
-                        crate::heads::topic_match(&heads.topics, &embeddings[evaluated[p]]).prior
+                        switchboard_router::heads::topic_match(
+                            &heads.topics,
+                            &embeddings[evaluated[p]],
+                        )
+                        .prior
                     })
                     .collect(),
             ));

@@ -6,20 +6,20 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::conversation::routing_text;
 use crate::dataset::Example;
 use crate::dataset::{Outcome, Split};
-use crate::domain::DEFAULT_DOMAINS;
-use crate::embedder::{Embed, EmbedderError};
 use crate::evaluation::{CostQuality, auroc, everyday_or_hard};
 use crate::fit::{self, Settings, balanced_weights};
-use crate::heads::{
+use crate::topics::fit_topics;
+use switchboard_router::conversation::routing_text;
+use switchboard_router::domain::DEFAULT_DOMAINS;
+use switchboard_router::embedder::{Embed, EmbedderError};
+use switchboard_router::heads::{
     Blend, ChatTerms, Exemplar, FORMAT, Heads, Logistic, QuantizedVector, Softmax, Standardizer,
     TopicMatch, raw_input, topic_match,
 };
-use crate::lexical::{self, Lexical};
-use crate::neighbours::Neighbours;
-use crate::topics::fit_topics;
+use switchboard_router::lexical::{self, Lexical};
+use switchboard_router::neighbours::Neighbours;
 
 /// Texts per forward pass while embedding a data set.
 const BATCH: usize = 16;
@@ -249,7 +249,7 @@ fn is_chat(example: &Example) -> bool {
 struct FittedHeads<'a> {
     complexity: &'a Logistic,
     blend: Blend,
-    topics: &'a [crate::heads::TopicPrior],
+    topics: &'a [switchboard_router::heads::TopicPrior],
     domain: &'a Softmax,
 }
 
@@ -292,8 +292,8 @@ fn fit_chat_terms(
     let calibrated: Vec<Vec<f32>> = rows
         .iter()
         .map(|&i| {
-            let head =
-                crate::heads::dot(&heads.complexity.weights, &inputs[i]) + heads.complexity.bias;
+            let head = switchboard_router::heads::dot(&heads.complexity.weights, &inputs[i])
+                + heads.complexity.bias;
             let topics = topic_match(heads.topics, &embeddings[i]);
             vec![heads.blend.calibrated_logit(head, topics)]
         })
@@ -393,7 +393,7 @@ fn choose_blend(
         let head = fit_complexity(examples, inputs, &fit_on, settings);
         let topics = fit_topics(examples, embeddings, &fit_on);
         for &i in training.iter().filter(|&&i| fold(i) == k) {
-            head_logits[i] = crate::heads::dot(&head.weights, &inputs[i]) + head.bias;
+            head_logits[i] = switchboard_router::heads::dot(&head.weights, &inputs[i]) + head.bias;
             matches[i] = topic_match(&topics, &embeddings[i]);
         }
     }

@@ -1,24 +1,24 @@
 //! The `switchboard` binary: parses the command line and runs the command.
 
+mod args;
 mod gateway_client;
 mod label;
 mod plot;
 mod report;
 mod router;
+mod telemetry;
 
 use std::io::Read;
 
 use anyhow::Context;
 use clap::Parser;
 use switchboard_gateway::auth::{KeyHash, generate_key};
-use switchboard_gateway::cli::{
-    Cli, Command, KeysCommand, ModelsCommand, PolicyCommand, RouterCommand,
-};
 use switchboard_gateway::config::Config;
 use switchboard_gateway::model_store::{DEFAULT_PACKAGES, ModelStore, Package};
 use switchboard_gateway::reload;
 use switchboard_gateway::server::{Server, shutdown_signal};
-use switchboard_gateway::telemetry;
+
+use crate::args::{Cli, Command, KeysCommand, ModelsCommand, PolicyCommand, RouterCommand};
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {

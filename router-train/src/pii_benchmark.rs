@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 
-use crate::pii::{PiiKind, scan};
+use switchboard_router::pii::{PiiKind, scan};
 
 /// A sentence and the private data in it.
 pub struct Case {

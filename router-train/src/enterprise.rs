@@ -1,4 +1,4 @@
-//! The enterprise development set (`router/data/enterprise/`, its labelling guide in
+//! The enterprise development set (`router-train/data/enterprise/`, its labelling guide in
 //! `LABELLING.md` there): messages written the way employees write to their company's assistant,
 //! each labelled with its domain, whether a small local model's answer would do, its language and
 //! its private data, marked inline as `⟦kind|value⟧`.
@@ -12,10 +12,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::conversation::Turn;
 use crate::dataset::{DatasetError, Example, Split, fail, files_in, read, split_of};
-use crate::pii::PiiKind;
 use crate::pii_benchmark::Case;
+use switchboard_router::conversation::Turn;
+use switchboard_router::pii::PiiKind;
 
 /// How much a training message counts against one example of the public data sets: they are
 /// few, but written as users write. Weighed on the training files' validation split against
@@ -95,7 +95,7 @@ pub fn load(dir: &Path) -> Result<Vec<Message>, DatasetError> {
             }
             let at = |reason: String| fail(&path, format!("line {}: {reason}", n + 1));
             let row: Row = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
-            let domain = crate::domain::DEFAULT_DOMAINS
+            let domain = switchboard_router::domain::DEFAULT_DOMAINS
                 .iter()
                 .find(|d| **d == row.domain)
                 .copied()
@@ -189,7 +189,7 @@ mod tests {
                 .iter()
                 .any(|m| !m.test && test.contains(&normalised(&m.text)))
         );
-        for domain in crate::domain::DEFAULT_DOMAINS {
+        for domain in switchboard_router::domain::DEFAULT_DOMAINS {
             assert!(messages.iter().filter(|m| m.domain == domain).count() >= 100);
         }
     }
