@@ -142,7 +142,7 @@ impl ChatCompletionRequest {
     }
 
     /// Checks what serde's types cannot: returns the offending parameter and why.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
         if self.model.is_empty() {
             return Err(("model", "'model' must not be empty".to_owned()));
         }
@@ -381,26 +381,26 @@ mod tests {
     fn validation_names_the_parameter() {
         let mut request: ChatCompletionRequest =
             serde_json::from_str(r#"{"model":"m","messages":[]}"#).unwrap();
-        assert_eq!(request.validate().unwrap_err().0, "messages");
+        assert_eq!(request.check().unwrap_err().0, "messages");
         request.messages.push(ChatMessage {
             role: Role::User,
             content: None,
             extra: Map::new(),
         });
         request.temperature = Some(3.0);
-        assert_eq!(request.validate().unwrap_err().0, "temperature");
+        assert_eq!(request.check().unwrap_err().0, "temperature");
         request.temperature = None;
         request.extra.insert("presence_penalty".into(), 2.5.into());
-        assert_eq!(request.validate().unwrap_err().0, "presence_penalty");
+        assert_eq!(request.check().unwrap_err().0, "presence_penalty");
         request
             .extra
             .insert("presence_penalty".into(), (-1.0).into());
         request.extra.insert("top_logprobs".into(), 21.into());
-        assert_eq!(request.validate().unwrap_err().0, "top_logprobs");
+        assert_eq!(request.check().unwrap_err().0, "top_logprobs");
         request.extra.remove("top_logprobs");
         request.stream_options = Some(StreamOptions::default());
-        assert_eq!(request.validate().unwrap_err().0, "stream_options");
+        assert_eq!(request.check().unwrap_err().0, "stream_options");
         request.stream = Some(true);
-        assert!(request.validate().is_ok());
+        assert!(request.check().is_ok());
     }
 }

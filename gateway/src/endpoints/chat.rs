@@ -14,7 +14,8 @@ use switchboard_router::pii::Finding;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{admit, failed, parse_json, read_body, request_id, tag_with_id};
+use super::extract::{Admitted, JsonBody, Refused, RequestId, Validate};
+use super::{admit, failed, tag_with_id};
 use crate::accounting::{Classification, Findings, RequestRecord, Settlement};
 use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
@@ -26,15 +27,16 @@ use crate::server::Gateway;
 
 pub async fn chat_completions(
     State(gateway): State<Arc<Gateway>>,
+    RequestId(id): RequestId,
+    admission: Result<Admitted, Refused>,
     headers: HeaderMap,
-    body: Body,
+    body: JsonBody<ChatCompletionRequest>,
 ) -> Response {
     let started = Instant::now();
-    let id = request_id(&headers);
     let mut record =
         RequestRecord::start(gateway.metrics.clone(), id.clone(), started).kept_in(&gateway.ledger);
     let span = tracing::info_span!("request", request_id = %id);
-    let answered = answer(&gateway, &headers, body, &mut record)
+    let answered = answer(&gateway, admission, &headers, body, &mut record)
         .instrument(span)
         .await;
     let private_data = crate::classify::header_value(&record.findings.private_data);
@@ -180,14 +182,13 @@ pub(super) async fn classify(
 
 async fn answer(
     gateway: &Gateway,
+    admission: Result<Admitted, Refused>,
     headers: &HeaderMap,
-    body: Body,
+    body: JsonBody<ChatCompletionRequest>,
     record: &mut RequestRecord,
 ) -> Result<Answer, ApiError> {
-    let tenant = admit(gateway, headers, record)?;
-    let bytes = read_body(body, headers, &gateway.limits).await?;
-    let mut request = parse(&bytes)?;
-    drop(bytes);
+    let tenant = admit(admission, record)?;
+    let mut request = body.read().await?;
     let policy = gateway.policy();
     let language = policy.reads_language(&request.model);
     record.findings = classify(gateway.classifier.as_ref(), &request, language).await;
@@ -422,13 +423,11 @@ fn answer_bytes(body: &[u8]) -> u64 {
     content.map(|text| text.len() as u64).sum()
 }
 
-/// Parses and validates a chat completion request.
-pub(super) fn parse(bytes: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
-    let request: ChatCompletionRequest = parse_json(bytes)?;
-    request
-        .validate()
-        .map_err(|(param, message)| ApiError::bad_request(message, Some(param)))?;
-    Ok(request)
+impl Validate for ChatCompletionRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        self.check()
+            .map_err(|(param, message)| ApiError::bad_request(message, Some(param)))
+    }
 }
 
 fn add_route_headers(headers: &mut HeaderMap, by: &AnsweredBy) {

@@ -4,16 +4,15 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_router::batcher::BatchError;
 use tokio::time::Instant;
 
-use super::{admit, failed, parse_json, read_body, request_id, tag_with_id};
+use super::extract::{Admitted, JsonBody, Refused, RequestId, Validate};
+use super::{admit, failed, tag_with_id};
 use crate::accounting::RequestRecord;
 use crate::api::Usage;
 use crate::error::ApiError;
@@ -23,13 +22,20 @@ use crate::server::Gateway;
 const MAX_INPUTS: usize = 2048;
 
 #[derive(Deserialize)]
-struct EmbeddingRequest {
+pub struct EmbeddingRequest {
     model: String,
     input: Input,
     #[serde(default)]
     encoding_format: Option<Encoding>,
     #[serde(default)]
     dimensions: Option<usize>,
+}
+
+/// Its inputs are checked against the model it names, once that is found.
+impl Validate for EmbeddingRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -48,13 +54,13 @@ enum Encoding {
 
 pub async fn embeddings(
     State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    body: Body,
+    RequestId(id): RequestId,
+    admission: Result<Admitted, Refused>,
+    body: JsonBody<EmbeddingRequest>,
 ) -> Response {
-    let id = request_id(&headers);
     let mut record = RequestRecord::start(gateway.metrics.clone(), id.clone(), Instant::now());
     record.route = "local";
-    let mut response = match answer(&gateway, &headers, body, &mut record).await {
+    let mut response = match answer(&gateway, admission, body, &mut record).await {
         Ok(response) => {
             record.status = 200;
             response
@@ -67,14 +73,12 @@ pub async fn embeddings(
 
 async fn answer(
     gateway: &Gateway,
-    headers: &HeaderMap,
-    body: Body,
+    admission: Result<Admitted, Refused>,
+    body: JsonBody<EmbeddingRequest>,
     record: &mut RequestRecord,
 ) -> Result<Response, ApiError> {
-    let tenant = admit(gateway, headers, record)?;
-    let bytes = read_body(body, headers, &gateway.limits).await?;
-    let request: EmbeddingRequest = parse_json(&bytes)?;
-    drop(bytes);
+    let tenant = admit(admission, record)?;
+    let request = body.read().await?;
     let service = gateway
         .catalog
         .embedder(&request.model)

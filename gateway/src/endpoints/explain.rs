@@ -3,36 +3,42 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::chat::{classify, parse};
-use super::{authenticate, read_body};
+use super::chat::classify;
+use super::extract::{Admitted, JsonBody};
+use crate::api::ChatCompletionRequest;
+use crate::auth::Tenant;
 use crate::error::ApiError;
 use crate::routing::{self, Route};
 use crate::server::Gateway;
 
+/// Admitted like a chat completion (the router's work is the same), and its in-flight slot
+/// held until the answer is ready.
 pub async fn explain(
     State(gateway): State<Arc<Gateway>>,
+    Admitted {
+        tenant,
+        permit: _permit,
+    }: Admitted,
     headers: HeaderMap,
-    body: Body,
-) -> Response {
-    match explained(&gateway, &headers, body).await {
-        Ok(json) => axum::Json(json).into_response(),
-        Err(error) => error.into_response(),
-    }
+    body: JsonBody<ChatCompletionRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let request = body.read().await?;
+    explained(&gateway, &tenant, &headers, request)
+        .await
+        .map(Json)
 }
 
-async fn explained(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    if gateway.is_shutting_down() {
-        return Err(ApiError::ShuttingDown);
-    }
-    let tenant = authenticate(gateway, headers)?;
-    let bytes = read_body(body, headers, &gateway.limits).await?;
-    let request = parse(&bytes)?;
+async fn explained(
+    gateway: &Gateway,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    request: ChatCompletionRequest,
+) -> Result<Value, ApiError> {
     if !tenant.may_use(&request.model) {
         return Err(ApiError::ModelNotFound(request.model));
     }
@@ -46,7 +52,7 @@ async fn explained(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result
         "private_data": findings.private_data.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
     });
     let explained =
-        routing::explain(gateway, &policy, &tenant, &request, headers, &findings).await?;
+        routing::explain(gateway, &policy, tenant, &request, headers, &findings).await?;
     let decision = match explained {
         None => json!({
             "route": "named",

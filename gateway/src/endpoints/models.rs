@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
-use super::authenticate;
+use super::extract::Caller;
 use crate::error::ApiError;
 use crate::server::Gateway;
 
@@ -23,9 +22,8 @@ fn model_object(name: &str, owner: &str) -> Value {
 
 pub async fn list(
     State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = authenticate(&gateway, &headers)?;
     let data: Vec<Value> = models(&gateway)
         .into_iter()
         .filter(|(name, _)| tenant.may_use(name))
@@ -47,10 +45,9 @@ fn models(gateway: &Gateway) -> Vec<(String, &str)> {
 
 pub async fn retrieve(
     State(gateway): State<Arc<Gateway>>,
+    Caller(tenant): Caller,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = authenticate(&gateway, &headers)?;
     models(&gateway)
         .into_iter()
         .find(|(name, _)| *name == id && tenant.may_use(name))

@@ -3,14 +3,12 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{authenticate, parse_json, read_body};
+use super::extract::{Caller, JsonBody, Validate};
 use crate::error::ApiError;
 use crate::ledger::{Feedback, FeedbackError};
 use crate::report::{self, GroupBy};
@@ -25,11 +23,10 @@ pub struct UsageQuery {
 
 pub async fn usage(
     State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Query(query): Query<UsageQuery>,
 ) -> Response {
     let answer = async {
-        let tenant = authenticate(&gateway, &headers)?;
         let since = report::parse_since(query.since.as_deref().unwrap_or("7d"))
             .map_err(|message| ApiError::bad_request(message, Some("since")))?;
         let by = match query.by.as_deref() {
@@ -64,7 +61,7 @@ pub async fn usage(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FeedbackRequest {
+pub struct FeedbackRequest {
     request_id: String,
     /// From -1 (bad) to 1 (good).
     score: f64,
@@ -74,22 +71,15 @@ struct FeedbackRequest {
 
 const MAX_COMMENT_CHARS: usize = 2000;
 
-pub async fn feedback(
-    State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let answer = async {
-        let tenant = authenticate(&gateway, &headers)?;
-        let bytes = read_body(body, &headers, &gateway.limits).await?;
-        let request: FeedbackRequest = parse_json(&bytes)?;
-        if !(request.score.is_finite() && (-1.0..=1.0).contains(&request.score)) {
+impl Validate for FeedbackRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        if !(self.score.is_finite() && (-1.0..=1.0).contains(&self.score)) {
             return Err(ApiError::bad_request(
                 "'score' must be a number from -1 (bad) to 1 (good).",
                 Some("score"),
             ));
         }
-        if request
+        if self
             .comment
             .as_ref()
             .is_some_and(|c| c.chars().count() > MAX_COMMENT_CHARS)
@@ -99,6 +89,17 @@ pub async fn feedback(
                 Some("comment"),
             ));
         }
+        Ok(())
+    }
+}
+
+pub async fn feedback(
+    State(gateway): State<Arc<Gateway>>,
+    Caller(tenant): Caller,
+    body: JsonBody<FeedbackRequest>,
+) -> Response {
+    let answer = async {
+        let request = body.read().await?;
         let feedback = Feedback {
             request_id: request.request_id,
             tenant: tenant.name.clone(),
