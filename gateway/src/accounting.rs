@@ -8,37 +8,16 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use switchboard_router::pii::PiiKind;
-
 use crate::api::Usage;
 use crate::ledger::{Entry, Ledger};
 use crate::metrics::{Metrics, UNCLASSIFIED, UNKNOWN};
+use crate::pipeline::Findings;
 use crate::policy::{Costs, Policy};
 use crate::standing::Reservation;
 use switchboard_policies::Usd;
 
 /// `status` of a request whose client disconnected first (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
-
-/// The router's scores that the record keeps: bounded values only (the domain is one of the
-/// heads' or the config's).
-#[derive(Debug, Clone)]
-pub struct Classification {
-    pub complexity: f32,
-    pub domain: String,
-    pub took: Duration,
-}
-
-/// What was found in a request before it was answered: the facts its route is decided on.
-#[derive(Debug, Clone, Default)]
-pub struct Findings {
-    /// The kinds of private data found in the request (never the data).
-    pub private_data: Vec<PiiKind>,
-    /// The language of the last user message (ISO 639-1), when it could be told.
-    pub language: Option<&'static str>,
-    /// What the router made of the request, when it scored it.
-    pub classification: Option<Classification>,
-}
 
 pub struct RequestRecord {
     metrics: Arc<Metrics>,
@@ -283,7 +262,7 @@ impl Drop for RequestRecord {
             first_token_ms = self.first_token.map(|d| d.as_millis() as u64),
             prompt_tokens = self.usage.map(|u| u.prompt_tokens),
             completion_tokens = self.usage.map(|u| u.completion_tokens),
-            private_data = %crate::classify::kinds_list(&self.findings.private_data),
+            private_data = %crate::pipeline::classify::kinds_list(&self.findings.private_data),
             language = self.findings.language.unwrap_or("-"),
             complexity = self.findings.classification.as_ref().map(|c| c.complexity),
             domain,

@@ -9,27 +9,20 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
-
 use crate::api::{ChatMessage, Role};
 
 /// Beyond this many live conversations, the oldest half is forgotten.
 const CAPACITY: usize = 100_000;
-/// The longest conversation name taken from the header.
-const MAX_NAME_BYTES: usize = 256;
 
 /// A conversation's identity within its tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConversationKey(u64);
 
 impl ConversationKey {
-    pub fn of(tenant: &str, headers: &HeaderMap, messages: &[ChatMessage]) -> Option<Self> {
+    /// The conversation named `named` by the client, else the one these messages open.
+    pub fn of(tenant: &str, named: Option<&[u8]>, messages: &[ChatMessage]) -> Option<Self> {
         let mut hasher = DefaultHasher::new();
         tenant.hash(&mut hasher);
-        let named = headers
-            .get("x-switchboard-conversation")
-            .map(|v| v.as_bytes())
-            .filter(|v| !v.is_empty() && v.len() <= MAX_NAME_BYTES);
         if let Some(name) = named {
             "named".hash(&mut hasher);
             name.hash(&mut hasher);
@@ -92,7 +85,7 @@ mod tests {
 
     #[test]
     fn a_thread_is_known_by_its_opening_or_its_name() {
-        let none = HeaderMap::new();
+        let none = None;
         let first = messages(
             r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"Plan a migration"}]"#,
         );
@@ -100,19 +93,14 @@ mod tests {
             r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"Plan a migration"},{"role":"assistant","content":"Sure"},{"role":"user","content":"And rollback?"}]"#,
         );
         let other = messages(r#"[{"role":"user","content":"Plan a migration"}]"#);
-        let key = |t, h: &HeaderMap, m: &[ChatMessage]| ConversationKey::of(t, h, m).unwrap();
-        assert_eq!(key("a", &none, &first), key("a", &none, &later));
-        assert_ne!(key("a", &none, &first), key("a", &none, &other));
-        assert_ne!(key("a", &none, &first), key("b", &none, &first));
-        let mut named = HeaderMap::new();
-        named.insert("x-switchboard-conversation", "thread-7".parse().unwrap());
-        assert_eq!(key("a", &named, &first), key("a", &named, &other));
+        let key = |t, n, m: &[ChatMessage]| ConversationKey::of(t, n, m).unwrap();
+        assert_eq!(key("a", none, &first), key("a", none, &later));
+        assert_ne!(key("a", none, &first), key("a", none, &other));
+        assert_ne!(key("a", none, &first), key("b", none, &first));
+        let named = Some(&b"thread-7"[..]);
+        assert_eq!(key("a", named, &first), key("a", named, &other));
         assert_eq!(
-            ConversationKey::of(
-                "a",
-                &none,
-                &messages(r#"[{"role":"system","content":"x"}]"#)
-            ),
+            ConversationKey::of("a", none, &messages(r#"[{"role":"system","content":"x"}]"#)),
             None
         );
     }

@@ -1,20 +1,20 @@
 //! Switchboard's gateway: an OpenAI-compatible front door for chat traffic.
 //!
 //! A request's way through this crate:
-//! [`connections`] (accepting clients, header and idle timeouts) → [`endpoints`] (HTTP routes) → [`auth`] (key → tenant) → [`api`] (parse, validate) →
-//! [`classify`] (what the router finds: scores, private data, language) →
-//! [`routing`] (the facts the policy decides on, the decision, the models that carry it out;
-//! the rules themselves are in the `switchboard-policies` crate, the policy in force in
-//! [`policy`], tenants' spend and reservations in [`standing`]) →
-//! [`catalog`] (model → local engine or remote fallback chain) → [`providers`] (the local
-//! engine; remote retries, fallbacks, wire formats) →
-//! [`accounting`] (cost, metrics and the request's log line, settled once).
+//! [`connections`] (accepting clients, header and idle timeouts) → [`endpoints`] (HTTP routes;
+//! what every handler takes, typed: the request id, the admitted tenant ([`auth`],
+//! [`rate_limit`]), the JSON body ([`api`])) → [`pipeline`]: classify (what the router finds:
+//! scores, private data, language) → plan (the facts the policy decides on, the decision, the
+//! models that carry it out; the rules themselves are in the `switchboard-policies` crate, the
+//! policy in force in [`policy`], tenants' spend and reservations in [`standing`]) → execute
+//! ([`catalog`]: model → local engine or remote fallback chain; [`providers`]: the local
+//! engine, remote retries, fallbacks, wire formats) → [`accounting`] (cost, metrics and the
+//! request's log line, settled once) → [`ledger`].
 
 pub mod accounting;
 pub mod api;
 pub mod auth;
 pub mod catalog;
-pub mod classify;
 pub mod config;
 pub mod connections;
 pub mod conversations;
@@ -23,11 +23,11 @@ pub mod error;
 pub mod ledger;
 pub mod metrics;
 pub mod model_store;
+pub mod pipeline;
 pub mod policy;
 pub mod providers;
 pub mod rate_limit;
 pub mod reload;
 pub mod report;
-pub mod routing;
 pub mod server;
 pub mod standing;

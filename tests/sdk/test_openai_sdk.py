@@ -224,8 +224,13 @@ def test_local_batching_cancellation_and_full_queue(gateway):
     ]
     for stream in streams:
         next(iter(stream))  # the first token is out: the request is in the batch
-    # Both decode together, and the batch (max_batch: 2) is full.
-    assert metric(gateway, 'switchboard_local_running{model="smollm2"}') == 2
+    # Both decode together, and the batch (max_batch: 2) is full. The gauge is read between
+    # decoding steps: on a loaded machine a first read may fall between a join and its step.
+    running = 'switchboard_local_running{model="smollm2"}'
+    deadline = time.monotonic() + 10
+    while metric(gateway, running) != 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert metric(gateway, running) == 2
     waiting = threading.Thread(target=lambda: client.chat.completions.create(
         model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=2))
     waiting.start()

@@ -1,5 +1,5 @@
-//! `POST /v1/chat/completions`: admission, authentication, parsing, then the remote chain,
-//! streamed or not.
+//! `POST /v1/chat/completions`: the request let in and read, answered by the pipeline, and its
+//! answer sent as JSON or as a stream of server-sent events with the `x-switchboard-*` headers.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,42 +9,42 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use switchboard_router::classifier::{Classifier, language_of, private_data};
-use switchboard_router::pii::Finding;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::extract::{Admitted, JsonBody, Refused, RequestId, Validate};
 use super::{admit, failed, tag_with_id};
-use crate::accounting::{Classification, Findings, RequestRecord, Settlement};
+use crate::accounting::RequestRecord;
 use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
+use crate::pipeline::{self, Answer, AnsweredBy, ClientHints, Findings};
 use crate::policy::Costs;
-use crate::providers::local::LocalModel;
-use crate::providers::{ChainFailed, ChunkStream, StreamChunk, StreamStart, Target, UpstreamError};
-use crate::routing::{self, Cascade, Route};
+use crate::providers::{ChunkStream, StreamChunk, UpstreamError};
 use crate::server::Gateway;
 
 pub async fn chat_completions(
     State(gateway): State<Arc<Gateway>>,
     RequestId(id): RequestId,
     admission: Result<Admitted, Refused>,
-    headers: HeaderMap,
+    hints: Result<ClientHints, ApiError>,
     body: JsonBody<ChatCompletionRequest>,
 ) -> Response {
     let started = Instant::now();
     let mut record =
         RequestRecord::start(gateway.metrics.clone(), id.clone(), started).kept_in(&gateway.ledger);
     let span = tracing::info_span!("request", request_id = %id);
-    let answered = answer(&gateway, admission, &headers, body, &mut record)
-        .instrument(span)
-        .await;
-    let private_data = crate::classify::header_value(&record.findings.private_data);
-    let language = record.findings.language;
-    let classification = record.findings.classification.clone();
-    let reason = record.reason.clone();
+    let answered = async {
+        let tenant = admit(admission, &mut record)?;
+        let request = body.read().await?;
+        pipeline::chat(&gateway, &tenant, request, &hints?, &mut record).await
+    }
+    .instrument(span)
+    .await;
+    // Read before a stream takes the record.
+    let found = findings_headers(&record);
     let (mut response, unsettled) = match answered {
-        Ok(Answer::Complete(mut response)) => {
+        Ok(Answer::Complete { body, by }) => {
+            let mut response = json_response(body, &by);
             record.status = response.status().as_u16();
             if let Some(costs) = record.costs() {
                 add_cost_headers(response.headers_mut(), &costs);
@@ -70,336 +70,45 @@ pub async fn chat_completions(
         Err(error) => (failed(error, &mut record), Some(record)),
     };
     tag_with_id(&mut response, &id);
-    if let Some(kinds) = private_data {
-        response.headers_mut().insert("x-switchboard-pii", kinds);
-    }
-    if let Some(code) = language {
-        let value = HeaderValue::from_static(code);
-        response
-            .headers_mut()
-            .insert("x-switchboard-language", value);
-    }
-    if let Some(reason) = reason.and_then(|r| HeaderValue::from_str(&r).ok()) {
-        response
-            .headers_mut()
-            .insert("x-switchboard-reason", reason);
-    }
-    if let Some(c) = classification {
-        let headers = response.headers_mut();
-        let complexity = HeaderValue::from_str(&format!("{:.3}", c.complexity));
-        if let (Ok(complexity), Ok(domain)) = (complexity, HeaderValue::from_str(&c.domain)) {
-            headers.insert("x-switchboard-complexity", complexity);
-            headers.insert("x-switchboard-domain", domain);
-        }
-    }
+    response.headers_mut().extend(found);
     if let Some(record) = unsettled {
         record.settle_durably().await;
     }
     response
 }
 
-enum Answer {
-    Complete(Response),
-    /// The first chunk is in; the response is built around the stream by the caller, which
-    /// owns the request's record.
-    Stream {
-        start: StreamStart,
-        by: AnsweredBy,
-        include_usage: bool,
-    },
-}
-
-/// Who answered, for the `x-switchboard-*` headers and the request's record.
-struct AnsweredBy {
-    route: &'static str,
-    provider: String,
-    model: String,
-}
-
-impl AnsweredBy {
-    fn note_in(&self, record: &mut RequestRecord) {
-        record.route = self.route;
-        record.provider = Some(self.provider.clone());
-        record.model = self.model.clone();
+/// What the gateway found and decided, as headers: private data (`x-switchboard-pii`), the
+/// language, the reason, and the router's complexity and domain.
+fn findings_headers(record: &RequestRecord) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let Findings {
+        private_data,
+        language,
+        classification,
+    } = &record.findings;
+    if !private_data.is_empty()
+        && let Ok(kinds) = HeaderValue::from_str(&pipeline::classify::kinds_list(private_data))
+    {
+        headers.insert("x-switchboard-pii", kinds);
     }
-
-    fn local(model: &LocalModel) -> Self {
-        Self {
-            route: "local",
-            provider: "local".to_owned(),
-            model: model.name.clone(),
+    if let Some(code) = language {
+        headers.insert("x-switchboard-language", HeaderValue::from_static(code));
+    }
+    if let Some(reason) = record
+        .reason
+        .as_deref()
+        .and_then(|r| HeaderValue::from_str(r).ok())
+    {
+        headers.insert("x-switchboard-reason", reason);
+    }
+    if let Some(c) = classification {
+        let complexity = HeaderValue::from_str(&format!("{:.3}", c.complexity));
+        if let (Ok(complexity), Ok(domain)) = (complexity, HeaderValue::from_str(&c.domain)) {
+            headers.insert("x-switchboard-complexity", complexity);
+            headers.insert("x-switchboard-domain", domain);
         }
     }
-}
-
-impl From<&Target> for AnsweredBy {
-    fn from(target: &Target) -> Self {
-        Self {
-            route: "remote",
-            provider: target.provider.name.clone(),
-            model: target.model.name.clone(),
-        }
-    }
-}
-
-/// What the router finds in the request. Without a router (or when it cannot score the
-/// request: its queue is full) the request is still scanned for private data, and for its
-/// language when `language` asks for it (reading a language costs about half a millisecond,
-/// more than the rest of the gateway's work on a request), and answered unscored.
-pub(super) async fn classify(
-    classifier: Option<&Classifier>,
-    request: &ChatCompletionRequest,
-    language: bool,
-) -> Findings {
-    let started = Instant::now();
-    let turns = crate::classify::turns(&request.messages);
-    let distinct_kinds =
-        |pii: &[(usize, Finding)]| crate::classify::distinct(pii.iter().map(|(_, f)| f.kind));
-    if let Some(classifier) = classifier {
-        match classifier.classify(&turns).await {
-            Ok(scores) => {
-                return Findings {
-                    private_data: distinct_kinds(&scores.pii),
-                    language: scores.language.map(|l| l.code),
-                    classification: Some(Classification {
-                        complexity: scores.complexity,
-                        domain: scores.top_domain().to_owned(),
-                        took: started.elapsed(),
-                    }),
-                };
-            }
-            Err(error) => tracing::warn!(%error, "the router could not score the request"),
-        }
-    }
-    Findings {
-        private_data: distinct_kinds(&private_data(&turns)),
-        language: language
-            .then(|| language_of(&turns).map(|l| l.code))
-            .flatten(),
-        classification: None,
-    }
-}
-
-async fn answer(
-    gateway: &Gateway,
-    admission: Result<Admitted, Refused>,
-    headers: &HeaderMap,
-    body: JsonBody<ChatCompletionRequest>,
-    record: &mut RequestRecord,
-) -> Result<Answer, ApiError> {
-    let tenant = admit(admission, record)?;
-    let mut request = body.read().await?;
-    let policy = gateway.policy();
-    let language = policy.reads_language(&request.model);
-    record.findings = classify(gateway.classifier.as_ref(), &request, language).await;
-    record.prompt_bytes = request.text_bytes();
-    if gateway.keep_routing_text {
-        let turns = crate::classify::turns(&request.messages);
-        record.routing_text = Some(switchboard_router::conversation::routing_text(&turns));
-    }
-
-    if !tenant.may_use(&request.model) {
-        return Err(ApiError::ModelNotFound(request.model));
-    }
-    let plan = routing::plan(
-        gateway,
-        &policy,
-        &tenant,
-        &request,
-        headers,
-        &record.findings,
-    );
-    let plan = plan.await?;
-    note_decision(gateway, &plan, record);
-    let redact = plan.decision.as_ref().is_some_and(|d| d.redact);
-    record.settlement = Some(Settlement {
-        policy: policy.clone(),
-        reservation: plan.reservation,
-    });
-
-    let chain = match (plan.route, plan.cascade) {
-        (Route::Local(local), Some(cascade)) if !request.is_stream() => {
-            return answer_or_escalate(gateway, &local, cascade, request, record).await;
-        }
-        (Route::Local(local), _) => return answer_locally(&local, &request, record).await,
-        (Route::Remote(chain), _) => chain,
-    };
-    // Until a target answers, the request counts against the first one (a client that goes
-    // away meanwhile is recorded there).
-    if let Some(first) = chain.first() {
-        AnsweredBy::from(first).note_in(record);
-    }
-    // The local fallback sees the request as the client sent it.
-    let unredacted = redact.then(|| {
-        let original = request.messages.clone();
-        crate::classify::redact(&mut request.messages);
-        original
-    });
-    let failed = match answer_remotely(gateway, &chain, &request, record).await {
-        Ok(answer) => return Ok(answer),
-        Err(failed) => failed,
-    };
-    let Some(local) = plan.local_fallback else {
-        return Err(failed.error.into_api_error(&failed.provider));
-    };
-    let from = chain.first().map_or("", |t| t.model.name.as_str());
-    tracing::warn!(
-        kind = failed.error.kind(),
-        from,
-        to = %local.name,
-        "every remote target failed: answering locally"
-    );
-    gateway
-        .metrics
-        .fallbacks
-        .with_label_values(&[from, &local.name, failed.error.kind()])
-        .inc();
-    if let Some(reason) = &mut record.reason {
-        reason.push_str("; remote failed: local");
-    }
-    if let Some(messages) = unredacted {
-        request.messages = messages;
-    }
-    answer_locally(&local, &request, record).await
-}
-
-/// Notes the policy's decision in the record, and counts an escalation.
-fn note_decision(gateway: &Gateway, plan: &routing::Plan, record: &mut RequestRecord) {
-    let Some(decision) = &plan.decision else {
-        return;
-    };
-    record.reason = Some(decision.reason.to_string());
-    record.reason_code = Some(decision.reason.label());
-    if plan.reservation.as_ref().and_then(|r| r.routed()) == Some(true) {
-        gateway
-            .metrics
-            .escalations
-            .with_label_values(&[&record.tenant, decision.reason.label()])
-            .inc();
-    }
-}
-
-/// Asks a remote chain: its answer (streamed: from its first chunk on), or why every target
-/// failed.
-async fn answer_remotely(
-    gateway: &Gateway,
-    chain: &[Target],
-    request: &ChatCompletionRequest,
-    record: &mut RequestRecord,
-) -> Result<Answer, ChainFailed> {
-    let deadline = Instant::now() + gateway.limits.request_timeout;
-    let remote = &gateway.remote;
-    if request.is_stream() {
-        let answered = remote.stream(chain, request, deadline).await?;
-        let by = AnsweredBy::from(answered.target);
-        by.note_in(record);
-        return Ok(Answer::Stream {
-            start: answered.value,
-            by,
-            include_usage: request.wants_usage_chunk(),
-        });
-    }
-    let answered = remote.complete(chain, request, deadline).await?;
-    let by = AnsweredBy::from(answered.target);
-    by.note_in(record);
-    record.usage = answered.value.usage;
-    if record.usage.is_none() {
-        record.answer_bytes = answer_bytes(&answered.value.body);
-    }
-    Ok(Answer::Complete(json_response(answered.value.body, &by)))
-}
-
-/// The confidence cascade: answers locally, and if the model was unsure of its answer (the
-/// mean log-probability of its tokens under the floor), discards it and asks the remote chain;
-/// when that fails too, the local answer stands.
-async fn answer_or_escalate(
-    gateway: &Gateway,
-    local: &Arc<LocalModel>,
-    cascade: Cascade,
-    mut request: ChatCompletionRequest,
-    record: &mut RequestRecord,
-) -> Result<Answer, ApiError> {
-    let by = AnsweredBy::local(local);
-    by.note_in(record);
-    let (completion, mean) = local.complete_scored(&request).await?;
-    let Some(mean) = mean.filter(|&mean| mean < cascade.floor) else {
-        record.usage = completion.usage;
-        return Ok(Answer::Complete(json_response(completion.body, &by)));
-    };
-    let wasted = completion
-        .usage
-        .map_or(0, |u| u.prompt_tokens + u.completion_tokens);
-    let metrics = &gateway.metrics;
-    metrics
-        .cascade_wasted_tokens
-        .with_label_values(&[&local.name])
-        .inc_by(wasted);
-    let unsure = format!(
-        "low confidence (mean logprob {mean:.2} < {:.2})",
-        cascade.floor
-    );
-    if cascade.redact {
-        crate::classify::redact(&mut request.messages);
-    }
-    match answer_remotely(gateway, &cascade.chain, &request, record).await {
-        Ok(answer) => {
-            metrics
-                .escalations
-                .with_label_values(&[&record.tenant, "low_confidence"])
-                .inc();
-            let reservation = record
-                .settlement
-                .as_mut()
-                .and_then(|s| s.reservation.as_mut());
-            if let Some(reservation) = reservation {
-                reservation.escalate();
-            }
-            if let Some(reason) = &mut record.reason {
-                reason.push_str(&format!("; {unsure}: escalated"));
-            }
-            Ok(answer)
-        }
-        Err(failed) => {
-            tracing::warn!(
-                kind = failed.error.kind(),
-                "the cascade's remote chain failed: the local answer stands"
-            );
-            if let Some(reason) = &mut record.reason {
-                reason.push_str(&format!("; {unsure}, remote failed: local answer kept"));
-            }
-            record.usage = completion.usage;
-            Ok(Answer::Complete(json_response(completion.body, &by)))
-        }
-    }
-}
-
-async fn answer_locally(
-    local: &Arc<LocalModel>,
-    request: &ChatCompletionRequest,
-    record: &mut RequestRecord,
-) -> Result<Answer, ApiError> {
-    let by = AnsweredBy::local(local);
-    by.note_in(record);
-    if request.is_stream() {
-        let mut rest = local.stream(request).await?;
-        let first = match rest.next().await {
-            Some(Ok(first)) => first,
-            Some(Err(error)) => return Err(error.into_api_error("local")),
-            None => {
-                return Err(
-                    UpstreamError::Interrupted("no output".to_owned()).into_api_error("local")
-                );
-            }
-        };
-        return Ok(Answer::Stream {
-            start: StreamStart { first, rest },
-            by,
-            include_usage: request.wants_usage_chunk(),
-        });
-    }
-    let completion = local.complete(request).await?;
-    record.usage = completion.usage;
-    Ok(Answer::Complete(json_response(completion.body, &by)))
+    headers
 }
 
 fn json_response(body: Bytes, by: &AnsweredBy) -> Response {
@@ -411,16 +120,6 @@ fn json_response(body: Bytes, by: &AnsweredBy) -> Response {
         .into_response();
     add_route_headers(response.headers_mut(), by);
     response
-}
-
-/// Bytes of answer text in a complete OpenAI answer.
-fn answer_bytes(body: &[u8]) -> u64 {
-    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return 0;
-    };
-    let choices = answer["choices"].as_array().into_iter().flatten();
-    let content = choices.filter_map(|c| c["message"]["content"].as_str());
-    content.map(|text| text.len() as u64).sum()
 }
 
 impl Validate for ChatCompletionRequest {

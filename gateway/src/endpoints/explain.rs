@@ -5,15 +5,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
-use super::chat::classify;
 use super::extract::{Admitted, JsonBody};
 use crate::api::ChatCompletionRequest;
 use crate::auth::Tenant;
 use crate::error::ApiError;
-use crate::routing::{self, Route};
+use crate::pipeline::plan::{self, Route};
+use crate::pipeline::{self, ClientHints, classify};
 use crate::server::Gateway;
 
 /// Admitted like a chat completion (the router's work is the same), and its in-flight slot
@@ -24,11 +23,11 @@ pub async fn explain(
         tenant,
         permit: _permit,
     }: Admitted,
-    headers: HeaderMap,
+    hints: Result<ClientHints, ApiError>,
     body: JsonBody<ChatCompletionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let request = body.read().await?;
-    explained(&gateway, &tenant, &headers, request)
+    explained(&gateway, &tenant, &hints?, request)
         .await
         .map(Json)
 }
@@ -36,7 +35,7 @@ pub async fn explain(
 async fn explained(
     gateway: &Gateway,
     tenant: &Tenant,
-    headers: &HeaderMap,
+    hints: &ClientHints,
     request: ChatCompletionRequest,
 ) -> Result<Value, ApiError> {
     if !tenant.may_use(&request.model) {
@@ -44,15 +43,22 @@ async fn explained(
     }
     let policy = gateway.policy();
     let language = policy.reads_language(&request.model);
-    let findings = classify(gateway.classifier.as_ref(), &request, language).await;
+    let findings = classify::classify(gateway.classifier.as_ref(), &request, language).await;
     let scores = json!({
         "complexity": findings.classification.as_ref().map(|c| c.complexity),
         "domain": findings.classification.as_ref().map(|c| c.domain.as_str()),
         "language": findings.language,
         "private_data": findings.private_data.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
     });
-    let explained =
-        routing::explain(gateway, &policy, tenant, &request, headers, &findings).await?;
+    let planner = pipeline::planner(gateway);
+    let explained = planner.explain(plan::Request {
+        policy: &policy,
+        tenant,
+        body: &request,
+        hints,
+        findings: &findings,
+    });
+    let explained = explained.await?;
     let decision = match explained {
         None => json!({
             "route": "named",

@@ -17,6 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::auth::Tenant;
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::pipeline::ClientHints;
 use crate::server::Gateway;
 
 /// The caller's `x-request-id` when it is a sane token, else a new one; it is echoed back and
@@ -123,6 +124,14 @@ impl FromRequestParts<Arc<Gateway>> for Admitted {
             });
         }
         Ok(Self { tenant, permit })
+    }
+}
+
+impl<S: Sync> FromRequestParts<S> for ClientHints {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        ClientHints::from_headers(&parts.headers)
     }
 }
 

@@ -1,0 +1,96 @@
+//! A chat request's way from its parsed body to its answer, in three steps:
+//! [`classify`] (what the router finds: scores, private data, language) → [`plan`] (the
+//! policy's decision and the models that carry it out; the rules themselves are
+//! `switchboard_policies::decide`) → [`execute`] (the local engine or the remote chain, the
+//! confidence cascade, the local fallback). Each step notes what it did in the request's
+//! [`RequestRecord`], which the caller settles.
+
+pub mod classify;
+pub mod execute;
+pub mod hints;
+pub mod plan;
+
+use std::sync::Arc;
+
+pub use classify::{Classification, Findings};
+pub use execute::{Answer, AnsweredBy, Executor};
+pub use hints::ClientHints;
+pub use plan::Planner;
+
+use crate::accounting::{RequestRecord, Settlement};
+use crate::api::ChatCompletionRequest;
+use crate::auth::Tenant;
+use crate::error::ApiError;
+use crate::server::Gateway;
+
+/// Answers `tenant`'s chat completion `request`: classify → plan → execute.
+pub async fn chat(
+    gateway: &Gateway,
+    tenant: &Tenant,
+    request: ChatCompletionRequest,
+    hints: &ClientHints,
+    record: &mut RequestRecord,
+) -> Result<Answer, ApiError> {
+    let policy = gateway.policy();
+    let language = policy.reads_language(&request.model);
+    let findings = classify::classify(gateway.classifier.as_ref(), &request, language).await;
+    record.findings = findings;
+    record.prompt_bytes = request.text_bytes();
+    if gateway.keep_routing_text {
+        let turns = classify::turns(&request.messages);
+        record.routing_text = Some(switchboard_router::conversation::routing_text(&turns));
+    }
+    if !tenant.may_use(&request.model) {
+        return Err(ApiError::ModelNotFound(request.model));
+    }
+
+    let mut plan = planner(gateway)
+        .plan(plan::Request {
+            policy: &policy,
+            tenant,
+            body: &request,
+            hints,
+            findings: &record.findings,
+        })
+        .await?;
+    note_decision(gateway, &plan, record);
+    record.settlement = Some(Settlement {
+        policy: Arc::clone(&policy),
+        reservation: plan.reservation.take(),
+    });
+
+    executor(gateway).run(plan, request, record).await
+}
+
+/// The planning step's view of the gateway.
+pub fn planner(gateway: &Gateway) -> Planner<'_> {
+    Planner {
+        catalog: &gateway.catalog,
+        standings: &gateway.standings,
+        conversations: &gateway.conversations,
+    }
+}
+
+fn executor(gateway: &Gateway) -> Executor<'_> {
+    Executor {
+        remote: &gateway.remote,
+        metrics: &gateway.metrics,
+        timeout: gateway.limits.request_timeout,
+    }
+}
+
+/// Notes the policy's decision in the record, and counts an escalation.
+fn note_decision(gateway: &Gateway, plan: &plan::Plan, record: &mut RequestRecord) {
+    let Some(decision) = &plan.decision else {
+        return;
+    };
+    record.reason = Some(decision.reason.to_string());
+    record.reason_code = Some(decision.reason.label());
+    if plan.reservation.as_ref().and_then(|r| r.routed()) == Some(true) {
+        gateway
+            .metrics
+            .escalations
+            .with_label_values(&[&record.tenant, decision.reason.label()])
+            .inc();
+    }
+}

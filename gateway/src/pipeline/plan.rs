@@ -1,0 +1,475 @@
+//! The pipeline's second step: it gathers the facts that the policy decides on (the router's
+//! findings, the request's size, the client's hints, the tenant's standing, the load of both
+//! routes), asks `switchboard_policies::decide`, and turns the decision into the models that
+//! answer. The rules themselves live in `policies/src/decision.rs`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use switchboard_policies::decision::{
+    Asked, Capacity, ContextNeed, RequestFacts, Scores, Target as Decided,
+};
+use switchboard_policies::spec::{ForcedRoute, PrivateDataRule, RemoteFailureRule};
+use switchboard_policies::tenant::calendar;
+use switchboard_policies::{Decision, Reason, Refusal, Routing, TierId, Usd, decide};
+
+use super::{ClientHints, Findings};
+use crate::api::ChatCompletionRequest;
+use crate::auth::Tenant;
+use crate::catalog::Catalog;
+use crate::conversations::{ConversationKey, Conversations};
+use crate::error::ApiError;
+use crate::policy::Policy;
+use crate::providers::Target;
+use crate::providers::local::LocalModel;
+use crate::standing::{Reservation, Standings};
+
+/// Who answers a request, as decided.
+pub enum Route {
+    Local(Arc<LocalModel>),
+    /// Remote targets, tried in order.
+    Remote(Vec<Target>),
+}
+
+/// A request's route, with the decision behind it (`None`: no routing section, the request
+/// goes to the model it names) and the estimate held against its tenant's budget.
+pub struct Plan {
+    pub route: Route,
+    pub decision: Option<Decision>,
+    pub reservation: Option<Reservation>,
+    /// Who answers when every remote target fails, where the policy allows it.
+    pub local_fallback: Option<Arc<LocalModel>>,
+    /// For a local answer the policy may still escalate: where to, if the model was unsure.
+    pub cascade: Option<Cascade>,
+}
+
+/// The confidence cascade of one request: a complete local answer whose tokens' mean
+/// log-probability is under `floor` is discarded and the request sent to `chain`.
+pub struct Cascade {
+    pub floor: f64,
+    pub chain: Vec<Target>,
+    /// Private data is to be redacted before it leaves.
+    pub redact: bool,
+}
+
+/// The completion allowance of a request that gives no `max_tokens`, for estimates.
+const DEFAULT_COMPLETION_ESTIMATE: u64 = 1024;
+
+/// What planning reads besides the request: the models, the tenants' standings, and the
+/// conversations that escalated.
+#[derive(Clone, Copy)]
+pub struct Planner<'g> {
+    pub catalog: &'g Catalog,
+    pub standings: &'g Arc<Standings>,
+    pub conversations: &'g Conversations,
+}
+
+/// One request to plan, with what is known about it.
+#[derive(Clone, Copy)]
+pub struct Request<'r> {
+    pub policy: &'r Policy,
+    pub tenant: &'r Tenant,
+    pub body: &'r ChatCompletionRequest,
+    pub hints: &'r ClientHints,
+    pub findings: &'r Findings,
+}
+
+/// What the decision reads about one request, gathered once.
+struct Gathered<'r> {
+    routing: &'r Routing,
+    asked: Asked,
+    /// The local model whose context and queue the decision weighs: the one named, else the
+    /// top local tier's.
+    local: Arc<LocalModel>,
+    top_local: Arc<LocalModel>,
+    context: ContextNeed,
+    capacity: Capacity,
+    forced: Option<ForcedRoute>,
+    /// The conversation, when the policy keeps escalated conversations on their tier.
+    conversation: Option<ConversationKey>,
+    /// The tier it escalated to, within the policy's time.
+    sticky: Option<TierId>,
+}
+
+impl Gathered<'_> {
+    fn facts<'a>(&self, findings: &'a Findings) -> RequestFacts<'a> {
+        RequestFacts {
+            asked: self.asked,
+            scores: findings.classification.as_ref().map(|c| Scores {
+                complexity: f64::from(c.complexity),
+                domain: &c.domain,
+            }),
+            language: findings.language,
+            private_data: !findings.private_data.is_empty(),
+            context: self.context,
+            forced: self.forced,
+            sticky_tier: self.sticky,
+        }
+    }
+}
+
+impl Planner<'_> {
+    /// Decides where `request` goes, and holds its estimated cost against its tenant's budget.
+    pub async fn plan(&self, request: Request<'_>) -> Result<Plan, ApiError> {
+        let Request {
+            policy,
+            tenant,
+            body,
+            findings,
+            ..
+        } = request;
+        let Some(routing) = &policy.routing else {
+            return Ok(Plan {
+                route: self.named(&body.model)?,
+                decision: None,
+                reservation: None,
+                local_fallback: None,
+                cascade: None,
+            });
+        };
+        let gathered = self.gather(routing, request).await?;
+        let facts = gathered.facts(findings);
+        let rules = policy.tenant(&tenant.name);
+        let today = calendar::day(crate::api::unix_now());
+        // Whether one more escalation fits under the cap, read in the same breath as the
+        // decision.
+        let mut may_escalate_later = false;
+        let (decision, reservation) = self.standings.decide(&tenant.name, today, |state| {
+            let decision = decide(routing, &rules, &facts, &state, gathered.capacity);
+            may_escalate_later = state.escalations.allows_one_more(rules.escalation_cap);
+            let (estimate, routed) = match decision.target {
+                Decided::Tier(tier) => {
+                    let model = self.first_usable(routing, tier);
+                    let estimate =
+                        model.map_or(Usd::ZERO, |m| estimate(policy, m, body, gathered.context));
+                    (estimate, Some(!routing.is_local(tier)))
+                }
+                Decided::Named => (estimate(policy, &body.model, body, gathered.context), None),
+                Decided::Refuse(_) => (Usd::ZERO, None),
+            };
+            (decision, estimate, routed)
+        });
+        let route = self.resolve(&gathered, &decision, body, findings)?;
+        if let (Some(key), Some(ttl), Decided::Tier(tier)) =
+            (gathered.conversation, routing.sticky_for, decision.target)
+            && !routing.is_local(tier)
+        {
+            let name = &routing.tier(tier).name;
+            self.conversations.remember(key, name, ttl, Instant::now());
+        }
+        let local_fallback = match (&route, decision.target) {
+            (Route::Remote(_), Decided::Tier(_))
+                if routing.when_remote_fails == RemoteFailureRule::Local
+                    && gathered.context.fits_locally() =>
+            {
+                Some(gathered.top_local.clone())
+            }
+            _ => None,
+        };
+        let cascade = may_escalate_later
+            .then(|| self.cascade(&gathered, &decision, body, findings))
+            .flatten();
+        Ok(Plan {
+            route,
+            decision: Some(decision),
+            reservation: Some(reservation),
+            local_fallback,
+            cascade,
+        })
+    }
+
+    /// What [`Planner::plan`] would decide now, without holding anything against the tenant's
+    /// budget: for `POST /v1/route/explain`. `None` without a routing section.
+    pub async fn explain(
+        &self,
+        request: Request<'_>,
+    ) -> Result<Option<(Decision, Result<Route, ApiError>)>, ApiError> {
+        let Some(routing) = &request.policy.routing else {
+            return Ok(None);
+        };
+        let gathered = self.gather(routing, request).await?;
+        let today = calendar::day(crate::api::unix_now());
+        let state = self.standings.state(&request.tenant.name, today);
+        let rules = request.policy.tenant(&request.tenant.name);
+        let decision = decide(
+            routing,
+            &rules,
+            &gathered.facts(request.findings),
+            &state,
+            gathered.capacity,
+        );
+        let route = self.resolve(&gathered, &decision, request.body, request.findings);
+        Ok(Some((decision, route)))
+    }
+
+    /// A model the client named, where it runs.
+    fn named(&self, model: &str) -> Result<Route, ApiError> {
+        let catalog = self.catalog;
+        if let Some(local) = catalog.local(model) {
+            return Ok(Route::Local(local.clone()));
+        }
+        match catalog.usable_chain(model) {
+            Some(chain) => Ok(Route::Remote(chain.to_vec())),
+            None if catalog.contains(model) => Err(ApiError::Unavailable {
+                message: format!(
+                    "The model '{model}' has no provider with an API key; ask your operator to set it."
+                ),
+            }),
+            None => Err(ApiError::ModelNotFound(model.to_owned())),
+        }
+    }
+
+    async fn gather<'r>(
+        &self,
+        routing: &'r Routing,
+        request: Request<'_>,
+    ) -> Result<Gathered<'r>, ApiError> {
+        let Request {
+            tenant,
+            body,
+            hints,
+            ..
+        } = request;
+        let catalog = self.catalog;
+        let asked = if body.model == routing.model {
+            Asked::Routing
+        } else {
+            // A model that cannot answer is refused before anything is decided or reserved.
+            let route = self.named(&body.model)?;
+            Asked::Named {
+                local: matches!(route, Route::Local(_)),
+            }
+        };
+        let top_local = self.local_model(routing, routing.top_local())?;
+        let local = match asked {
+            Asked::Named { local: true } => catalog.local(&body.model).unwrap_or(&top_local),
+            _ => &top_local,
+        }
+        .clone();
+        let context = ContextNeed {
+            tokens: local.context_need(body).await?,
+            local_window: local.engine.info().context_length as u64,
+        };
+        let capacity = Capacity {
+            local_busy: local.engine.is_full(),
+            remote_available: routing
+                .tiers
+                .iter()
+                .flat_map(|t| &t.targets)
+                .filter_map(|m| catalog.target(m))
+                .any(|t| t.provider.is_usable()),
+        };
+        let conversation = routing.sticky_for.and_then(|_| {
+            ConversationKey::of(&tenant.name, hints.conversation.as_deref(), &body.messages)
+        });
+        let sticky = conversation
+            .and_then(|key| self.conversations.tier(key, Instant::now()))
+            .and_then(|name| routing.tiers.iter().position(|t| t.name == name))
+            .map(TierId);
+        Ok(Gathered {
+            routing,
+            asked,
+            local,
+            top_local,
+            context,
+            capacity,
+            forced: hints.forced,
+            conversation,
+            sticky,
+        })
+    }
+
+    /// The cascade of a request answered locally because of its complexity band alone (not a
+    /// rule that keeps it here), when the policy has one (the caller checks the escalation
+    /// cap).
+    fn cascade(
+        &self,
+        gathered: &Gathered<'_>,
+        decision: &Decision,
+        request: &ChatCompletionRequest,
+        findings: &Findings,
+    ) -> Option<Cascade> {
+        let routing = gathered.routing;
+        let floor = routing.cascade_min_mean_logprob?;
+        let band_decided = matches!(
+            decision.reason,
+            Reason::Complexity { .. } | Reason::Unscored
+        );
+        let local = matches!(decision.target, Decided::Tier(tier) if routing.is_local(tier));
+        if !(band_decided && local) || request.is_stream() {
+            return None;
+        }
+        let private = !findings.private_data.is_empty();
+        if private && routing.private_data == PrivateDataRule::LocalOnly {
+            return None;
+        }
+        let domain = findings.classification.as_ref().map(|c| c.domain.as_str());
+        let tier = domain
+            .and_then(|d| routing.domains.get(d))
+            .and_then(|rule| rule.escalate_to)
+            .or(routing.first_remote())?;
+        let chain = self.usable_targets(routing, tier);
+        (!chain.is_empty()).then_some(Cascade {
+            floor,
+            chain,
+            redact: private && routing.private_data == PrivateDataRule::Redact,
+        })
+    }
+
+    /// The models that carry out a decision.
+    fn resolve(
+        &self,
+        gathered: &Gathered<'_>,
+        decision: &Decision,
+        request: &ChatCompletionRequest,
+        findings: &Findings,
+    ) -> Result<Route, ApiError> {
+        let routing = gathered.routing;
+        match decision.target {
+            Decided::Refuse(refusal) => Err(refused(refusal, decision, findings)),
+            Decided::Named if gathered.asked == (Asked::Named { local: false }) => {
+                self.named(&request.model)
+            }
+            Decided::Named => Ok(Route::Local(gathered.local.clone())),
+            Decided::Tier(tier) if routing.is_local(tier) => {
+                Ok(Route::Local(self.local_model(routing, tier)?))
+            }
+            Decided::Tier(tier) => {
+                let name = &routing.tier(tier).name;
+                if self.usable_targets(routing, tier).is_empty() {
+                    return Err(ApiError::Unavailable {
+                        message: format!(
+                            "No model of the tier '{name}' has a provider with an API key."
+                        ),
+                    });
+                }
+                // Models whose context window is too small are skipped; when a whole tier is,
+                // the next one up answers.
+                let tokens = gathered.context.tokens;
+                let fits = |t: &Target| {
+                    t.model
+                        .context_window
+                        .is_none_or(|w| tokens <= u64::from(w))
+                };
+                (tier.0..routing.tiers.len())
+                    .map(|t| self.usable_targets(routing, TierId(t)))
+                    .map(|chain| chain.into_iter().filter(fits).collect::<Vec<_>>())
+                    .find(|chain| !chain.is_empty())
+                    .map(Route::Remote)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            format!("The request needs about {tokens} tokens of context; no remote model from the tier '{name}' up takes that many."),
+                            Some("messages"),
+                        )
+                    })
+            }
+        }
+    }
+
+    /// The remote targets of a tier whose provider has its key, in the tier's order.
+    fn usable_targets(&self, routing: &Routing, tier: TierId) -> Vec<Target> {
+        routing
+            .tier(tier)
+            .targets
+            .iter()
+            .filter_map(|m| self.catalog.target(m))
+            .filter(|t| t.provider.is_usable())
+            .cloned()
+            .collect()
+    }
+
+    /// The first model of a local tier that is loaded (validated: they all are).
+    fn local_model(&self, routing: &Routing, tier: TierId) -> Result<Arc<LocalModel>, ApiError> {
+        let targets = &routing.tier(tier).targets;
+        let mut loaded = targets.iter().filter_map(|m| self.catalog.local(m));
+        let first = loaded.clone().next();
+        // A tier of several local models: the first one with room in its queue.
+        loaded
+            .find(|m| !m.engine.is_full())
+            .or(first)
+            .cloned()
+            .ok_or_else(|| ApiError::Unavailable {
+                message: format!(
+                    "The local tier '{}' has no model loaded.",
+                    routing.tier(tier).name
+                ),
+            })
+    }
+
+    fn first_usable<'a>(&self, routing: &'a Routing, tier: TierId) -> Option<&'a str> {
+        let catalog = self.catalog;
+        routing
+            .tier(tier)
+            .targets
+            .iter()
+            .find(|m| {
+                catalog.local(m).is_some()
+                    || catalog.target(m).is_some_and(|t| t.provider.is_usable())
+            })
+            .map(String::as_str)
+    }
+}
+
+/// What a request will cost at `model`, at most: its prompt (counted generously) and its
+/// completion allowance.
+fn estimate(
+    policy: &Policy,
+    model: &str,
+    request: &ChatCompletionRequest,
+    context: ContextNeed,
+) -> Usd {
+    let completion = request
+        .max_output_tokens()
+        .map_or(DEFAULT_COMPLETION_ESTIMATE, u64::from);
+    let prompt = context
+        .tokens
+        .saturating_sub(request.max_output_tokens().map_or(0, u64::from));
+    policy.price(model).cost(prompt, completion)
+}
+
+/// The client's error for a refusal.
+fn refused(refusal: Refusal, decision: &Decision, findings: &Findings) -> ApiError {
+    let reason = &decision.reason;
+    match refusal {
+        Refusal::BudgetSpent => ApiError::BudgetSpent {
+            message: format!("Your {reason}; requests are refused until the budget renews."),
+            retry_after: until_renewal(reason),
+        },
+        Refusal::PrivateData => ApiError::PrivateDataRefused {
+            kinds: super::classify::kinds_list(&findings.private_data),
+        },
+        Refusal::TooLongForLocal => ApiError::bad_request(
+            format!(
+                "The request must be answered locally ({reason}), and it is longer than the local model's context."
+            ),
+            Some("messages"),
+        ),
+        Refusal::LocalBusy => ApiError::Overloaded {
+            retry_after: std::time::Duration::from_secs(1),
+        },
+        Refusal::EscalationCap => ApiError::RateLimited {
+            message: format!("The request needs a remote model and {reason}."),
+            retry_after: None,
+        },
+        Refusal::NoRemote => ApiError::Unavailable {
+            message: "The request needs a remote model, and no provider has an API key.".to_owned(),
+        },
+    }
+}
+
+/// Seconds until the spent window turns (UTC midnight; for a month, its first day).
+fn until_renewal(reason: &Reason) -> std::time::Duration {
+    use switchboard_policies::tenant::Window;
+    let now = crate::api::unix_now();
+    let today = calendar::day(now);
+    let next = match reason {
+        Reason::BudgetSpent {
+            window: Window::Month,
+            ..
+        } => (today + 1..today + 32)
+            .find(|&d| calendar::month(d) != calendar::month(today))
+            .unwrap_or(today + 1),
+        _ => today + 1,
+    };
+    std::time::Duration::from_secs((next * 86_400).saturating_sub(now))
+}
