@@ -14,7 +14,7 @@ use crate::metrics::{Metrics, UNCLASSIFIED, UNKNOWN};
 use crate::pipeline::Findings;
 use crate::policy::{Costs, Policy};
 use crate::standing::Reservation;
-use switchboard_policies::Usd;
+use switchboard_policies::{Afterwards, Reason, Usd};
 
 /// `status` of a request whose client disconnected first (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -46,8 +46,9 @@ pub struct RequestRecord {
     pub first_token: Option<Duration>,
     pub findings: Findings,
     /// Why the policy sent it where it went (for the log line and the header), and its label.
-    pub reason: Option<String>,
-    pub reason_code: Option<&'static str>,
+    pub reason: Option<Reason>,
+    /// What happened after the decision that changed who answered.
+    pub afterwards: Option<Afterwards>,
     /// The prices it is settled at, and the estimate held against its tenant's budget.
     pub settlement: Option<Settlement>,
     /// Held until the request settles: its slot in the in-flight limit.
@@ -79,7 +80,7 @@ impl RequestRecord {
             first_token: None,
             findings: Findings::default(),
             reason: None,
-            reason_code: None,
+            afterwards: None,
             settlement: None,
             _permit: None,
         }
@@ -99,6 +100,16 @@ impl RequestRecord {
     pub fn first_token_now(&mut self) {
         self.first_token
             .get_or_insert_with(|| self.started.elapsed());
+    }
+
+    /// Why the request went where it went, and what happened after: for the client's
+    /// `x-switchboard-reason`, the ledger and the log line.
+    pub fn told_reason(&self) -> Option<String> {
+        let reason = self.reason.as_ref()?;
+        Some(match self.afterwards {
+            Some(afterwards) => format!("{reason}{afterwards}"),
+            None => reason.to_string(),
+        })
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -182,8 +193,8 @@ impl RequestRecord {
             model: self.model.clone(),
             domain: classification.map(|c| c.domain.clone()),
             complexity: classification.map(|c| c.complexity),
-            reason: self.reason.clone(),
-            reason_code: self.reason_code.map(str::to_owned),
+            reason: self.told_reason(),
+            reason_code: self.reason.as_ref().map(|r| r.label().to_owned()),
             escalated,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
@@ -266,7 +277,7 @@ impl Drop for RequestRecord {
             language = self.findings.language.unwrap_or("-"),
             complexity = self.findings.classification.as_ref().map(|c| c.complexity),
             domain,
-            reason = self.reason.as_deref().unwrap_or("-"),
+            reason = self.told_reason().as_deref().unwrap_or("-"),
             "request settled"
         );
     }

@@ -41,6 +41,7 @@ impl Policy {
             let facts = ModelFacts {
                 placement: Placement::Remote,
                 price: model.price,
+                context_window: model.context_window,
             };
             models.insert(model.name.clone(), facts);
         }
@@ -48,6 +49,8 @@ impl Policy {
             let facts = ModelFacts {
                 placement: Placement::Local,
                 price: model.price.unwrap_or(Price::FREE),
+                // The local engine's window is the model file's, weighed by the decision.
+                context_window: None,
             };
             models.insert(model.name.clone(), facts);
         }

@@ -196,6 +196,8 @@ mod tests {
             target: Target::Tier(TierId(0)),
             reason: Reason::Unscored,
             redact: false,
+            local_fallback: false,
+            cascade: None,
         }
     }
 

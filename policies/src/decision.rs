@@ -16,12 +16,18 @@
 //!    escalation cap, else the local tier answers (or, when the request cannot be local, it is
 //!    refused); a local tier needs room in the local queue, else the request spills to the
 //!    first remote tier (when `when_local_busy: spill` and step 5's remote conditions hold) or
-//!    is refused with 503.
+//!    is refused with 503;
+//! 6. what comes after the first answer: a remote tier's local fallback when every remote
+//!    model fails (`when_remote_fails: local`), and a local answer's confidence cascade (see
+//!    [`Cascade`]). Which models of a remote tier answer, by their keys and context windows, is
+//!    [`Routing::remote_models`].
 
 use std::fmt;
 
 use crate::routing::{Routing, TierId};
-use crate::spec::{BudgetAction, BusyRule, ForcedRoute, LongContextRule, PrivateDataRule};
+use crate::spec::{
+    BudgetAction, BusyRule, ForcedRoute, LongContextRule, PrivateDataRule, RemoteFailureRule,
+};
 use crate::tenant::{EscalationCount, Spend, TenantRules, Window};
 
 /// What the router made of the request.
@@ -56,6 +62,8 @@ pub struct RequestFacts<'a> {
     pub forced: Option<ForcedRoute>,
     /// The tier this conversation escalated to within the sticky window.
     pub sticky_tier: Option<TierId>,
+    /// The answer is streamed (a streamed local answer cannot be taken back: no cascade).
+    pub stream: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +100,61 @@ pub struct Decision {
     pub reason: Reason,
     /// Private data is to be replaced by placeholders before the request leaves.
     pub redact: bool,
+    /// When every remote model fails, the top local tier answers (`when_remote_fails: local`,
+    /// and the request fits the local window).
+    pub local_fallback: bool,
+    /// For a local answer: where it goes if the model is unsure of it.
+    pub cascade: Option<Cascade>,
+}
+
+/// The confidence cascade of a local answer decided by its complexity band alone (not by a
+/// rule that keeps it here): a complete answer whose tokens' mean log-probability is under
+/// `floor` is discarded and the request sent to `tier`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cascade {
+    pub floor: f64,
+    /// The domain's `escalate_to`, else the first remote tier.
+    pub tier: TierId,
+    /// Private data is to be redacted before it leaves.
+    pub redact: bool,
+}
+
+/// What happened after the decision that changed who answered; told after its reason.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Afterwards {
+    /// Every remote model failed, and the local fallback answered.
+    RemoteFailed,
+    /// The local model was unsure of its answer: the cascade escalated it (`escalated`), or
+    /// its remote models failed too and the local answer was kept.
+    Unsure {
+        mean_logprob: f64,
+        floor: f64,
+        escalated: bool,
+    },
+}
+
+/// `; remote failed: local`: appended to the reason it follows.
+impl fmt::Display for Afterwards {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Afterwards::RemoteFailed => f.write_str("; remote failed: local"),
+            Afterwards::Unsure {
+                mean_logprob,
+                floor,
+                escalated,
+            } => {
+                write!(
+                    f,
+                    "; low confidence (mean logprob {mean_logprob:.2} < {floor:.2})"
+                )?;
+                f.write_str(if *escalated {
+                    ": escalated"
+                } else {
+                    ", remote failed: local answer kept"
+                })
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,7 +323,8 @@ impl fmt::Display for Reason {
     }
 }
 
-/// Decides where one request goes. Pure: the same facts give the same decision.
+/// Decides where one request goes, and what happens if its first answer fails or is unsure.
+/// Pure: the same facts give the same decision.
 pub fn decide(
     routing: &Routing,
     tenant: &TenantRules,
@@ -268,10 +332,78 @@ pub fn decide(
     state: &TenantState,
     capacity: Capacity,
 ) -> Decision {
+    let Chosen {
+        target,
+        reason,
+        redact,
+    } = choose(routing, tenant, request, state, capacity);
+    let remote_tier = matches!(target, Target::Tier(tier) if !routing.is_local(tier));
+    let local_fallback = remote_tier
+        && routing.when_remote_fails == RemoteFailureRule::Local
+        && request.context.fits_locally();
+    let cascade = cascade(routing, tenant, request, state, target, &reason);
+    Decision {
+        target,
+        reason,
+        redact,
+        local_fallback,
+        cascade,
+    }
+}
+
+/// Where a request goes, why, and whether its private data is redacted.
+struct Chosen {
+    target: Target,
+    reason: Reason,
+    redact: bool,
+}
+
+/// The cascade of a local answer decided by its complexity band alone, when the policy has
+/// one, the answer can be taken back (not streamed), its private data may leave, and one more
+/// escalation fits under the tenant's cap.
+fn cascade(
+    routing: &Routing,
+    tenant: &TenantRules,
+    request: &RequestFacts<'_>,
+    state: &TenantState,
+    target: Target,
+    reason: &Reason,
+) -> Option<Cascade> {
+    let floor = routing.cascade_min_mean_logprob?;
+    let band_decided = matches!(reason, Reason::Complexity { .. } | Reason::Unscored);
+    let local = matches!(target, Target::Tier(tier) if routing.is_local(tier));
+    let may_escalate = state.escalations.allows_one_more(tenant.escalation_cap);
+    if !(band_decided && local && may_escalate) || request.stream {
+        return None;
+    }
+    let private = request.private_data;
+    if private && routing.private_data == PrivateDataRule::LocalOnly {
+        return None;
+    }
+    let domain = request.scores.map(|s| s.domain);
+    let tier = domain
+        .and_then(|d| routing.domains.get(d))
+        .and_then(|rule| rule.escalate_to)
+        .or(routing.first_remote())?;
+    Some(Cascade {
+        floor,
+        tier,
+        redact: private && routing.private_data == PrivateDataRule::Redact,
+    })
+}
+
+/// Steps 1 to 5 of the rules (see the module's documentation).
+fn choose(
+    routing: &Routing,
+    tenant: &TenantRules,
+    request: &RequestFacts<'_>,
+    state: &TenantState,
+    capacity: Capacity,
+) -> Chosen {
     let spent = tenant
         .budget
         .and_then(|b| b.spent(state.spend).map(|w| (w, b.when_spent)));
-    let refuse = |refusal, reason| Decision {
+    let refuse = |refusal, reason| Chosen {
         target: Target::Refuse(refusal),
         reason,
         redact: false,
@@ -306,7 +438,7 @@ pub fn decide(
         if capacity.local_busy {
             return refuse(Refusal::LocalBusy, reason);
         }
-        return Decision {
+        return Chosen {
             target,
             reason,
             redact: false,
@@ -317,7 +449,7 @@ pub fn decide(
 
     // 3. The client named a model.
     if let Asked::Named { local } = request.asked {
-        return Decision {
+        return Chosen {
             target: Target::Named,
             reason: Reason::ClientNamedModel,
             redact: redact_if_remote(!local),
@@ -343,7 +475,7 @@ pub fn decide(
     };
     if !routing.is_local(preferred) {
         return match may_escalate() {
-            Ok(()) => Decision {
+            Ok(()) => Chosen {
                 target: Target::Tier(preferred),
                 reason,
                 redact: redact_if_remote(true),
@@ -356,7 +488,7 @@ pub fn decide(
                 refuse(refusal, blocked)
             }
             Err(_) if capacity.local_busy => refuse(Refusal::LocalBusy, reason),
-            Err(blocked) => Decision {
+            Err(blocked) => Chosen {
                 target: Target::Tier(routing.top_local()),
                 reason: blocked,
                 redact: false,
@@ -366,7 +498,7 @@ pub fn decide(
     if capacity.local_busy {
         let spill = routing.when_local_busy == BusyRule::Spill;
         return match routing.first_remote() {
-            Some(remote) if spill && may_escalate().is_ok() => Decision {
+            Some(remote) if spill && may_escalate().is_ok() => Chosen {
                 target: Target::Tier(remote),
                 reason: Reason::LocalBusy { spilled: true },
                 redact: redact_if_remote(true),
@@ -374,7 +506,7 @@ pub fn decide(
             _ => refuse(Refusal::LocalBusy, Reason::LocalBusy { spilled: false }),
         };
     }
-    Decision {
+    Chosen {
         target: Target::Tier(preferred),
         reason,
         redact: false,

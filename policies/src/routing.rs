@@ -24,6 +24,8 @@ pub enum Placement {
 pub struct ModelFacts {
     pub placement: Placement,
     pub price: Price,
+    /// The most tokens (prompt and completion) it takes, when its configuration says.
+    pub context_window: Option<u32>,
 }
 
 /// A tier's index in [`Routing::tiers`], lowest band first.
@@ -66,6 +68,17 @@ pub struct Routing {
     pub when_remote_fails: RemoteFailureRule,
     pub sticky_for: Option<Duration>,
     pub cascade_min_mean_logprob: Option<f64>,
+    /// The context windows of the tiers' models that have one.
+    pub context_windows: BTreeMap<String, u32>,
+}
+
+/// Why no remote model can answer for a remote tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRemoteModel {
+    /// No model of the tier has a provider with a key.
+    NoKey,
+    /// The request is longer than every usable model's window, from the tier up.
+    TooLong,
 }
 
 impl Routing {
@@ -380,7 +393,37 @@ impl Routing {
             when_remote_fails: spec.when_remote_fails,
             sticky_for,
             cascade_min_mean_logprob,
+            context_windows: models
+                .iter()
+                .filter_map(|(name, facts)| Some((name.clone(), facts.context_window?)))
+                .collect(),
         })
+    }
+
+    /// The models that answer for remote tier `tier`, in order: those whose provider has its
+    /// key (`usable`) and whose context window takes `tokens`; when no model of the tier
+    /// takes them, the next tier up answers.
+    pub fn remote_models(
+        &self,
+        tier: TierId,
+        tokens: u64,
+        usable: impl Fn(&str) -> bool,
+    ) -> Result<Vec<&str>, NoRemoteModel> {
+        let usable_in = |t: TierId| {
+            let targets = self.tier(t).targets.iter();
+            targets.map(String::as_str).filter(|m| usable(m))
+        };
+        if usable_in(tier).next().is_none() {
+            return Err(NoRemoteModel::NoKey);
+        }
+        let fits = |model: &&str| {
+            let window = self.context_windows.get(*model);
+            window.is_none_or(|&w| tokens <= u64::from(w))
+        };
+        (tier.0..self.tiers.len())
+            .map(|t| usable_in(TierId(t)).filter(fits).collect::<Vec<_>>())
+            .find(|models| !models.is_empty())
+            .ok_or(NoRemoteModel::TooLong)
     }
 
     pub fn tier(&self, id: TierId) -> &Tier {

@@ -11,7 +11,8 @@ use switchboard_policies::problems::KeyPath;
 use switchboard_policies::spec::{BudgetAction, ForcedRoute, RoutingSpec};
 use switchboard_policies::tenant::{Budget, EscalationCount, Spend};
 use switchboard_policies::{
-    ModelFacts, Placement, Price, Refusal, Routing, Target, TenantRules, TierId, Usd, decide,
+    ModelFacts, NoRemoteModel, Placement, Price, Reason, Refusal, Routing, Target, TenantRules,
+    TierId, Usd, decide,
 };
 
 const POLICY: &str = r#"
@@ -34,6 +35,11 @@ fn models() -> BTreeMap<String, ModelFacts> {
     let remote = |price| ModelFacts {
         placement: Placement::Remote,
         price: Price::per_million_tokens(price, price * 4.0).unwrap(),
+        context_window: None,
+    };
+    let windowed = |price, window| ModelFacts {
+        context_window: Some(window),
+        ..remote(price)
     };
     BTreeMap::from([
         (
@@ -41,10 +47,11 @@ fn models() -> BTreeMap<String, ModelFacts> {
             ModelFacts {
                 placement: Placement::Local,
                 price: Price::FREE,
+                context_window: None,
             },
         ),
-        ("cheap-model".to_owned(), remote(0.15)),
-        ("cheap-backup".to_owned(), remote(0.8)),
+        ("cheap-model".to_owned(), windowed(0.15, 16_000)),
+        ("cheap-backup".to_owned(), windowed(0.8, 32_000)),
         ("frontier-model".to_owned(), remote(2.5)),
         ("reasoning-model".to_owned(), remote(1.1)),
     ])
@@ -88,6 +95,7 @@ fn facts(complexity: f64, domain: &'static str) -> RequestFacts<'static> {
         },
         forced: None,
         sticky_tier: None,
+        stream: false,
     }
 }
 
@@ -630,6 +638,138 @@ fn the_reference_price_is_the_reference_models() {
     );
 }
 
+/// The policy with what comes after the first answer: the confidence cascade and the local
+/// fallback.
+fn routing_with_afterwards() -> Routing {
+    let text = format!("{POLICY}cascade: {{ min_mean_logprob: -1.0 }}\nwhen_remote_fails: local\n");
+    routing_from(&text).unwrap()
+}
+
+#[test]
+fn a_band_decided_local_answer_may_cascade_and_a_remote_one_may_fall_back() {
+    let routing = routing_with_afterwards();
+    let decide_for = |request: &RequestFacts<'_>, state: &TenantState| {
+        decide(&routing, &rules(), request, state, ROOM)
+    };
+    let easy = decide_for(&facts(0.1, "it_helpdesk"), &TenantState::default());
+    assert_eq!(easy.target, Target::Tier(LOCAL));
+    let cascade = easy.cascade.expect("a band-decided local answer cascades");
+    assert_eq!(
+        (cascade.floor, cascade.tier, cascade.redact),
+        (-1.0, CHEAP, false)
+    );
+    assert!(!easy.local_fallback);
+
+    // To the domain's own tier; not for a stream, a rule that keeps it local, private data
+    // that must stay, or a tenant at its escalation cap.
+    let math = decide_for(&facts(0.1, "math"), &TenantState::default());
+    assert_eq!(math.cascade.map(|c| c.tier), Some(REASONING));
+    let stream = RequestFacts {
+        stream: true,
+        ..facts(0.1, "it_helpdesk")
+    };
+    assert_eq!(decide_for(&stream, &TenantState::default()).cascade, None);
+    let small_talk = decide_for(&facts(0.1, "small_talk"), &TenantState::default());
+    assert_eq!(
+        (small_talk.target, small_talk.cascade),
+        (Target::Tier(LOCAL), None)
+    );
+    let private = RequestFacts {
+        private_data: true,
+        ..facts(0.1, "it_helpdesk")
+    };
+    assert_eq!(decide_for(&private, &TenantState::default()).cascade, None);
+    let capped = TenantRules {
+        escalation_cap: Some(0.25),
+        ..rules()
+    };
+    let at_cap = TenantState {
+        escalations: EscalationCount {
+            routed: 3,
+            escalated: 1,
+        },
+        ..TenantState::default()
+    };
+    let request = facts(0.1, "it_helpdesk");
+    assert_eq!(
+        decide(&routing, &capped, &request, &at_cap, ROOM).cascade,
+        None
+    );
+    // Redacted on its way out where the policy redacts.
+    let redacting = POLICY.replace("private_data: local_only", "private_data: redact")
+        + "cascade: { min_mean_logprob: -1.0 }\n";
+    let redacting = routing_from(&redacting).unwrap();
+    let decision = decide(
+        &redacting,
+        &rules(),
+        &private,
+        &TenantState::default(),
+        ROOM,
+    );
+    assert_eq!(decision.cascade.map(|c| c.redact), Some(true));
+
+    // A remote answer falls back to the local tier when the request fits it.
+    let hard = decide_for(&facts(0.8, "it_helpdesk"), &TenantState::default());
+    assert_eq!(hard.target, Target::Tier(FRONTIER));
+    assert!(hard.local_fallback);
+    assert_eq!(hard.cascade, None);
+    let long = RequestFacts {
+        context: ContextNeed {
+            tokens: 9000,
+            local_window: 8192,
+        },
+        ..facts(0.8, "it_helpdesk")
+    };
+    assert!(!decide_for(&long, &TenantState::default()).local_fallback);
+    // Not where the policy says so (the default routing fails instead).
+    let failing = routing_from(&POLICY.replace(
+        "private_data: local_only",
+        "when_remote_fails: fail\nprivate_data: local_only",
+    ))
+    .unwrap();
+    let decision = decide(
+        &failing,
+        &rules(),
+        &facts(0.8, "it_helpdesk"),
+        &TenantState::default(),
+        ROOM,
+    );
+    assert!(!decision.local_fallback);
+}
+
+#[test]
+fn remote_models_skip_keyless_and_too_small_models_then_move_up_a_tier() {
+    let routing = routing();
+    let all = |_: &str| true;
+    assert_eq!(
+        routing.remote_models(CHEAP, 1_000, all),
+        Ok(vec!["cheap-model", "cheap-backup"])
+    );
+    assert_eq!(
+        routing.remote_models(CHEAP, 20_000, all),
+        Ok(vec!["cheap-backup"])
+    );
+    // Beyond both windows of the tier: the next tier up, whose model gives no window.
+    assert_eq!(
+        routing.remote_models(CHEAP, 40_000, all),
+        Ok(vec!["frontier-model"])
+    );
+    let keyless_backup = |m: &str| m != "cheap-backup";
+    assert_eq!(
+        routing.remote_models(CHEAP, 20_000, keyless_backup),
+        Ok(vec!["frontier-model"])
+    );
+    let cheap_only = |m: &str| m.starts_with("cheap");
+    assert_eq!(
+        routing.remote_models(CHEAP, 40_000, cheap_only),
+        Err(NoRemoteModel::TooLong)
+    );
+    assert_eq!(
+        routing.remote_models(FRONTIER, 10, cheap_only),
+        Err(NoRemoteModel::NoKey)
+    );
+}
+
 /// Any request facts the router and the gateway could produce.
 fn any_request() -> impl Strategy<Value = RequestFacts<'static>> {
     let domains = prop::sample::select(vec![
@@ -660,19 +800,23 @@ fn any_request() -> impl Strategy<Value = RequestFacts<'static>> {
         0u64..12_000,
         forced,
         prop::option::of(0usize..4),
+        prop::bool::weighted(0.2),
     )
         .prop_map(
-            |(asked, scores, language, private_data, tokens, forced, sticky)| RequestFacts {
-                asked,
-                scores: scores.map(|(complexity, domain)| Scores { complexity, domain }),
-                language,
-                private_data,
-                context: ContextNeed {
-                    tokens,
-                    local_window: 8192,
-                },
-                forced,
-                sticky_tier: sticky.map(TierId),
+            |(asked, scores, language, private_data, tokens, forced, sticky, stream)| {
+                RequestFacts {
+                    asked,
+                    scores: scores.map(|(complexity, domain)| Scores { complexity, domain }),
+                    language,
+                    private_data,
+                    context: ContextNeed {
+                        tokens,
+                        local_window: 8192,
+                    },
+                    forced,
+                    sticky_tier: sticky.map(TierId),
+                    stream,
+                }
             },
         )
 }
@@ -718,22 +862,51 @@ proptest! {
         prop_assert!(!decision.redact);
     }
 
+    /// Private data under `local_only` is never cascaded away either.
+    #[test]
+    fn private_data_never_cascades_away(mut request in any_request(), capacity in any_capacity()) {
+        request.private_data = true;
+        let decision = decide(&routing_with_afterwards(), &rules(), &request, &TenantState::default(), capacity);
+        prop_assert_eq!(decision.cascade, None);
+    }
+
+    /// A cascade only follows a local answer that its complexity band decided and that can be
+    /// taken back, and goes to a remote tier; a local fallback only backs a remote tier, for a
+    /// request that fits the local window.
+    #[test]
+    fn cascades_and_fallbacks_back_only_what_they_may(request in any_request(), capacity in any_capacity()) {
+        let routing = routing_with_afterwards();
+        let decision = decide(&routing, &rules(), &request, &TenantState::default(), capacity);
+        if let Some(cascade) = decision.cascade {
+            prop_assert!(matches!(decision.target, Target::Tier(t) if routing.is_local(t)), "{decision:?}");
+            let band_decided = matches!(decision.reason, Reason::Complexity { .. } | Reason::Unscored);
+            prop_assert!(band_decided, "{:?}", decision.reason);
+            prop_assert!(!request.stream);
+            prop_assert!(!routing.is_local(cascade.tier));
+        }
+        if decision.local_fallback {
+            prop_assert!(matches!(decision.target, Target::Tier(t) if !routing.is_local(t)), "{decision:?}");
+            prop_assert!(request.context.fits_locally());
+        }
+    }
+
     /// Over any sequence of routed requests, the share that escalated never exceeds the cap,
-    /// at any point.
+    /// at any point, counting the answers the cascade escalated (`unsure`).
     #[test]
     fn the_escalation_share_never_exceeds_the_cap(
-        requests in prop::collection::vec((any_request(), any_capacity()), 1..200),
+        requests in prop::collection::vec((any_request(), any_capacity(), any::<bool>()), 1..200),
         cap in 0.0..=1.0f64,
     ) {
-        let routing = routing();
+        let routing = routing_with_afterwards();
         let tenant = TenantRules { escalation_cap: Some(cap), ..rules() };
         let mut state = TenantState::default();
-        for (mut request, capacity) in requests {
+        for (mut request, capacity, unsure) in requests {
             request.asked = Asked::Routing;
             let decision = decide(&routing, &tenant, &request, &state, capacity);
             if let Target::Tier(tier) = decision.target {
                 state.escalations.routed += 1;
-                if routing.tiers[tier.0].placement == Placement::Remote {
+                let cascaded = decision.cascade.is_some() && unsure;
+                if routing.tiers[tier.0].placement == Placement::Remote || cascaded {
                     state.escalations.escalated += 1;
                 }
             }

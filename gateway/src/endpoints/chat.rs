@@ -95,9 +95,8 @@ fn findings_headers(record: &RequestRecord) -> HeaderMap {
         headers.insert("x-switchboard-language", HeaderValue::from_static(code));
     }
     if let Some(reason) = record
-        .reason
-        .as_deref()
-        .and_then(|r| HeaderValue::from_str(r).ok())
+        .told_reason()
+        .and_then(|r| HeaderValue::from_str(&r).ok())
     {
         headers.insert("x-switchboard-reason", reason);
     }

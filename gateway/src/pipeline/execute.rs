@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use switchboard_policies::Afterwards;
 use tokio::time::Instant;
 
 use super::classify::redact;
-use super::plan::{Cascade, Plan, Route};
+use super::plan::{CascadeChain, Plan, Route};
 use crate::accounting::RequestRecord;
 use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
@@ -119,9 +120,7 @@ impl Executor<'_> {
             .fallbacks
             .with_label_values(&[from, &local.name, failed.error.kind()])
             .inc();
-        if let Some(reason) = &mut record.reason {
-            reason.push_str("; remote failed: local");
-        }
+        record.afterwards = Some(Afterwards::RemoteFailed);
         if let Some(messages) = unredacted {
             request.messages = messages;
         }
@@ -166,7 +165,7 @@ impl Executor<'_> {
     async fn answer_or_escalate(
         &self,
         local: &Arc<LocalModel>,
-        cascade: Cascade,
+        cascade: CascadeChain,
         mut request: ChatCompletionRequest,
         record: &mut RequestRecord,
     ) -> Result<Answer, ApiError> {
@@ -188,10 +187,11 @@ impl Executor<'_> {
             .cascade_wasted_tokens
             .with_label_values(&[&local.name])
             .inc_by(wasted);
-        let unsure = format!(
-            "low confidence (mean logprob {mean:.2} < {:.2})",
-            cascade.floor
-        );
+        let unsure = |escalated| Afterwards::Unsure {
+            mean_logprob: mean,
+            floor: cascade.floor,
+            escalated,
+        };
         if cascade.redact {
             redact(&mut request.messages);
         }
@@ -208,9 +208,7 @@ impl Executor<'_> {
                 if let Some(reservation) = reservation {
                     reservation.escalate();
                 }
-                if let Some(reason) = &mut record.reason {
-                    reason.push_str(&format!("; {unsure}: escalated"));
-                }
+                record.afterwards = Some(unsure(true));
                 Ok(answer)
             }
             Err(failed) => {
@@ -218,9 +216,7 @@ impl Executor<'_> {
                     kind = failed.error.kind(),
                     "the cascade's remote chain failed: the local answer stands"
                 );
-                if let Some(reason) = &mut record.reason {
-                    reason.push_str(&format!("; {unsure}, remote failed: local answer kept"));
-                }
+                record.afterwards = Some(unsure(false));
                 record.usage = completion.usage;
                 Ok(Answer::Complete {
                     body: completion.body,

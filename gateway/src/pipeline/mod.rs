@@ -84,8 +84,7 @@ fn note_decision(gateway: &Gateway, plan: &plan::Plan, record: &mut RequestRecor
     let Some(decision) = &plan.decision else {
         return;
     };
-    record.reason = Some(decision.reason.to_string());
-    record.reason_code = Some(decision.reason.label());
+    record.reason = Some(decision.reason.clone());
     if plan.reservation.as_ref().and_then(|r| r.routed()) == Some(true) {
         gateway
             .metrics

@@ -9,9 +9,11 @@ use std::time::Instant;
 use switchboard_policies::decision::{
     Asked, Capacity, ContextNeed, RequestFacts, Scores, Target as Decided,
 };
-use switchboard_policies::spec::{ForcedRoute, PrivateDataRule, RemoteFailureRule};
+use switchboard_policies::spec::ForcedRoute;
 use switchboard_policies::tenant::calendar;
-use switchboard_policies::{Decision, Reason, Refusal, Routing, TierId, Usd, decide};
+use switchboard_policies::{
+    Decision, NoRemoteModel, Reason, Refusal, Routing, TierId, Usd, decide,
+};
 
 use super::{ClientHints, Findings};
 use crate::api::ChatCompletionRequest;
@@ -40,12 +42,13 @@ pub struct Plan {
     /// Who answers when every remote target fails, where the policy allows it.
     pub local_fallback: Option<Arc<LocalModel>>,
     /// For a local answer the policy may still escalate: where to, if the model was unsure.
-    pub cascade: Option<Cascade>,
+    pub cascade: Option<CascadeChain>,
 }
 
-/// The confidence cascade of one request: a complete local answer whose tokens' mean
-/// log-probability is under `floor` is discarded and the request sent to `chain`.
-pub struct Cascade {
+/// The decision's confidence cascade with the remote targets that carry it out: a complete
+/// local answer whose tokens' mean log-probability is under `floor` is discarded and the
+/// request sent to `chain`.
+pub struct CascadeChain {
     pub floor: f64,
     pub chain: Vec<Target>,
     /// Private data is to be redacted before it leaves.
@@ -89,6 +92,7 @@ struct Gathered<'r> {
     conversation: Option<ConversationKey>,
     /// The tier it escalated to, within the policy's time.
     sticky: Option<TierId>,
+    stream: bool,
 }
 
 impl Gathered<'_> {
@@ -104,6 +108,7 @@ impl Gathered<'_> {
             context: self.context,
             forced: self.forced,
             sticky_tier: self.sticky,
+            stream: self.stream,
         }
     }
 }
@@ -131,12 +136,8 @@ impl Planner<'_> {
         let facts = gathered.facts(findings);
         let rules = policy.tenant(&tenant.name);
         let today = calendar::day(crate::api::unix_now());
-        // Whether one more escalation fits under the cap, read in the same breath as the
-        // decision.
-        let mut may_escalate_later = false;
         let (decision, reservation) = self.standings.decide(&tenant.name, today, |state| {
             let decision = decide(routing, &rules, &facts, &state, gathered.capacity);
-            may_escalate_later = state.escalations.allows_one_more(rules.escalation_cap);
             let (estimate, routed) = match decision.target {
                 Decided::Tier(tier) => {
                     let model = self.first_usable(routing, tier);
@@ -157,18 +158,16 @@ impl Planner<'_> {
             let name = &routing.tier(tier).name;
             self.conversations.remember(key, name, ttl, Instant::now());
         }
-        let local_fallback = match (&route, decision.target) {
-            (Route::Remote(_), Decided::Tier(_))
-                if routing.when_remote_fails == RemoteFailureRule::Local
-                    && gathered.context.fits_locally() =>
-            {
-                Some(gathered.top_local.clone())
-            }
-            _ => None,
-        };
-        let cascade = may_escalate_later
-            .then(|| self.cascade(&gathered, &decision, body, findings))
-            .flatten();
+        let local_fallback = decision.local_fallback.then(|| gathered.top_local.clone());
+        let cascade = decision.cascade.and_then(|cascade| {
+            let models = routing.remote_models(cascade.tier, 0, |m| self.usable(m));
+            let chain = self.targets(&models.unwrap_or_default());
+            (!chain.is_empty()).then_some(CascadeChain {
+                floor: cascade.floor,
+                chain,
+                redact: cascade.redact,
+            })
+        });
         Ok(Plan {
             route,
             decision: Some(decision),
@@ -256,8 +255,7 @@ impl Planner<'_> {
                 .tiers
                 .iter()
                 .flat_map(|t| &t.targets)
-                .filter_map(|m| catalog.target(m))
-                .any(|t| t.provider.is_usable()),
+                .any(|m| self.usable(m)),
         };
         let conversation = routing.sticky_for.and_then(|_| {
             ConversationKey::of(&tenant.name, hints.conversation.as_deref(), &body.messages)
@@ -276,43 +274,7 @@ impl Planner<'_> {
             forced: hints.forced,
             conversation,
             sticky,
-        })
-    }
-
-    /// The cascade of a request answered locally because of its complexity band alone (not a
-    /// rule that keeps it here), when the policy has one (the caller checks the escalation
-    /// cap).
-    fn cascade(
-        &self,
-        gathered: &Gathered<'_>,
-        decision: &Decision,
-        request: &ChatCompletionRequest,
-        findings: &Findings,
-    ) -> Option<Cascade> {
-        let routing = gathered.routing;
-        let floor = routing.cascade_min_mean_logprob?;
-        let band_decided = matches!(
-            decision.reason,
-            Reason::Complexity { .. } | Reason::Unscored
-        );
-        let local = matches!(decision.target, Decided::Tier(tier) if routing.is_local(tier));
-        if !(band_decided && local) || request.is_stream() {
-            return None;
-        }
-        let private = !findings.private_data.is_empty();
-        if private && routing.private_data == PrivateDataRule::LocalOnly {
-            return None;
-        }
-        let domain = findings.classification.as_ref().map(|c| c.domain.as_str());
-        let tier = domain
-            .and_then(|d| routing.domains.get(d))
-            .and_then(|rule| rule.escalate_to)
-            .or(routing.first_remote())?;
-        let chain = self.usable_targets(routing, tier);
-        (!chain.is_empty()).then_some(Cascade {
-            floor,
-            chain,
-            redact: private && routing.private_data == PrivateDataRule::Redact,
+            stream: body.is_stream(),
         })
     }
 
@@ -335,47 +297,37 @@ impl Planner<'_> {
                 Ok(Route::Local(self.local_model(routing, tier)?))
             }
             Decided::Tier(tier) => {
+                let tokens = gathered.context.tokens;
+                let models = routing.remote_models(tier, tokens, |m| self.usable(m));
                 let name = &routing.tier(tier).name;
-                if self.usable_targets(routing, tier).is_empty() {
-                    return Err(ApiError::Unavailable {
+                match models {
+                    Ok(models) => Ok(Route::Remote(self.targets(&models))),
+                    Err(NoRemoteModel::NoKey) => Err(ApiError::Unavailable {
                         message: format!(
                             "No model of the tier '{name}' has a provider with an API key."
                         ),
-                    });
+                    }),
+                    Err(NoRemoteModel::TooLong) => Err(ApiError::bad_request(
+                        format!(
+                            "The request needs about {tokens} tokens of context; no remote model from the tier '{name}' up takes that many."
+                        ),
+                        Some("messages"),
+                    )),
                 }
-                // Models whose context window is too small are skipped; when a whole tier is,
-                // the next one up answers.
-                let tokens = gathered.context.tokens;
-                let fits = |t: &Target| {
-                    t.model
-                        .context_window
-                        .is_none_or(|w| tokens <= u64::from(w))
-                };
-                (tier.0..routing.tiers.len())
-                    .map(|t| self.usable_targets(routing, TierId(t)))
-                    .map(|chain| chain.into_iter().filter(fits).collect::<Vec<_>>())
-                    .find(|chain| !chain.is_empty())
-                    .map(Route::Remote)
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            format!("The request needs about {tokens} tokens of context; no remote model from the tier '{name}' up takes that many."),
-                            Some("messages"),
-                        )
-                    })
             }
         }
     }
 
-    /// The remote targets of a tier whose provider has its key, in the tier's order.
-    fn usable_targets(&self, routing: &Routing, tier: TierId) -> Vec<Target> {
-        routing
-            .tier(tier)
-            .targets
-            .iter()
-            .filter_map(|m| self.catalog.target(m))
-            .filter(|t| t.provider.is_usable())
-            .cloned()
-            .collect()
+    /// Whether a remote model's provider has its key.
+    fn usable(&self, model: &str) -> bool {
+        let target = self.catalog.target(model);
+        target.is_some_and(|t| t.provider.is_usable())
+    }
+
+    /// The catalog's targets of the models the policy chose.
+    fn targets(&self, models: &[&str]) -> Vec<Target> {
+        let targets = models.iter().filter_map(|m| self.catalog.target(m));
+        targets.cloned().collect()
     }
 
     /// The first model of a local tier that is loaded (validated: they all are).
@@ -402,10 +354,7 @@ impl Planner<'_> {
             .tier(tier)
             .targets
             .iter()
-            .find(|m| {
-                catalog.local(m).is_some()
-                    || catalog.target(m).is_some_and(|t| t.provider.is_usable())
-            })
+            .find(|m| catalog.local(m).is_some() || self.usable(m))
             .map(String::as_str)
     }
 }
