@@ -13,7 +13,7 @@ use switchboard_gateway::config::Config;
 use switchboard_gateway::config::{EmbeddingModelConfig, RouterConfig};
 use switchboard_gateway::model_store::{MINILM, ModelStore, Package};
 use switchboard_gateway::pipeline::classify;
-use switchboard_gateway::server::router_classifier;
+use switchboard_gateway::state::router_classifier;
 use switchboard_router::batcher::{BatchSettings, EmbeddingService};
 use switchboard_router::classifier::{Neighbour, Scores};
 use switchboard_router::conversation::Turn;

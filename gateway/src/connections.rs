@@ -66,13 +66,12 @@ impl Connections {
                 .header_read_timeout(self.header_timeout)
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
             let connection = self.graceful.watch(connection);
-            let open = self.metrics.open_connections.clone();
-            open.inc();
+            let open = self.metrics.connection_opened();
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "connection ended with an error");
                 }
-                open.dec();
+                drop(open);
                 drop(slot);
             });
         }

@@ -8,10 +8,10 @@
 //! models that carry it out; the rules themselves are in the `switchboard-policies` crate, the
 //! policy in force in [`policy`], tenants' spend and reservations in [`standing`]) → execute
 //! ([`catalog`]: model → local engine or remote fallback chain; [`providers`]: the local
-//! engine, remote retries, fallbacks, wire formats) → [`accounting`] (cost, metrics and the
-//! request's log line, settled once) → [`ledger`].
+//! engine, remote retries, fallbacks, wire formats); each step notes what it did in the request's
+//! record, which settles once: cost, the tenant's reservation, [`ledger`], [`metrics`] and the
+//! log line.
 
-pub mod accounting;
 pub mod api;
 pub mod auth;
 pub mod catalog;
@@ -31,3 +31,4 @@ pub mod reload;
 pub mod report;
 pub mod server;
 pub mod standing;
+pub mod state;

@@ -1,12 +1,22 @@
-//! The Prometheus registry and every metric name, in one place (the contract with `dashboards/`).
+//! The Prometheus registry and every metric name, in one place (the contract with `dashboards/`),
+//! and every write to them: the rest of the gateway says what happened ([`Metrics::escalated`],
+//! [`Metrics::request_settled`], …), never which series to touch.
 //! Label values come from bounded sets only: tenant and model names from the config, routes,
 //! error kinds and status codes; never free text from a request.
 
+use std::time::Duration;
+
 use prometheus::core::Collector;
 use prometheus::{
-    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use switchboard_local_engine::Engine;
+use switchboard_policies::tenant::{Budget, Spend};
+use switchboard_router::pii::PiiKind;
+
+use crate::api::Usage;
+use crate::policy::Costs;
 
 /// Label value for requests whose tenant or model is not known (failed auth, unknown model).
 pub const UNKNOWN: &str = "unknown";
@@ -17,64 +27,64 @@ pub const UNCLASSIFIED: &str = "unclassified";
 pub struct Metrics {
     registry: Registry,
     /// `switchboard_requests_total{tenant,route,model,domain,status}`
-    pub requests: IntCounterVec,
+    requests: IntCounterVec,
     /// `switchboard_request_duration_seconds{route,model}`
-    pub request_duration: HistogramVec,
+    request_duration: HistogramVec,
     /// `switchboard_time_to_first_token_seconds{route,model}`, streamed requests only.
-    pub time_to_first_token: HistogramVec,
+    time_to_first_token: HistogramVec,
     /// `switchboard_tokens_total{route,model,kind}`, kind `prompt` or `completion`.
-    pub tokens: IntCounterVec,
+    tokens: IntCounterVec,
     /// `switchboard_upstream_errors_total{provider,kind}`, one per failed attempt.
-    pub upstream_errors: IntCounterVec,
+    upstream_errors: IntCounterVec,
     /// `switchboard_fallbacks_total{from,to,reason}`
-    pub fallbacks: IntCounterVec,
+    fallbacks: IntCounterVec,
     /// `switchboard_pii_detections_total{kind}`: requests holding private data of that kind.
-    pub pii_detections: IntCounterVec,
+    pii_detections: IntCounterVec,
     /// `switchboard_in_flight_requests`
-    pub in_flight: IntGauge,
+    in_flight: IntGauge,
     /// `switchboard_open_connections`: client connections open now.
-    pub open_connections: IntGauge,
+    open_connections: IntGauge,
     /// `switchboard_local_queue_depth{model}`: requests waiting for a local model.
-    pub local_queue_depth: IntGaugeVec,
+    local_queue_depth: IntGaugeVec,
     /// `switchboard_local_generated_tokens_total{model}`
-    pub local_generated_tokens: IntCounterVec,
+    local_generated_tokens: IntCounterVec,
     /// `switchboard_local_prompt_tokens_total{model,cache}`: prompt tokens whose keys and
     /// values came from the previous sequence (`hit`) or were computed (`miss`).
-    pub local_prompt_tokens: IntCounterVec,
+    local_prompt_tokens: IntCounterVec,
     /// `switchboard_router_decision_seconds`: embedding and scoring one request.
-    pub router_decision: Histogram,
+    router_decision: Histogram,
     /// `switchboard_router_complexity{domain}`: the complexity scores, by top domain.
-    pub router_complexity: HistogramVec,
+    router_complexity: HistogramVec,
     /// `switchboard_router_cache_lookups_total{result}`: routing texts found (`hit`) or not
     /// (`miss`) among the recently embedded ones.
-    pub router_cache_lookups: IntCounterVec,
+    router_cache_lookups: IntCounterVec,
     /// `switchboard_cost_usd_total{tenant,route,model}`: what answered requests cost.
-    pub cost: CounterVec,
+    cost: CounterVec,
     /// `switchboard_counterfactual_cost_usd_total{tenant}`: what they would have cost at the
     /// policy's reference model.
-    pub counterfactual_cost: CounterVec,
+    counterfactual_cost: CounterVec,
     /// `switchboard_savings_usd{tenant}`: counterfactual minus actual since start. A gauge (so
     /// no `_total`), since a route dearer than the reference makes it go down.
-    pub savings: GaugeVec,
+    savings: GaugeVec,
     /// `switchboard_escalations_total{tenant,reason}`: routed requests sent to a remote tier.
-    pub escalations: IntCounterVec,
+    escalations: IntCounterVec,
     /// `switchboard_budget_remaining_usd{tenant}`: what is left of the tighter budget window.
-    pub budget_remaining: GaugeVec,
+    budget_remaining: GaugeVec,
     /// `switchboard_cascade_wasted_tokens_total{model}`: tokens of local answers discarded by
     /// the confidence cascade (prompt and completion).
-    pub cascade_wasted_tokens: IntCounterVec,
+    cascade_wasted_tokens: IntCounterVec,
     /// `switchboard_policy_reloads_total{result}`: `applied`, `invalid`, `needs_restart`.
-    pub policy_reloads: IntCounterVec,
+    policy_reloads: IntCounterVec,
     /// `switchboard_budget_remaining_ratio{tenant}`: the smallest share of a budget window's
     /// limit that is left.
-    pub budget_remaining_ratio: GaugeVec,
+    budget_remaining_ratio: GaugeVec,
     /// `switchboard_local_queue_capacity{model}`: requests that may wait for a local model.
-    pub local_queue_capacity: IntGaugeVec,
+    local_queue_capacity: IntGaugeVec,
     /// `switchboard_local_running{model}`: generations decoded together now.
-    pub local_running: IntGaugeVec,
+    local_running: IntGaugeVec,
     /// `switchboard_local_prefix_cache_bytes{model}`: memory of the keys and values kept for
     /// prompts that share a prefix.
-    pub local_prefix_cache_bytes: IntGaugeVec,
+    local_prefix_cache_bytes: IntGaugeVec,
 }
 
 /// Scoring takes about a millisecond for short texts and tens of milliseconds for long ones
@@ -305,6 +315,187 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// A settled request, as the metrics count it.
+pub struct SettledRequest<'a> {
+    pub tenant: &'a str,
+    pub route: &'a str,
+    pub model: &'a str,
+    /// The router's top domain, else [`UNCLASSIFIED`].
+    pub domain: &'a str,
+    pub status: u16,
+    pub duration: Duration,
+    pub first_token: Option<Duration>,
+    /// The router's complexity score, and how long scoring took, when it scored the request.
+    pub scored: Option<(f32, Duration)>,
+    pub private_data: &'a [PiiKind],
+    pub usage: Option<Usage>,
+    pub costs: Option<Costs>,
+}
+
+/// Counts a client connection as open until it is dropped.
+pub struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What the gateway counts, each written here and nowhere else.
+impl Metrics {
+    /// A request arrived: it is in flight until it settles.
+    pub fn request_started(&self) {
+        self.in_flight.inc();
+    }
+
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    /// A request settled: its count, cost, latency, tokens, scores and private data.
+    pub fn request_settled(&self, request: &SettledRequest<'_>) {
+        let SettledRequest {
+            tenant,
+            route,
+            model,
+            domain,
+            ..
+        } = *request;
+        self.in_flight.dec();
+        if let Some(costs) = request.costs {
+            self.cost
+                .with_label_values(&[tenant, route, model])
+                .inc_by(costs.actual.as_dollars());
+            self.counterfactual_cost
+                .with_label_values(&[tenant])
+                .inc_by(costs.counterfactual.as_dollars());
+            self.savings
+                .with_label_values(&[tenant])
+                .add(costs.savings().as_dollars());
+        }
+        let status = request.status.to_string();
+        self.requests
+            .with_label_values(&[tenant, route, model, domain, &status])
+            .inc();
+        if let Some((complexity, took)) = request.scored {
+            self.router_decision.observe(took.as_secs_f64());
+            self.router_complexity
+                .with_label_values(&[domain])
+                .observe(f64::from(complexity));
+        }
+        self.request_duration
+            .with_label_values(&[route, model])
+            .observe(request.duration.as_secs_f64());
+        if let Some(first) = request.first_token {
+            self.time_to_first_token
+                .with_label_values(&[route, model])
+                .observe(first.as_secs_f64());
+        }
+        for kind in request.private_data {
+            self.pii_detections
+                .with_label_values(&[kind.as_str()])
+                .inc();
+        }
+        if let Some(usage) = request.usage {
+            let tokens = [
+                ("prompt", usage.prompt_tokens),
+                ("completion", usage.completion_tokens),
+            ];
+            for (kind, count) in tokens {
+                self.tokens
+                    .with_label_values(&[route, model, kind])
+                    .inc_by(count);
+            }
+        }
+    }
+
+    /// A routed request of `tenant` went to a remote tier, for `reason` (its label).
+    pub fn escalated(&self, tenant: &str, reason: &str) {
+        self.escalations.with_label_values(&[tenant, reason]).inc();
+    }
+
+    /// `from` failed with an error of `kind` and `to` was asked instead.
+    pub fn fell_back(&self, from: &str, to: &str, kind: &str) {
+        self.fallbacks.with_label_values(&[from, to, kind]).inc();
+    }
+
+    /// The confidence cascade discarded a local answer of `model` that took `tokens`.
+    pub fn cascade_wasted(&self, model: &str, tokens: u64) {
+        self.cascade_wasted_tokens
+            .with_label_values(&[model])
+            .inc_by(tokens);
+    }
+
+    /// One attempt at `provider` failed with an error of `kind`.
+    pub fn upstream_error(&self, provider: &str, kind: &str) {
+        self.upstream_errors
+            .with_label_values(&[provider, kind])
+            .inc();
+    }
+
+    /// A policy file was read again: `applied`, `invalid` or `needs_restart`.
+    pub fn policy_reloaded(&self, result: &str) {
+        self.policy_reloads.with_label_values(&[result]).inc();
+    }
+
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.open_connections.inc();
+        OpenConnection(self.open_connections.clone())
+    }
+
+    /// The router's repeats served from its recent embeddings, as totals since start.
+    pub fn router_cache_totals(&self, hits: u64, misses: u64) {
+        let lookups = &self.router_cache_lookups;
+        catch_up(&lookups.with_label_values(&["hit"]), hits);
+        catch_up(&lookups.with_label_values(&["miss"]), misses);
+    }
+
+    /// What is left of `tenant`'s budget after `spend`.
+    pub fn budget_left(&self, tenant: &str, budget: Budget, spend: Spend) {
+        if let Some(remaining) = budget.remaining(spend) {
+            self.budget_remaining
+                .with_label_values(&[tenant])
+                .set(remaining.as_dollars());
+        }
+        if let Some(share) = budget.remaining_share(spend) {
+            self.budget_remaining_ratio
+                .with_label_values(&[tenant])
+                .set(share);
+        }
+    }
+
+    /// The state of the local engine serving `model`, read now.
+    pub fn local_engine(&self, model: &str, engine: &Engine) {
+        let labels = [model];
+        let gauges = [
+            (&self.local_queue_depth, engine.queue_depth()),
+            (&self.local_queue_capacity, engine.capacity()),
+            (&self.local_running, engine.running()),
+            (&self.local_prefix_cache_bytes, engine.prefix_cache_bytes()),
+        ];
+        for (gauge, value) in gauges {
+            gauge.with_label_values(&labels).set(value as i64);
+        }
+        let generated = self.local_generated_tokens.with_label_values(&labels);
+        catch_up(&generated, engine.generated_tokens() as u64);
+        let (cached, computed) = engine.prompt_token_counts();
+        let prompt_tokens = &self.local_prompt_tokens;
+        catch_up(
+            &prompt_tokens.with_label_values(&[model, "hit"]),
+            cached as u64,
+        );
+        catch_up(
+            &prompt_tokens.with_label_values(&[model, "miss"]),
+            computed as u64,
+        );
+    }
+}
+
+/// A counter that mirrors a total kept elsewhere catches up with it.
+fn catch_up(counter: &IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
 }
 
 /// Registers a metric whose definition is a constant of this module, so neither step can fail

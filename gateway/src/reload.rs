@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, ConfigError};
-use crate::server::Gateway;
+use crate::state::Gateway;
 
 /// How often `serve` looks at the policy file's modification time.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -135,10 +135,7 @@ impl Gateway {
             Err(ReloadError::Invalid(_)) => "invalid",
             Err(ReloadError::NeedsRestart(_)) => "needs_restart",
         };
-        self.metrics
-            .policy_reloads
-            .with_label_values(&[result])
-            .inc();
+        self.metrics.policy_reloaded(result);
         outcome
     }
 }

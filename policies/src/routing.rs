@@ -19,6 +19,16 @@ pub enum Placement {
     Remote,
 }
 
+impl Placement {
+    /// `local` or `remote`: the `route` of metrics, headers and the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::Local => "local",
+            Placement::Remote => "remote",
+        }
+    }
+}
+
 /// What the policy needs to know of each configured model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModelFacts {

@@ -116,6 +116,25 @@ fn rules() -> TenantRules {
     }
 }
 
+/// A tenant whose escalations may be a quarter of its routed requests, and a state at that
+/// cap (one more would make it 2 of 4).
+fn capped() -> TenantRules {
+    TenantRules {
+        escalation_cap: Some(0.25),
+        ..rules()
+    }
+}
+
+fn at_cap() -> TenantState {
+    TenantState {
+        escalations: EscalationCount {
+            routed: 3,
+            escalated: 1,
+        },
+        ..TenantState::default()
+    }
+}
+
 fn spent() -> TenantState {
     TenantState {
         spend: Spend {
@@ -170,17 +189,7 @@ fn every_rule_and_its_precedence() {
         }),
         ..rules()
     };
-    let capped = TenantRules {
-        escalation_cap: Some(0.25),
-        ..rules()
-    };
-    let at_cap = TenantState {
-        escalations: EscalationCount {
-            routed: 3,
-            escalated: 1,
-        },
-        ..TenantState::default()
-    };
+    let (capped, at_cap) = (capped(), at_cap());
     let no_force = TenantRules {
         may_force_route: false,
         ..rules()
@@ -679,17 +688,7 @@ fn a_band_decided_local_answer_may_cascade_and_a_remote_one_may_fall_back() {
         ..facts(0.1, "it_helpdesk")
     };
     assert_eq!(decide_for(&private, &TenantState::default()).cascade, None);
-    let capped = TenantRules {
-        escalation_cap: Some(0.25),
-        ..rules()
-    };
-    let at_cap = TenantState {
-        escalations: EscalationCount {
-            routed: 3,
-            escalated: 1,
-        },
-        ..TenantState::default()
-    };
+    let (capped, at_cap) = (capped(), at_cap());
     let request = facts(0.1, "it_helpdesk");
     assert_eq!(
         decide(&routing, &capped, &request, &at_cap, ROOM).cascade,

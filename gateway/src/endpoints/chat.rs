@@ -9,18 +9,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use switchboard_policies::Placement;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::extract::{Admitted, JsonBody, Refused, RequestId, Validate};
 use super::{admit, failed, tag_with_id};
-use crate::accounting::RequestRecord;
 use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
-use crate::pipeline::{self, Answer, AnsweredBy, ClientHints, Findings};
+use crate::pipeline::{self, Answer, AnsweredBy, ClientHints, Findings, RequestRecord};
 use crate::policy::Costs;
 use crate::providers::{ChunkStream, StreamChunk, UpstreamError};
-use crate::server::Gateway;
+use crate::state::Gateway;
 
 pub async fn chat_completions(
     State(gateway): State<Arc<Gateway>>,
@@ -30,8 +30,9 @@ pub async fn chat_completions(
     body: JsonBody<ChatCompletionRequest>,
 ) -> Response {
     let started = Instant::now();
-    let mut record =
-        RequestRecord::start(gateway.metrics.clone(), id.clone(), started).kept_in(&gateway.ledger);
+    let metrics = gateway.metrics.clone();
+    let mut record = RequestRecord::start(metrics, id.clone(), started, Placement::Remote)
+        .kept_in(&gateway.ledger);
     let span = tracing::info_span!("request", request_id = %id);
     let answered = async {
         let tenant = admit(admission, &mut record)?;
@@ -45,7 +46,7 @@ pub async fn chat_completions(
     let (mut response, unsettled) = match answered {
         Ok(Answer::Complete { body, by }) => {
             let mut response = json_response(body, &by);
-            record.status = response.status().as_u16();
+            record.finished(response.status().as_u16());
             if let Some(costs) = record.costs() {
                 add_cost_headers(response.headers_mut(), &costs);
             }
@@ -85,7 +86,7 @@ fn findings_headers(record: &RequestRecord) -> HeaderMap {
         private_data,
         language,
         classification,
-    } = &record.findings;
+    } = record.findings();
     if !private_data.is_empty()
         && let Ok(kinds) = HeaderValue::from_str(&pipeline::classify::kinds_list(private_data))
     {
@@ -130,7 +131,7 @@ impl Validate for ChatCompletionRequest {
 
 fn add_route_headers(headers: &mut HeaderMap, by: &AnsweredBy) {
     let pairs = [
-        ("x-switchboard-route", by.route),
+        ("x-switchboard-route", by.route.as_str()),
         ("x-switchboard-provider", &by.provider),
         ("x-switchboard-model", &by.model),
     ];
@@ -196,10 +197,7 @@ impl SseBody {
                     };
                     let frame = match next {
                         Some(Ok(chunk)) => {
-                            if let Some(usage) = chunk.usage {
-                                record.usage = Some(usage);
-                            }
-                            record.answer_bytes += chunk.text_bytes as u64;
+                            record.streamed(&chunk);
                             if chunk.usage_only && !s.include_usage {
                                 continue;
                             }
@@ -210,23 +208,19 @@ impl SseBody {
                             ));
                         }
                         Some(Err(error)) => {
-                            s.metrics
-                                .upstream_errors
-                                .with_label_values(&[&s.provider, error.kind()])
-                                .inc();
+                            s.metrics.upstream_error(&s.provider, error.kind());
                             tracing::warn!(
-                                request_id = %record.request_id,
+                                request_id = %record.request_id(),
                                 provider = %s.provider,
                                 kind = error.kind(),
                                 "upstream stream broke after the first chunk"
                             );
                             let api_error = error.into_api_error(&s.provider);
-                            record.status = api_error.status().as_u16();
-                            record.error_code = Some(api_error.code());
+                            record.failed(&api_error);
                             frame(api_error.body().to_string().as_bytes())
                         }
                         None => {
-                            record.status = 200;
+                            record.finished(200);
                             Bytes::from_static(b"data: [DONE]\n\n")
                         }
                     };

@@ -8,15 +8,16 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use switchboard_policies::Placement;
 use switchboard_router::batcher::BatchError;
 use tokio::time::Instant;
 
 use super::extract::{Admitted, JsonBody, Refused, RequestId, Validate};
 use super::{admit, failed, tag_with_id};
-use crate::accounting::RequestRecord;
 use crate::api::Usage;
 use crate::error::ApiError;
-use crate::server::Gateway;
+use crate::pipeline::{AnsweredBy, RequestRecord};
+use crate::state::Gateway;
 
 /// OpenAI's limit on inputs per request.
 const MAX_INPUTS: usize = 2048;
@@ -58,11 +59,11 @@ pub async fn embeddings(
     admission: Result<Admitted, Refused>,
     body: JsonBody<EmbeddingRequest>,
 ) -> Response {
-    let mut record = RequestRecord::start(gateway.metrics.clone(), id.clone(), Instant::now());
-    record.route = "local";
+    let metrics = gateway.metrics.clone();
+    let mut record = RequestRecord::start(metrics, id.clone(), Instant::now(), Placement::Local);
     let mut response = match answer(&gateway, admission, body, &mut record).await {
         Ok(response) => {
-            record.status = 200;
+            record.finished(200);
             response
         }
         Err(error) => failed(error, &mut record),
@@ -84,8 +85,7 @@ async fn answer(
         .embedder(&request.model)
         .filter(|_| tenant.may_use(&request.model))
         .ok_or_else(|| ApiError::ModelNotFound(request.model.clone()))?;
-    record.model = request.model.clone();
-    record.provider = Some("local".to_owned());
+    record.answered_by(&AnsweredBy::local(&request.model));
     let texts = match request.input {
         Input::One(text) => vec![text],
         Input::Many(texts) => texts,
@@ -123,7 +123,7 @@ async fn answer(
         },
     })?;
     let tokens: usize = embedded.tokens.iter().sum();
-    record.usage = Some(Usage::new(tokens as u64, 0));
+    record.answered(Some(Usage::new(tokens as u64, 0)), 0);
     let base64 = request.encoding_format == Some(Encoding::Base64);
     let data: Vec<Value> = embedded
         .vectors

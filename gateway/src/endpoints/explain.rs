@@ -13,7 +13,7 @@ use crate::auth::Tenant;
 use crate::error::ApiError;
 use crate::pipeline::plan::{self, Route};
 use crate::pipeline::{self, ClientHints, classify};
-use crate::server::Gateway;
+use crate::state::Gateway;
 
 /// Admitted like a chat completion (the router's work is the same), and its in-flight slot
 /// held until the answer is ready.

@@ -18,7 +18,7 @@ use crate::auth::Tenant;
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::pipeline::ClientHints;
-use crate::server::Gateway;
+use crate::state::Gateway;
 
 /// The caller's `x-request-id` when it is a sane token, else a new one; it is echoed back and
 /// tags every log line of the request.

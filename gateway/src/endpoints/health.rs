@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use crate::server::Gateway;
+use crate::state::Gateway;
 
 /// Alive: the process answers HTTP.
 pub async fn healthz() -> impl IntoResponse {

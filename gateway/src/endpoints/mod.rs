@@ -16,10 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use self::extract::{Admitted, Refused};
-use crate::accounting::RequestRecord;
 use crate::auth::Tenant;
 use crate::error::ApiError;
-use crate::server::Gateway;
+use crate::pipeline::RequestRecord;
+use crate::state::Gateway;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
@@ -48,8 +48,7 @@ async fn unknown_route(request: Request) -> Response {
 
 /// Answers with `error`, noting its status and code in the request's record.
 fn failed(error: ApiError, record: &mut RequestRecord) -> Response {
-    record.status = error.status().as_u16();
-    record.error_code = Some(error.code());
+    record.failed(&error);
     error.into_response()
 }
 
@@ -71,13 +70,12 @@ fn admit(
 ) -> Result<Arc<Tenant>, ApiError> {
     match admission {
         Ok(Admitted { tenant, permit }) => {
-            record.hold(permit);
-            record.tenant = tenant.name.clone();
+            record.admitted(&tenant.name, Some(permit));
             Ok(tenant)
         }
         Err(Refused { error, tenant }) => {
             if let Some(tenant) = tenant {
-                record.tenant = tenant.name.clone();
+                record.admitted(&tenant.name, None);
             }
             Err(error)
         }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::extract::Caller;
 use crate::error::ApiError;
-use crate::server::Gateway;
+use crate::state::Gateway;
 
 fn model_object(name: &str, owner: &str) -> Value {
     json!({

@@ -12,7 +12,7 @@ use super::extract::{Caller, JsonBody, Validate};
 use crate::error::ApiError;
 use crate::ledger::{Feedback, FeedbackError};
 use crate::report::{self, GroupBy};
-use crate::server::Gateway;
+use crate::state::Gateway;
 
 #[derive(Debug, Deserialize)]
 pub struct UsageQuery {

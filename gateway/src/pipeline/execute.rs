@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use switchboard_policies::Afterwards;
+use switchboard_policies::{Afterwards, Placement};
 use tokio::time::Instant;
 
 use super::classify::redact;
 use super::plan::{CascadeChain, Plan, Route};
-use crate::accounting::RequestRecord;
+use super::record::RequestRecord;
 use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -34,23 +34,18 @@ pub enum Answer {
 
 /// Who answered, for the `x-switchboard-*` headers and the request's record.
 pub struct AnsweredBy {
-    pub route: &'static str,
+    pub route: Placement,
     pub provider: String,
     pub model: String,
 }
 
 impl AnsweredBy {
-    fn note_in(&self, record: &mut RequestRecord) {
-        record.route = self.route;
-        record.provider = Some(self.provider.clone());
-        record.model = self.model.clone();
-    }
-
-    fn local(model: &LocalModel) -> Self {
+    /// A model of this machine: the local engine or the embedder.
+    pub fn local(model: &str) -> Self {
         Self {
-            route: "local",
+            route: Placement::Local,
             provider: "local".to_owned(),
-            model: model.name.clone(),
+            model: model.to_owned(),
         }
     }
 }
@@ -58,7 +53,7 @@ impl AnsweredBy {
 impl From<&Target> for AnsweredBy {
     fn from(target: &Target) -> Self {
         Self {
-            route: "remote",
+            route: Placement::Remote,
             provider: target.provider.name.clone(),
             model: target.model.name.clone(),
         }
@@ -94,7 +89,7 @@ impl Executor<'_> {
         // Until a target answers, the request counts against the first one (a client that
         // goes away meanwhile is recorded there).
         if let Some(first) = chain.first() {
-            AnsweredBy::from(first).note_in(record);
+            record.answered_by(&AnsweredBy::from(first));
         }
         // The local fallback sees the request as the client sent it.
         let unredacted = redact_remote.then(|| {
@@ -117,10 +112,8 @@ impl Executor<'_> {
             "every remote target failed: answering locally"
         );
         self.metrics
-            .fallbacks
-            .with_label_values(&[from, &local.name, failed.error.kind()])
-            .inc();
-        record.afterwards = Some(Afterwards::RemoteFailed);
+            .fell_back(from, &local.name, failed.error.kind());
+        record.afterwards(Afterwards::RemoteFailed);
         if let Some(messages) = unredacted {
             request.messages = messages;
         }
@@ -139,7 +132,7 @@ impl Executor<'_> {
         if request.is_stream() {
             let answered = self.remote.stream(chain, request, deadline).await?;
             let by = AnsweredBy::from(answered.target);
-            by.note_in(record);
+            record.answered_by(&by);
             return Ok(Answer::Stream {
                 start: answered.value,
                 by,
@@ -148,11 +141,13 @@ impl Executor<'_> {
         }
         let answered = self.remote.complete(chain, request, deadline).await?;
         let by = AnsweredBy::from(answered.target);
-        by.note_in(record);
-        record.usage = answered.value.usage;
-        if record.usage.is_none() {
-            record.answer_bytes = answer_bytes(&answered.value.body);
-        }
+        record.answered_by(&by);
+        let usage = answered.value.usage;
+        let text_bytes = match usage {
+            Some(_) => 0,
+            None => answer_bytes(&answered.value.body),
+        };
+        record.answered(usage, text_bytes);
         Ok(Answer::Complete {
             body: answered.value.body,
             by,
@@ -169,11 +164,11 @@ impl Executor<'_> {
         mut request: ChatCompletionRequest,
         record: &mut RequestRecord,
     ) -> Result<Answer, ApiError> {
-        let by = AnsweredBy::local(local);
-        by.note_in(record);
+        let by = AnsweredBy::local(&local.name);
+        record.answered_by(&by);
         let (completion, mean) = local.complete_scored(&request).await?;
         let Some(mean) = mean.filter(|&mean| mean < cascade.floor) else {
-            record.usage = completion.usage;
+            record.answered(completion.usage, 0);
             return Ok(Answer::Complete {
                 body: completion.body,
                 by,
@@ -182,11 +177,7 @@ impl Executor<'_> {
         let wasted = completion
             .usage
             .map_or(0, |u| u.prompt_tokens + u.completion_tokens);
-        let metrics = self.metrics;
-        metrics
-            .cascade_wasted_tokens
-            .with_label_values(&[&local.name])
-            .inc_by(wasted);
+        self.metrics.cascade_wasted(&local.name, wasted);
         let unsure = |escalated| Afterwards::Unsure {
             mean_logprob: mean,
             floor: cascade.floor,
@@ -197,18 +188,7 @@ impl Executor<'_> {
         }
         match self.answer_remotely(&cascade.chain, &request, record).await {
             Ok(answer) => {
-                metrics
-                    .escalations
-                    .with_label_values(&[&record.tenant, "low_confidence"])
-                    .inc();
-                let reservation = record
-                    .settlement
-                    .as_mut()
-                    .and_then(|s| s.reservation.as_mut());
-                if let Some(reservation) = reservation {
-                    reservation.escalate();
-                }
-                record.afterwards = Some(unsure(true));
+                record.escalated_after_all(unsure(true));
                 Ok(answer)
             }
             Err(failed) => {
@@ -216,8 +196,8 @@ impl Executor<'_> {
                     kind = failed.error.kind(),
                     "the cascade's remote chain failed: the local answer stands"
                 );
-                record.afterwards = Some(unsure(false));
-                record.usage = completion.usage;
+                record.afterwards(unsure(false));
+                record.answered(completion.usage, 0);
                 Ok(Answer::Complete {
                     body: completion.body,
                     by,
@@ -232,8 +212,8 @@ async fn answer_locally(
     request: &ChatCompletionRequest,
     record: &mut RequestRecord,
 ) -> Result<Answer, ApiError> {
-    let by = AnsweredBy::local(local);
-    by.note_in(record);
+    let by = AnsweredBy::local(&local.name);
+    record.answered_by(&by);
     if request.is_stream() {
         let mut rest = local.stream(request).await?;
         let first = match rest.next().await {
@@ -252,7 +232,7 @@ async fn answer_locally(
         });
     }
     let completion = local.complete(request).await?;
-    record.usage = completion.usage;
+    record.answered(completion.usage, 0);
     Ok(Answer::Complete {
         body: completion.body,
         by,

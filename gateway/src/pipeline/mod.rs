@@ -9,6 +9,7 @@ pub mod classify;
 pub mod execute;
 pub mod hints;
 pub mod plan;
+pub mod record;
 
 use std::sync::Arc;
 
@@ -16,12 +17,12 @@ pub use classify::{Classification, Findings};
 pub use execute::{Answer, AnsweredBy, Executor};
 pub use hints::ClientHints;
 pub use plan::Planner;
+pub use record::{RequestRecord, Settlement};
 
-use crate::accounting::{RequestRecord, Settlement};
 use crate::api::ChatCompletionRequest;
 use crate::auth::Tenant;
 use crate::error::ApiError;
-use crate::server::Gateway;
+use crate::state::Gateway;
 
 /// Answers `tenant`'s chat completion `request`: classify → plan → execute.
 pub async fn chat(
@@ -34,12 +35,11 @@ pub async fn chat(
     let policy = gateway.policy();
     let language = policy.reads_language(&request.model);
     let findings = classify::classify(gateway.classifier.as_ref(), &request, language).await;
-    record.findings = findings;
-    record.prompt_bytes = request.text_bytes();
-    if gateway.keep_routing_text {
+    let routing_text = gateway.keep_routing_text.then(|| {
         let turns = classify::turns(&request.messages);
-        record.routing_text = Some(switchboard_router::conversation::routing_text(&turns));
-    }
+        switchboard_router::conversation::routing_text(&turns)
+    });
+    record.classified(findings, request.text_bytes(), routing_text);
     if !tenant.may_use(&request.model) {
         return Err(ApiError::ModelNotFound(request.model));
     }
@@ -50,14 +50,23 @@ pub async fn chat(
             tenant,
             body: &request,
             hints,
-            findings: &record.findings,
+            findings: record.findings(),
         })
         .await?;
-    note_decision(gateway, &plan, record);
-    record.settlement = Some(Settlement {
+    let reservation = plan.reservation.take();
+    if let Some(decision) = &plan.decision
+        && reservation.as_ref().and_then(|r| r.routed()) == Some(true)
+    {
+        gateway
+            .metrics
+            .escalated(&tenant.name, decision.reason.label());
+    }
+    let reason = plan.decision.as_ref().map(|d| d.reason.clone());
+    let settlement = Settlement {
         policy: Arc::clone(&policy),
-        reservation: plan.reservation.take(),
-    });
+        reservation,
+    };
+    record.planned(reason, settlement);
 
     executor(gateway).run(plan, request, record).await
 }
@@ -76,20 +85,5 @@ fn executor(gateway: &Gateway) -> Executor<'_> {
         remote: &gateway.remote,
         metrics: &gateway.metrics,
         timeout: gateway.limits.request_timeout,
-    }
-}
-
-/// Notes the policy's decision in the record, and counts an escalation.
-fn note_decision(gateway: &Gateway, plan: &plan::Plan, record: &mut RequestRecord) {
-    let Some(decision) = &plan.decision else {
-        return;
-    };
-    record.reason = Some(decision.reason.clone());
-    if plan.reservation.as_ref().and_then(|r| r.routed()) == Some(true) {
-        gateway
-            .metrics
-            .escalations
-            .with_label_values(&[&record.tenant, decision.reason.label()])
-            .inc();
     }
 }

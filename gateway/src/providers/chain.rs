@@ -94,10 +94,8 @@ impl RemoteClient {
         let mut failed: Option<(&Target, UpstreamError)> = None;
         for target in chain {
             if let Some((previous, error)) = &failed {
-                self.metrics
-                    .fallbacks
-                    .with_label_values(&[&previous.model.name, &target.model.name, error.kind()])
-                    .inc();
+                let (from, to) = (&previous.model.name, &target.model.name);
+                self.metrics.fell_back(from, to, error.kind());
             }
             let error = match self.try_target(target, request, deadline, call).await {
                 Ok(value) => return Ok(Answered { value, target }),
@@ -143,10 +141,7 @@ impl RemoteClient {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            self.metrics
-                .upstream_errors
-                .with_label_values(&[&provider.name, error.kind()])
-                .inc();
+            self.metrics.upstream_error(&provider.name, error.kind());
             // The kind and status only: an upstream's message can quote the request.
             tracing::warn!(
                 provider = %provider.name,

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use switchboard_gateway::auth::KeyHash;
 use switchboard_gateway::config::Config;
 use switchboard_gateway::model_store::ModelStore;
-use switchboard_gateway::server::{Gateway, Server};
+use switchboard_gateway::server::Server;
+use switchboard_gateway::state::Gateway;
 use tokio::sync::oneshot;
 
 pub const ACME_KEY: &str = "sk-acme-test";
