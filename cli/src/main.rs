@@ -12,8 +12,8 @@ use std::io::Read;
 
 use anyhow::Context;
 use clap::Parser;
-use switchboard_gateway::auth::{KeyHash, generate_key};
 use switchboard_gateway::config::Config;
+use switchboard_gateway::keys::{KeyHash, generate_key};
 use switchboard_gateway::model_store::{DEFAULT_PACKAGES, ModelStore, Package};
 use switchboard_gateway::reload;
 use switchboard_gateway::server::{Server, shutdown_signal};

@@ -4,7 +4,7 @@
 use anyhow::Context;
 
 use switchboard_gateway::config::Config;
-use switchboard_gateway::ledger::LedgerError;
+use switchboard_gateway::ledger::{Ledger, LedgerError};
 use switchboard_gateway::report::{self, Report};
 use switchboard_router_train::labelling::Labelled;
 
@@ -17,7 +17,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
         Some(url) => ask_gateway(url, &args)?,
         None => {
             let config = Config::load(&args.config)?;
-            let ledger = config.ledger.open().map_err(|error| match error {
+            let ledger = Ledger::from_config(&config.ledger).map_err(|error| match error {
                 LedgerError::Locked(path) => anyhow::anyhow!(
                     "the ledger at {} is held by a running gateway: ask it with --url http://HOST:PORT (key in $SWITCHBOARD_API_KEY)",
                     path.display()

@@ -20,6 +20,7 @@ pub mod connections;
 pub mod conversations;
 pub mod endpoints;
 pub mod error;
+pub mod keys;
 pub mod ledger;
 pub mod metrics;
 pub mod model_store;

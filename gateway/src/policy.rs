@@ -1,15 +1,15 @@
 //! The policy in force: the validated routing rules, each tenant's rules and every model's
-//! price, built from the file. The decision itself is `switchboard_policies::decide`; this
-//! module only assembles what it reads and prices what was answered.
+//! price, built from the file ([`crate::config::Config::policy_rules`]). The decision itself is
+//! `switchboard_policies::decide`; this module answers what the gateway asks of the rules and
+//! prices what was answered.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
-use switchboard_policies::problems::{KeyPath, Problem};
-use switchboard_policies::{ModelFacts, Placement, Price, Routing, TenantRules, Usd};
-use switchboard_router::domain::DEFAULT_DOMAINS;
+use switchboard_policies::problems::Problem;
+use switchboard_policies::{ModelFacts, Price, Routing, TenantRules, Usd};
 
 use crate::api::Usage;
-use crate::config::Config;
+use crate::config::{Config, PolicyRules};
 
 #[derive(Debug)]
 pub struct Policy {
@@ -35,74 +35,16 @@ impl Costs {
 
 impl Policy {
     pub fn from_config(config: &Config) -> Result<Self, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let mut models = BTreeMap::new();
-        for model in config.providers.iter().flat_map(|p| &p.models) {
-            let facts = ModelFacts {
-                placement: Placement::Remote,
-                price: model.price,
-                context_window: model.context_window,
-            };
-            models.insert(model.name.clone(), facts);
-        }
-        for model in &config.local_models {
-            let facts = ModelFacts {
-                placement: Placement::Local,
-                price: model.price.unwrap_or(Price::FREE),
-                // The local engine's window is the model file's, weighed by the decision.
-                context_window: None,
-            };
-            models.insert(model.name.clone(), facts);
-        }
-
-        let domains: Option<BTreeSet<String>> = config.router.as_ref().map(|router| {
-            let defaults = DEFAULT_DOMAINS.iter().map(|d| d.to_string());
-            defaults.chain(router.domains.keys().cloned()).collect()
-        });
-        let routing = config.routing.as_ref().and_then(|spec| {
-            let at = KeyPath::root().key("routing");
-            Routing::build(spec, &at, &models, domains.as_ref())
-                .map_err(|found| problems.extend(found))
-                .ok()
-        });
-
-        let anything_priced = models.values().any(|m| !m.price.is_free());
-        let mut tenants = HashMap::new();
-        for (t, tenant) in config.tenants.iter().enumerate() {
-            let at = KeyPath::root().key("tenants").index(t);
-            if tenant.budget.is_some() && config.routing.is_none() {
-                problems.push(
-                    Problem::new(at.key("budget"), "a budget needs a `routing:` section")
-                        .hint("routing names the local tier that a spent budget falls back to"),
-                );
-            } else if tenant.budget.is_some() && !anything_priced {
-                problems.push(
-                    Problem::new(at.key("budget"), "a budget, but no model has a price")
-                        .hint("nothing would count against it: give the models their prices"),
-                );
-            }
-            let rules = TenantRules::build(
-                tenant.budget.as_ref(),
-                tenant.max_escalation_share,
-                tenant.may_force_route,
-                &at,
-            );
-            match rules {
-                Ok(rules) => {
-                    tenants.insert(tenant.name.clone(), rules);
-                }
-                Err(found) => problems.extend(found),
-            }
-        }
-        if problems.is_empty() {
-            Ok(Self {
-                routing,
-                tenants,
-                models,
-            })
-        } else {
-            Err(problems)
-        }
+        let PolicyRules {
+            routing,
+            tenants,
+            models,
+        } = config.policy_rules()?;
+        Ok(Self {
+            routing,
+            tenants,
+            models,
+        })
     }
 
     /// Whether the decision on a request for `model` reads its language: a request for the

@@ -79,7 +79,7 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new());
         let catalog = Catalog::new(config, env, store)?;
         let policy = Policy::from_config(config).map_err(StartError::Policy)?;
-        let ledger = config.ledger.open()?;
+        let ledger = Ledger::from_config(&config.ledger)?;
         let standings = Standings::default();
         restore(&standings, &ledger)?;
         Ok(Self {

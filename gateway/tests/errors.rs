@@ -166,7 +166,7 @@ async fn limits_give_413_429_and_503() {
     let limited_key = "sk-limited";
     let extra = extra.replace(
         "sha256:a7c3f2e0a9d8e34f9b7a58e41b5cc1a1bb4f7fb27b8d9d3c8ef7f5a1f6cf3f10",
-        &switchboard_gateway::auth::KeyHash::of(limited_key).to_string(),
+        &switchboard_gateway::keys::KeyHash::of(limited_key).to_string(),
     );
     let openai = fake_upstream::FakeUpstream::start_with_key(UPSTREAM_KEY).await;
     let anthropic = fake_upstream::FakeUpstream::start_with_key(UPSTREAM_KEY).await;

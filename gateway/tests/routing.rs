@@ -8,7 +8,8 @@ use std::time::Duration;
 use fake_upstream::{Behaviour, FakeUpstream};
 use serde_json::{Value, json};
 use support::*;
-use switchboard_gateway::auth::KeyHash;
+use switchboard_gateway::keys::KeyHash;
+use switchboard_gateway::ledger::Ledger;
 
 const THRIFTY_KEY: &str = "sk-thrifty-test";
 const FRUGAL_KEY: &str = "sk-frugal-test";
@@ -451,7 +452,7 @@ async fn the_ledger_survives_a_restart_and_its_reports_add_up() {
     gateway.task.take().unwrap().await.unwrap();
     drop(gateway);
     let parsed = switchboard_gateway::config::Config::from_yaml(&config, "test").unwrap();
-    let ledger = parsed.ledger.open().unwrap();
+    let ledger = Ledger::from_config(&parsed.ledger).unwrap();
     let mut recorded: Vec<String> = ledger.since(0).map(|e| e.unwrap().request_id).collect();
     recorded.sort();
     made.sort();

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use switchboard_policies::Usd;
 
+use crate::config::LedgerConfig;
+
 /// What the ledger keeps of one request. Never the prompt or the answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -103,6 +105,15 @@ impl Ledger {
     /// Opens (or creates) the ledger at `path`. A ledger another handle holds is waited for
     /// up to [`LOCK_WAIT`]: a gateway that restarts may find its predecessor's background
     /// threads still letting go of the file.
+    /// Opens the ledger that the policy file's `ledger:` section describes.
+    pub fn from_config(config: &LedgerConfig) -> Result<Self, LedgerError> {
+        Self::open(
+            &config.path(),
+            config.flush_every_ms,
+            config.durable_answers,
+        )
+    }
+
     pub fn open(
         path: &Path,
         flush_every_ms: u64,
@@ -226,21 +237,6 @@ impl Ledger {
 /// names), the id.
 fn scoped(tenant: &str, request_id: &str) -> Vec<u8> {
     [tenant.as_bytes(), &[0], request_id.as_bytes()].concat()
-}
-
-/// `$SWITCHBOARD_HOME/ledger`, else `$XDG_DATA_HOME/switchboard/ledger`, else
-/// `~/.local/share/switchboard/ledger`.
-pub fn default_path() -> PathBuf {
-    let var = |name| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var("SWITCHBOARD_HOME")
-        .or_else(|| var("XDG_DATA_HOME").map(|d| d.join("switchboard")))
-        .or_else(|| var("HOME").map(|d| d.join(".local").join("share").join("switchboard")))
-        .unwrap_or_else(|| PathBuf::from(".switchboard"))
-        .join("ledger")
 }
 
 #[cfg(test)]

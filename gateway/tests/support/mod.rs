@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 
 use fake_upstream::FakeUpstream;
 use serde_json::{Value, json};
-use switchboard_gateway::auth::KeyHash;
 use switchboard_gateway::config::Config;
+use switchboard_gateway::keys::KeyHash;
 use switchboard_gateway::model_store::ModelStore;
 use switchboard_gateway::server::Server;
 use switchboard_gateway::state::Gateway;

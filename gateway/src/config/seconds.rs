@@ -1,0 +1,11 @@
+//! Durations are written in the file as seconds (fractions allowed: `0.25`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de::Error};
+
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let secs = f64::deserialize(d)?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| D::Error::custom(format!("{secs} is not a valid number of seconds")))
+}
