@@ -14,7 +14,7 @@ use half::slice::HalfFloatSliceExt;
 
 use crate::quant::Isa;
 use crate::team;
-use crate::vector_math::{exp, largest};
+use switchboard_vector_math::{exp, largest};
 
 /// Positions per key tile.
 pub const TILE: usize = 16;

@@ -22,7 +22,6 @@ pub mod sampling;
 mod team;
 pub mod text_stream;
 pub mod tokenizer;
-mod vector_math;
 
 pub use chat_template::Turn;
 pub use engine::{

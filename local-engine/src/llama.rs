@@ -20,7 +20,7 @@ use crate::attention::{self, Context, Heads};
 use crate::metadata::{Metadata, MetadataError};
 use crate::quant::{self, Format, Isa, Q8Vector, QuantMatrix};
 use crate::team::{self, part, split_rows};
-use crate::vector_math::exp;
+use switchboard_vector_math::exp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlamaError {

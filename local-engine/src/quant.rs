@@ -26,7 +26,8 @@ use std::ops::Range;
 use std::sync::Mutex;
 
 use crate::team;
-use crate::vector_math::round_ties_even;
+use switchboard_vector_math::cpu::Features;
+use switchboard_vector_math::round_ties_even;
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -307,19 +308,15 @@ pub enum Isa {
 
 impl Isa {
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            let avx2 = has!("avx2") && has!("fma") && has!("f16c");
-            if avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni")
-            {
-                return Self::Avx512Vnni;
-            }
-            if avx2 {
-                return Self::Avx2;
-            }
+        let cpu = Features::detect();
+        let avx2 = cpu.avx2 && cpu.fma && cpu.f16c;
+        if avx2 && cpu.avx512f && cpu.avx512bw && cpu.avx512vl && cpu.avx512vnni {
+            Self::Avx512Vnni
+        } else if avx2 {
+            Self::Avx2
+        } else {
+            Self::Portable
         }
-        Self::Portable
     }
 
     /// Every level this CPU runs, best first.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::vector_math::{exp, largest};
+use switchboard_vector_math::{exp, largest};
 
 /// The sampling part of a request, in OpenAI's terms (top_k is an extension).
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,8 @@
 //! Which vector instructions this CPU has, found once at run time: the binary is built for any
 //! x86-64 and picks its fastest kernels on the machine it runs on.
 
+use switchboard_vector_math::cpu::Features;
+
 /// An instruction-set level. Ordered: a CPU that runs one level runs every level below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
@@ -14,21 +16,15 @@ pub enum Isa {
 
 impl Isa {
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let avx2 = std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma");
-            if avx2
-                && std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bf16")
-            {
-                return Self::Avx512Bf16;
-            }
-            if avx2 {
-                return Self::Avx2;
-            }
+        let cpu = Features::detect();
+        let avx2 = cpu.avx2 && cpu.fma;
+        if avx2 && cpu.avx512f && cpu.avx512bf16 {
+            Self::Avx512Bf16
+        } else if avx2 {
+            Self::Avx2
+        } else {
+            Self::Portable
         }
-        Self::Portable
     }
 
     /// Every level this CPU can run, fastest first (tests compare them with each other).

@@ -1,7 +1,13 @@
-//! Scalar math written so that the loops over it run in vector registers: the exponential of
-//! softmax and SiLU (the C library's `expf` is a call per value: an 8-row batch spent more time
-//! in it than in attention's products), the maximum that softmax and greedy picking look for,
-//! and rounding half to even (quantizing activations, and the exponential's reduction).
+//! What both engines' numeric loops are written with: the router's BERT pass and the local
+//! engine's llama pass.
+//!
+//! - [`exp`], [`largest`] and [`round_ties_even`]: scalar math written so that the loops over
+//!   it run in vector registers (the C library's `expf` is a call per value: an 8-row batch of
+//!   the local engine spent more time in it than in attention's products);
+//! - [`cpu`]: which vector extensions this CPU has, found once at run time, so that a binary
+//!   built for any x86-64 picks its fastest kernels on the machine it runs on.
+
+pub mod cpu;
 
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 in two parts (Cody and Waite): `n × LN2_HIGH` is exact for the `n` that occur.
@@ -12,7 +18,7 @@ const LOWEST: f32 = -87.33;
 const HIGHEST: f32 = 88.37;
 
 /// e^x within 2 ulp, x clamped to -87.33..=88.37 (e^x from 1.2e-38 to 2.5e38: what softmax and
-/// SiLU need). NaN stays NaN.
+/// SiLU need), with no branch and no library call. NaN stays NaN.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     // e^x = 2^n × e^r, with n the integer nearest x / ln 2 and |r| ≤ ln 2 / 2.
@@ -57,7 +63,6 @@ pub fn round_ties_even(value: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     (value + MAGIC) - MAGIC
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
