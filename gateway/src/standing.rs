@@ -185,7 +185,7 @@ impl Drop for Reservation {
 mod tests {
     use super::*;
     use switchboard_policies::TierId;
-    use switchboard_policies::decision::{Reason, Target};
+    use switchboard_policies::decision::{Destination, Reason};
 
     fn usd(d: f64) -> Usd {
         Usd::from_dollars(d).unwrap()
@@ -193,7 +193,7 @@ mod tests {
 
     fn local() -> Decision {
         Decision {
-            target: Target::Tier(TierId(0)),
+            destination: Destination::Tier(TierId(0)),
             reason: Reason::Unscored,
             redact: false,
             local_fallback: false,

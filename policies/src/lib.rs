@@ -15,7 +15,7 @@ pub mod routing;
 pub mod spec;
 pub mod tenant;
 
-pub use decision::{Afterwards, Cascade, Decision, Reason, Refusal, Target, decide};
+pub use decision::{Afterwards, Cascade, Decision, Destination, Reason, Refusal, decide};
 pub use money::{Price, Usd};
 pub use routing::{ModelFacts, NoRemoteModel, Placement, Routing, TierId};
 pub use tenant::TenantRules;

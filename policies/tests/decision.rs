@@ -11,8 +11,8 @@ use switchboard_policies::problems::KeyPath;
 use switchboard_policies::spec::{BudgetAction, ForcedRoute, RoutingSpec};
 use switchboard_policies::tenant::{Budget, EscalationCount, Spend};
 use switchboard_policies::{
-    ModelFacts, NoRemoteModel, Placement, Price, Reason, Refusal, Routing, Target, TenantRules,
-    TierId, Usd, decide,
+    Destination, ModelFacts, NoRemoteModel, Placement, Price, Reason, Refusal, Routing,
+    TenantRules, TierId, Usd, decide,
 };
 
 const POLICY: &str = r#"
@@ -151,14 +151,14 @@ struct Row {
     tenant: TenantRules,
     state: TenantState,
     capacity: Capacity,
-    target: Target,
+    target: Destination,
     reason: &'static str,
 }
 
 fn row(
     name: &'static str,
     request: RequestFacts<'static>,
-    target: Target,
+    target: Destination,
     reason: &'static str,
 ) -> Row {
     Row {
@@ -207,92 +207,92 @@ fn every_rule_and_its_precedence() {
         row(
             "low complexity",
             facts(0.1, "it_helpdesk"),
-            Target::Tier(LOCAL),
+            Destination::Tier(LOCAL),
             "complexity 0.10 < 0.40",
         ),
         row(
             "middle band",
             facts(0.5, "it_helpdesk"),
-            Target::Tier(CHEAP),
+            Destination::Tier(CHEAP),
             "complexity 0.50 >= 0.40",
         ),
         row(
             "on a bound",
             facts(0.75, "it_helpdesk"),
-            Target::Tier(FRONTIER),
+            Destination::Tier(FRONTIER),
             "complexity 0.75 >= 0.75",
         ),
         row(
             "top band",
             facts(0.95, "it_helpdesk"),
-            Target::Tier(REASONING),
+            Destination::Tier(REASONING),
             "complexity 0.95 >= 0.90",
         ),
         row(
             "domain's own bound",
             facts(0.3, "finance"),
-            Target::Tier(CHEAP),
+            Destination::Tier(CHEAP),
             "complexity 0.30 >= 0.20 for domain finance",
         ),
         row(
             "under the domain's bound",
             facts(0.1, "finance"),
-            Target::Tier(LOCAL),
+            Destination::Tier(LOCAL),
             "complexity 0.10 < 0.20 for domain finance",
         ),
         row(
             "domain escalates to its tier",
             facts(0.5, "math"),
-            Target::Tier(REASONING),
+            Destination::Tier(REASONING),
             "domain math escalates to reasoning",
         ),
         row(
             "easy math stays local",
             facts(0.1, "math"),
-            Target::Tier(LOCAL),
+            Destination::Tier(LOCAL),
             "complexity 0.10 < 0.40",
         ),
         row(
             "domain always local",
             facts(0.99, "small_talk"),
-            Target::Tier(LOCAL),
+            Destination::Tier(LOCAL),
             "domain small_talk always local",
         ),
         row(
             "domain always remote",
             facts(0.01, "legal"),
-            Target::Tier(CHEAP),
+            Destination::Tier(CHEAP),
             "domain legal always remote",
         ),
         row(
             "unscored",
             with(facts(0.0, "x"), &|f| f.scores = None),
-            Target::Tier(LOCAL),
+            Destination::Tier(LOCAL),
             "not scored by the router: lowest tier",
         ),
         // Language, context, stickiness, the client.
         row(
             "language not served",
             with(facts(0.1, "it_helpdesk"), &|f| f.language = Some("fr")),
-            Target::Tier(CHEAP),
+            Destination::Tier(CHEAP),
             "language fr not served locally",
         ),
         row(
             "language served",
             with(facts(0.1, "it_helpdesk"), &|f| f.language = Some("de")),
-            Target::Tier(LOCAL),
+            Destination::Tier(LOCAL),
             "complexity 0.10 < 0.40",
         ),
         row(
             "long context",
             with(facts(0.1, "small_talk"), &|f| f.context = long),
-            Target::Tier(CHEAP),
+            Destination::Tier(CHEAP),
             "9000 tokens exceed the local context of 8192",
         ),
         row(
             "long hard context keeps its band",
             with(facts(0.8, "it_helpdesk"), &|f| f.context = long),
-            Target::Tier(FRONTIER),
+            Destination::Tier(FRONTIER),
             "9000 tokens exceed the local context of 8192",
         ),
         row(
@@ -300,13 +300,13 @@ fn every_rule_and_its_precedence() {
             with(facts(0.1, "it_helpdesk"), &|f| {
                 f.sticky_tier = Some(FRONTIER)
             }),
-            Target::Tier(FRONTIER),
+            Destination::Tier(FRONTIER),
             "conversation stays on frontier",
         ),
         row(
             "sticky never lowers",
             with(facts(0.8, "it_helpdesk"), &|f| f.sticky_tier = Some(CHEAP)),
-            Target::Tier(FRONTIER),
+            Destination::Tier(FRONTIER),
             "complexity 0.80 >= 0.75",
         ),
         row(
@@ -314,7 +314,7 @@ fn every_rule_and_its_precedence() {
             with(facts(0.8, "legal"), &|f| {
                 f.forced = Some(ForcedRoute::Local)
             }),
-            Target::Tier(LOCAL),
+            Destination::Tier(LOCAL),
             "client forced local",
         ),
         row(
@@ -322,7 +322,7 @@ fn every_rule_and_its_precedence() {
             with(facts(0.1, "small_talk"), &|f| {
                 f.forced = Some(ForcedRoute::Remote)
             }),
-            Target::Tier(CHEAP),
+            Destination::Tier(CHEAP),
             "client forced remote",
         ),
         Row {
@@ -332,7 +332,7 @@ fn every_rule_and_its_precedence() {
                 with(facts(0.1, "it_helpdesk"), &|f| {
                     f.forced = Some(ForcedRoute::Remote)
                 }),
-                Target::Tier(LOCAL),
+                Destination::Tier(LOCAL),
                 "complexity 0.10 < 0.40",
             )
         },
@@ -342,7 +342,7 @@ fn every_rule_and_its_precedence() {
                 f.forced = Some(ForcedRoute::Local);
                 f.context = long;
             }),
-            Target::Tier(CHEAP),
+            Destination::Tier(CHEAP),
             "9000 tokens exceed the local context of 8192",
         ),
         row(
@@ -350,14 +350,14 @@ fn every_rule_and_its_precedence() {
             with(facts(0.1, "it_helpdesk"), &|f| {
                 f.asked = Asked::Named { local: false }
             }),
-            Target::Named,
+            Destination::Named,
             "client named the model",
         ),
         // Private data.
         row(
             "private data stays local",
             with(facts(0.9, "legal"), &|f| f.private_data = true),
-            Target::Tier(LOCAL),
+            Destination::Tier(LOCAL),
             "private data found: local only",
         ),
         row(
@@ -366,7 +366,7 @@ fn every_rule_and_its_precedence() {
                 f.private_data = true;
                 f.asked = Asked::Named { local: false };
             }),
-            Target::Tier(LOCAL),
+            Destination::Tier(LOCAL),
             "private data found: local only",
         ),
         row(
@@ -375,7 +375,7 @@ fn every_rule_and_its_precedence() {
                 f.private_data = true;
                 f.forced = Some(ForcedRoute::Remote);
             }),
-            Target::Tier(LOCAL),
+            Destination::Tier(LOCAL),
             "private data found: local only",
         ),
         row(
@@ -384,7 +384,7 @@ fn every_rule_and_its_precedence() {
                 f.private_data = true;
                 f.context = long;
             }),
-            Target::Refuse(Refusal::TooLongForLocal),
+            Destination::Refuse(Refusal::TooLongForLocal),
             "private data found: local only",
         ),
         // Budgets.
@@ -393,7 +393,7 @@ fn every_rule_and_its_precedence() {
             ..row(
                 "budget spent: local only",
                 facts(0.9, "it_helpdesk"),
-                Target::Tier(LOCAL),
+                Destination::Tier(LOCAL),
                 "daily budget spent: local only",
             )
         },
@@ -404,7 +404,7 @@ fn every_rule_and_its_precedence() {
                 with(facts(0.9, "it_helpdesk"), &|f| {
                     f.asked = Asked::Named { local: true }
                 }),
-                Target::Named,
+                Destination::Named,
                 "daily budget spent: local only",
             )
         },
@@ -414,7 +414,7 @@ fn every_rule_and_its_precedence() {
             ..row(
                 "budget spent: reject",
                 facts(0.1, "it_helpdesk"),
-                Target::Refuse(Refusal::BudgetSpent),
+                Destination::Refuse(Refusal::BudgetSpent),
                 "daily budget spent: rejected",
             )
         },
@@ -424,7 +424,7 @@ fn every_rule_and_its_precedence() {
             ..row(
                 "a spent budget's 402 beats private data",
                 with(facts(0.1, "it_helpdesk"), &|f| f.private_data = true),
-                Target::Refuse(Refusal::BudgetSpent),
+                Destination::Refuse(Refusal::BudgetSpent),
                 "daily budget spent: rejected",
             )
         },
@@ -435,7 +435,7 @@ fn every_rule_and_its_precedence() {
             ..row(
                 "escalation cap reached",
                 facts(0.9, "it_helpdesk"),
-                Target::Tier(LOCAL),
+                Destination::Tier(LOCAL),
                 "escalating would raise the share to 50%, over the cap of 25%: local",
             )
         },
@@ -451,7 +451,7 @@ fn every_rule_and_its_precedence() {
             ..row(
                 "under the cap",
                 facts(0.9, "it_helpdesk"),
-                Target::Tier(REASONING),
+                Destination::Tier(REASONING),
                 "complexity 0.90 >= 0.90",
             )
         },
@@ -461,7 +461,7 @@ fn every_rule_and_its_precedence() {
             ..row(
                 "cap reached and too long for local",
                 with(facts(0.9, "it_helpdesk"), &|f| f.context = long),
-                Target::Refuse(Refusal::EscalationCap),
+                Destination::Refuse(Refusal::EscalationCap),
                 "escalating would raise the share to 50%, over the cap of 25%: local",
             )
         },
@@ -470,7 +470,7 @@ fn every_rule_and_its_precedence() {
             ..row(
                 "remote off",
                 facts(0.9, "it_helpdesk"),
-                Target::Tier(LOCAL),
+                Destination::Tier(LOCAL),
                 "remote tier off (no provider key): local",
             )
         },
@@ -479,7 +479,7 @@ fn every_rule_and_its_precedence() {
             ..row(
                 "remote off and too long",
                 with(facts(0.1, "it_helpdesk"), &|f| f.context = long),
-                Target::Refuse(Refusal::NoRemote),
+                Destination::Refuse(Refusal::NoRemote),
                 "remote tier off (no provider key): local",
             )
         },
@@ -489,7 +489,7 @@ fn every_rule_and_its_precedence() {
             ..row(
                 "local busy: spill",
                 facts(0.1, "it_helpdesk"),
-                Target::Tier(CHEAP),
+                Destination::Tier(CHEAP),
                 "local queue full: spill",
             )
         },
@@ -498,7 +498,7 @@ fn every_rule_and_its_precedence() {
             ..row(
                 "local busy, private data: 503",
                 with(facts(0.1, "it_helpdesk"), &|f| f.private_data = true),
-                Target::Refuse(Refusal::LocalBusy),
+                Destination::Refuse(Refusal::LocalBusy),
                 "private data found: local only",
             )
         },
@@ -508,7 +508,7 @@ fn every_rule_and_its_precedence() {
             ..row(
                 "local busy, budget spent: 503",
                 facts(0.1, "it_helpdesk"),
-                Target::Refuse(Refusal::LocalBusy),
+                Destination::Refuse(Refusal::LocalBusy),
                 "daily budget spent: local only",
             )
         },
@@ -520,7 +520,7 @@ fn every_rule_and_its_precedence() {
             ..row(
                 "local busy, remote off: 503",
                 facts(0.1, "it_helpdesk"),
-                Target::Refuse(Refusal::LocalBusy),
+                Destination::Refuse(Refusal::LocalBusy),
                 "local queue full",
             )
         },
@@ -529,7 +529,7 @@ fn every_rule_and_its_precedence() {
             ..row(
                 "busy local does not matter to remote",
                 facts(0.9, "it_helpdesk"),
-                Target::Tier(REASONING),
+                Destination::Tier(REASONING),
                 "complexity 0.90 >= 0.90",
             )
         },
@@ -543,7 +543,11 @@ fn every_rule_and_its_precedence() {
             &row.state,
             row.capacity,
         );
-        assert_eq!(decision.target, row.target, "{}: {decision:?}", row.name);
+        assert_eq!(
+            decision.destination, row.target,
+            "{}: {decision:?}",
+            row.name
+        );
         assert_eq!(decision.reason.to_string(), row.reason, "{}", row.name);
         assert!(!decision.redact, "{}", row.name);
     }
@@ -557,20 +561,23 @@ fn private_data_is_redacted_only_when_it_leaves() {
     request.private_data = true;
     let state = TenantState::default();
     let decision = decide(&routing, &rules(), &request, &state, ROOM);
-    assert_eq!(decision.target, Target::Tier(REASONING));
+    assert_eq!(decision.destination, Destination::Tier(REASONING));
     assert!(decision.redact);
     request.scores = Some(Scores {
         complexity: 0.1,
         domain: "it_helpdesk",
     });
     let decision = decide(&routing, &rules(), &request, &state, ROOM);
-    assert_eq!(decision.target, Target::Tier(LOCAL));
+    assert_eq!(decision.destination, Destination::Tier(LOCAL));
     assert!(!decision.redact);
 
     let rejecting = text.replace("private_data: redact", "private_data: reject");
     let routing = routing_from(&rejecting).unwrap();
     let decision = decide(&routing, &rules(), &request, &state, ROOM);
-    assert_eq!(decision.target, Target::Refuse(Refusal::PrivateData));
+    assert_eq!(
+        decision.destination,
+        Destination::Refuse(Refusal::PrivateData)
+    );
 }
 
 #[test]
@@ -661,7 +668,7 @@ fn a_band_decided_local_answer_may_cascade_and_a_remote_one_may_fall_back() {
         decide(&routing, &rules(), request, state, ROOM)
     };
     let easy = decide_for(&facts(0.1, "it_helpdesk"), &TenantState::default());
-    assert_eq!(easy.target, Target::Tier(LOCAL));
+    assert_eq!(easy.destination, Destination::Tier(LOCAL));
     let cascade = easy.cascade.expect("a band-decided local answer cascades");
     assert_eq!(
         (cascade.floor, cascade.tier, cascade.redact),
@@ -680,8 +687,8 @@ fn a_band_decided_local_answer_may_cascade_and_a_remote_one_may_fall_back() {
     assert_eq!(decide_for(&stream, &TenantState::default()).cascade, None);
     let small_talk = decide_for(&facts(0.1, "small_talk"), &TenantState::default());
     assert_eq!(
-        (small_talk.target, small_talk.cascade),
-        (Target::Tier(LOCAL), None)
+        (small_talk.destination, small_talk.cascade),
+        (Destination::Tier(LOCAL), None)
     );
     let private = RequestFacts {
         private_data: true,
@@ -709,7 +716,7 @@ fn a_band_decided_local_answer_may_cascade_and_a_remote_one_may_fall_back() {
 
     // A remote answer falls back to the local tier when the request fits it.
     let hard = decide_for(&facts(0.8, "it_helpdesk"), &TenantState::default());
-    assert_eq!(hard.target, Target::Tier(FRONTIER));
+    assert_eq!(hard.destination, Destination::Tier(FRONTIER));
     assert!(hard.local_fallback);
     assert_eq!(hard.cascade, None);
     let long = RequestFacts {
@@ -830,10 +837,10 @@ fn any_capacity() -> impl Strategy<Value = Capacity> {
 }
 
 fn leaves(routing: &Routing, decision: &switchboard_policies::Decision, asked: Asked) -> bool {
-    match decision.target {
-        Target::Tier(tier) => routing.tiers[tier.0].placement == Placement::Remote,
-        Target::Named => asked == (Asked::Named { local: false }),
-        Target::Refuse(_) => false,
+    match decision.destination {
+        Destination::Tier(tier) => routing.tiers[tier.0].placement == Placement::Remote,
+        Destination::Named => asked == (Asked::Named { local: false }),
+        Destination::Refuse(_) => false,
     }
 }
 
@@ -847,7 +854,7 @@ proptest! {
         let routing = routing();
         let decision = decide(&routing, &rules(), &request, &spent(), capacity);
         prop_assert!(!leaves(&routing, &decision, request.asked), "{decision:?}");
-        prop_assert_ne!(decision.target, Target::Refuse(Refusal::BudgetSpent));
+        prop_assert_ne!(decision.destination, Destination::Refuse(Refusal::BudgetSpent));
     }
 
     /// Private data under `local_only` never leaves, whatever else is true.
@@ -877,14 +884,14 @@ proptest! {
         let routing = routing_with_afterwards();
         let decision = decide(&routing, &rules(), &request, &TenantState::default(), capacity);
         if let Some(cascade) = decision.cascade {
-            prop_assert!(matches!(decision.target, Target::Tier(t) if routing.is_local(t)), "{decision:?}");
+            prop_assert!(matches!(decision.destination, Destination::Tier(t) if routing.is_local(t)), "{decision:?}");
             let band_decided = matches!(decision.reason, Reason::Complexity { .. } | Reason::Unscored);
             prop_assert!(band_decided, "{:?}", decision.reason);
             prop_assert!(!request.stream);
             prop_assert!(!routing.is_local(cascade.tier));
         }
         if decision.local_fallback {
-            prop_assert!(matches!(decision.target, Target::Tier(t) if !routing.is_local(t)), "{decision:?}");
+            prop_assert!(matches!(decision.destination, Destination::Tier(t) if !routing.is_local(t)), "{decision:?}");
             prop_assert!(request.context.fits_locally());
         }
     }
@@ -902,7 +909,7 @@ proptest! {
         for (mut request, capacity, unsure) in requests {
             request.asked = Asked::Routing;
             let decision = decide(&routing, &tenant, &request, &state, capacity);
-            if let Target::Tier(tier) = decision.target {
+            if let Destination::Tier(tier) = decision.destination {
                 state.escalations.routed += 1;
                 let cascaded = decision.cascade.is_some() && unsure;
                 if routing.tiers[tier.0].placement == Placement::Remote || cascaded {

@@ -17,7 +17,7 @@ use super::extract::{Admitted, JsonBody, Refused, RequestId, Validate};
 use super::{admit, failed, tag_with_id};
 use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
-use crate::pipeline::{self, Answer, AnsweredBy, ClientHints, Findings, RequestRecord};
+use crate::pipeline::{self, Answer, Answerer, ClientHints, Findings, RequestRecord};
 use crate::policy::Costs;
 use crate::providers::{ChunkStream, StreamChunk, UpstreamError};
 use crate::state::Gateway;
@@ -111,7 +111,7 @@ fn findings_headers(record: &RequestRecord) -> HeaderMap {
     headers
 }
 
-fn json_response(body: Bytes, by: &AnsweredBy) -> Response {
+fn json_response(body: Bytes, by: &Answerer) -> Response {
     let mut response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -129,7 +129,7 @@ impl Validate for ChatCompletionRequest {
     }
 }
 
-fn add_route_headers(headers: &mut HeaderMap, by: &AnsweredBy) {
+fn add_route_headers(headers: &mut HeaderMap, by: &Answerer) {
     let pairs = [
         ("x-switchboard-route", by.route.as_str()),
         ("x-switchboard-provider", &by.provider),
@@ -156,7 +156,7 @@ fn add_cost_headers(headers: &mut HeaderMap, costs: &Costs) {
     }
 }
 
-fn sse_response(body: Body, by: &AnsweredBy) -> Response {
+fn sse_response(body: Body, by: &Answerer) -> Response {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(

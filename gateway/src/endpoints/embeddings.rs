@@ -16,7 +16,7 @@ use super::extract::{Admitted, JsonBody, Refused, RequestId, Validate};
 use super::{admit, failed, tag_with_id};
 use crate::api::Usage;
 use crate::error::ApiError;
-use crate::pipeline::{AnsweredBy, RequestRecord};
+use crate::pipeline::{Answerer, RequestRecord};
 use crate::state::Gateway;
 
 /// OpenAI's limit on inputs per request.
@@ -85,7 +85,7 @@ async fn answer(
         .embedder(&request.model)
         .filter(|_| tenant.may_use(&request.model))
         .ok_or_else(|| ApiError::ModelNotFound(request.model.clone()))?;
-    record.answered_by(&AnsweredBy::local(&request.model));
+    record.answered_by(&Answerer::local(&request.model));
     let texts = match request.input {
         Input::One(text) => vec![text],
         Input::Many(texts) => texts,

@@ -75,8 +75,8 @@ async fn explained(
                 ),
                 Err(error) => ("refused", Vec::new(), Some(error.body()["error"].clone())),
             };
-            let tier = match decision.target {
-                switchboard_policies::Target::Tier(tier) => {
+            let tier = match decision.destination {
+                switchboard_policies::Destination::Tier(tier) => {
                     policy.routing.as_ref().map(|r| r.tier(tier).name.clone())
                 }
                 _ => None,

@@ -22,24 +22,24 @@ use crate::providers::{ChainFailed, RemoteClient, StreamStart, Target, UpstreamE
 /// A request's answer, before it is an HTTP response.
 pub enum Answer {
     /// A whole OpenAI chat completion.
-    Complete { body: Bytes, by: AnsweredBy },
+    Complete { body: Bytes, by: Answerer },
     /// The first chunk is in; the response is built around the stream by the caller, which
     /// owns the request's record.
     Stream {
         start: StreamStart,
-        by: AnsweredBy,
+        by: Answerer,
         include_usage: bool,
     },
 }
 
 /// Who answered, for the `x-switchboard-*` headers and the request's record.
-pub struct AnsweredBy {
+pub struct Answerer {
     pub route: Placement,
     pub provider: String,
     pub model: String,
 }
 
-impl AnsweredBy {
+impl Answerer {
     /// A model of this machine: the local engine or the embedder.
     pub fn local(model: &str) -> Self {
         Self {
@@ -50,7 +50,7 @@ impl AnsweredBy {
     }
 }
 
-impl From<&Target> for AnsweredBy {
+impl From<&Target> for Answerer {
     fn from(target: &Target) -> Self {
         Self {
             route: Placement::Remote,
@@ -89,7 +89,7 @@ impl Executor<'_> {
         // Until a target answers, the request counts against the first one (a client that
         // goes away meanwhile is recorded there).
         if let Some(first) = chain.first() {
-            record.answered_by(&AnsweredBy::from(first));
+            record.answered_by(&Answerer::from(first));
         }
         // The local fallback sees the request as the client sent it.
         let unredacted = redact_remote.then(|| {
@@ -131,7 +131,7 @@ impl Executor<'_> {
         let deadline = Instant::now() + self.timeout;
         if request.is_stream() {
             let answered = self.remote.stream(chain, request, deadline).await?;
-            let by = AnsweredBy::from(answered.target);
+            let by = Answerer::from(answered.target);
             record.answered_by(&by);
             return Ok(Answer::Stream {
                 start: answered.value,
@@ -140,7 +140,7 @@ impl Executor<'_> {
             });
         }
         let answered = self.remote.complete(chain, request, deadline).await?;
-        let by = AnsweredBy::from(answered.target);
+        let by = Answerer::from(answered.target);
         record.answered_by(&by);
         let usage = answered.value.usage;
         let text_bytes = match usage {
@@ -164,7 +164,7 @@ impl Executor<'_> {
         mut request: ChatCompletionRequest,
         record: &mut RequestRecord,
     ) -> Result<Answer, ApiError> {
-        let by = AnsweredBy::local(&local.name);
+        let by = Answerer::local(&local.name);
         record.answered_by(&by);
         let (completion, mean) = local.complete_scored(&request).await?;
         let Some(mean) = mean.filter(|&mean| mean < cascade.floor) else {
@@ -212,7 +212,7 @@ async fn answer_locally(
     request: &ChatCompletionRequest,
     record: &mut RequestRecord,
 ) -> Result<Answer, ApiError> {
-    let by = AnsweredBy::local(&local.name);
+    let by = Answerer::local(&local.name);
     record.answered_by(&by);
     if request.is_stream() {
         let mut rest = local.stream(request).await?;

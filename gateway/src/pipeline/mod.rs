@@ -14,7 +14,7 @@ pub mod record;
 use std::sync::Arc;
 
 pub use classify::{Classification, Findings};
-pub use execute::{Answer, AnsweredBy, Executor};
+pub use execute::{Answer, Answerer, Executor};
 pub use hints::ClientHints;
 pub use plan::Planner;
 pub use record::{RequestRecord, Settlement};

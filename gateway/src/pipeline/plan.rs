@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use switchboard_policies::decision::{
-    Asked, Capacity, ContextNeed, RequestFacts, Scores, Target as Decided,
+    Asked, Capacity, ContextNeed, Destination, RequestFacts, Scores,
 };
 use switchboard_policies::spec::ForcedRoute;
 use switchboard_policies::tenant::calendar;
@@ -138,22 +138,24 @@ impl Planner<'_> {
         let today = calendar::day(crate::api::unix_now());
         let (decision, reservation) = self.standings.decide(&tenant.name, today, |state| {
             let decision = decide(routing, &rules, &facts, &state, gathered.capacity);
-            let (estimate, routed) = match decision.target {
-                Decided::Tier(tier) => {
+            let (estimate, routed) = match decision.destination {
+                Destination::Tier(tier) => {
                     let model = self.first_usable(routing, tier);
                     let estimate =
                         model.map_or(Usd::ZERO, |m| estimate(policy, m, body, gathered.context));
                     (estimate, Some(!routing.is_local(tier)))
                 }
-                Decided::Named => (estimate(policy, &body.model, body, gathered.context), None),
-                Decided::Refuse(_) => (Usd::ZERO, None),
+                Destination::Named => (estimate(policy, &body.model, body, gathered.context), None),
+                Destination::Refuse(_) => (Usd::ZERO, None),
             };
             (decision, estimate, routed)
         });
         let route = self.resolve(&gathered, &decision, body, findings)?;
-        if let (Some(key), Some(ttl), Decided::Tier(tier)) =
-            (gathered.conversation, routing.sticky_for, decision.target)
-            && !routing.is_local(tier)
+        if let (Some(key), Some(ttl), Destination::Tier(tier)) = (
+            gathered.conversation,
+            routing.sticky_for,
+            decision.destination,
+        ) && !routing.is_local(tier)
         {
             let name = &routing.tier(tier).name;
             self.conversations.remember(key, name, ttl, Instant::now());
@@ -287,16 +289,16 @@ impl Planner<'_> {
         findings: &Findings,
     ) -> Result<Route, ApiError> {
         let routing = gathered.routing;
-        match decision.target {
-            Decided::Refuse(refusal) => Err(refused(refusal, decision, findings)),
-            Decided::Named if gathered.asked == (Asked::Named { local: false }) => {
+        match decision.destination {
+            Destination::Refuse(refusal) => Err(refused(refusal, decision, findings)),
+            Destination::Named if gathered.asked == (Asked::Named { local: false }) => {
                 self.named(&request.model)
             }
-            Decided::Named => Ok(Route::Local(gathered.local.clone())),
-            Decided::Tier(tier) if routing.is_local(tier) => {
+            Destination::Named => Ok(Route::Local(gathered.local.clone())),
+            Destination::Tier(tier) if routing.is_local(tier) => {
                 Ok(Route::Local(self.local_model(routing, tier)?))
             }
-            Decided::Tier(tier) => {
+            Destination::Tier(tier) => {
                 let tokens = gathered.context.tokens;
                 let models = routing.remote_models(tier, tokens, |m| self.usable(m));
                 let name = &routing.tier(tier).name;

@@ -10,7 +10,7 @@ use switchboard_policies::{Afterwards, Placement, Reason, Usd};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::{AnsweredBy, Findings};
+use super::{Answerer, Findings};
 use crate::api::Usage;
 use crate::error::ApiError;
 use crate::ledger::{Entry, Ledger};
@@ -131,7 +131,7 @@ impl RequestRecord {
     }
 
     /// Who answers (or, for a remote chain, who is asked first).
-    pub fn answered_by(&mut self, by: &AnsweredBy) {
+    pub fn answered_by(&mut self, by: &Answerer) {
         self.route = by.route;
         self.provider = Some(by.provider.clone());
         self.model = by.model.clone();

@@ -37,7 +37,7 @@ pub struct RemoteClient {
 }
 
 /// What came back and from which target of the chain.
-pub struct Answered<'a, T> {
+pub struct FromTarget<'a, T> {
     pub value: T,
     pub target: &'a Target,
 }
@@ -70,7 +70,7 @@ impl RemoteClient {
         chain: &'a [Target],
         request: &ChatCompletionRequest,
         deadline: Instant,
-    ) -> Result<Answered<'a, Completion>, ChainFailed> {
+    ) -> Result<FromTarget<'a, Completion>, ChainFailed> {
         self.run(chain, request, deadline, &CompleteCall).await
     }
 
@@ -80,7 +80,7 @@ impl RemoteClient {
         chain: &'a [Target],
         request: &ChatCompletionRequest,
         deadline: Instant,
-    ) -> Result<Answered<'a, StreamStart>, ChainFailed> {
+    ) -> Result<FromTarget<'a, StreamStart>, ChainFailed> {
         self.run(chain, request, deadline, &StreamCall).await
     }
 
@@ -90,7 +90,7 @@ impl RemoteClient {
         request: &ChatCompletionRequest,
         deadline: Instant,
         call: &C,
-    ) -> Result<Answered<'a, C::Output>, ChainFailed> {
+    ) -> Result<FromTarget<'a, C::Output>, ChainFailed> {
         let mut failed: Option<(&Target, UpstreamError)> = None;
         for target in chain {
             if let Some((previous, error)) = &failed {
@@ -98,7 +98,7 @@ impl RemoteClient {
                 self.metrics.fell_back(from, to, error.kind());
             }
             let error = match self.try_target(target, request, deadline, call).await {
-                Ok(value) => return Ok(Answered { value, target }),
+                Ok(value) => return Ok(FromTarget { value, target }),
                 Err(error) => error,
             };
             let stop = !error.allows_fallback() || Instant::now() >= deadline;

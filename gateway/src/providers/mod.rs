@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 
-pub use chain::{Answered, ChainFailed, RemoteClient, StreamStart, Target};
+pub use chain::{ChainFailed, FromTarget, RemoteClient, StreamStart, Target};
 
 use crate::api::{ChatCompletionRequest, Usage};
 use crate::config::{ModelConfig, ProviderConfig, ProviderKind};
