@@ -1,4 +1,7 @@
-//! The `switchboard` binary: parses the command line and runs the command.
+//! The `switchboard` binary: parses the command line ([`args`]) and runs the command: `serve`
+//! (the gateway library's server), `models`, `keys`, `policy check`, `report` ([`report`]),
+//! `route` and `router train|eval` ([`router`], with the plot in [`plot`]), `router label`
+//! ([`label`]). Logs are set up in [`telemetry`]; [`gateway_client`] asks a running gateway.
 
 mod args;
 mod gateway_client;

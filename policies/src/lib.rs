@@ -2,9 +2,11 @@
 //! this crate validates the rules and decides.
 //!
 //! - [`spec`]: the policy's sections as written in the file (serde);
-//! - [`routing`]: the validated routing rules: tiers of models by complexity band, domain rules;
+//! - [`routing`]: the validated routing rules: tiers of models by complexity band, domain rules,
+//!   and which models of a remote tier can answer ([`Routing::remote_models`]);
 //! - [`tenant`]: a tenant's budgets, escalation cap and what it has spent;
-//! - [`decision`]: the decision itself, [`decide`], and its reasons;
+//! - [`decision`]: the decision itself, [`decide`]: its [`Destination`], its reason, and what
+//!   follows a first answer (the local fallback, the confidence cascade, [`Afterwards`]);
 //! - [`money`]: exact amounts and prices;
 //! - [`problems`]: what is wrong with a file, and where (line and column).
 
