@@ -54,6 +54,7 @@ pub async fn chat(
         })
         .await?;
     let reservation = plan.reservation.take();
+    // A routed request sent to a remote tier is an escalation, counted by its reason.
     if let Some(decision) = &plan.decision
         && reservation.as_ref().and_then(|r| r.routed()) == Some(true)
     {
