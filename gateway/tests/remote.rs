@@ -15,7 +15,13 @@ async fn openai_upstream_answers_non_streamed_requests() {
     let mut body = hello("gpt-test");
     body["seed"] = json!(42);
     body["response_format"] = json!({"type": "text"});
-    let response = gateway.chat(ACME_KEY, &body).send().await.unwrap();
+    // Without a `routing:` section the routing headers mean nothing, even a malformed one.
+    let request = gateway.chat(ACME_KEY, &body);
+    let response = request
+        .header("x-switchboard-route", "cloud")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let headers = response.headers().clone();
     assert_eq!(headers["x-switchboard-provider"], "fake-openai");

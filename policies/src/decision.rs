@@ -333,17 +333,17 @@ pub fn decide(
     capacity: Capacity,
 ) -> Decision {
     let Chosen {
-        target,
+        destination,
         reason,
         redact,
     } = choose(routing, tenant, request, state, capacity);
-    let remote_tier = matches!(target, Destination::Tier(tier) if !routing.is_local(tier));
+    let remote_tier = matches!(destination, Destination::Tier(tier) if !routing.is_local(tier));
     let local_fallback = remote_tier
         && routing.when_remote_fails == RemoteFailureRule::Local
         && request.context.fits_locally();
-    let cascade = cascade(routing, tenant, request, state, target, &reason);
+    let cascade = cascade(routing, tenant, request, state, destination, &reason);
     Decision {
-        destination: target,
+        destination,
         reason,
         redact,
         local_fallback,
@@ -353,7 +353,7 @@ pub fn decide(
 
 /// Where a request goes, why, and whether its private data is redacted.
 struct Chosen {
-    target: Destination,
+    destination: Destination,
     reason: Reason,
     redact: bool,
 }
@@ -366,12 +366,12 @@ fn cascade(
     tenant: &TenantRules,
     request: &RequestFacts<'_>,
     state: &TenantState,
-    target: Destination,
+    destination: Destination,
     reason: &Reason,
 ) -> Option<Cascade> {
     let floor = routing.cascade_min_mean_logprob?;
     let band_decided = matches!(reason, Reason::Complexity { .. } | Reason::Unscored);
-    let local = matches!(target, Destination::Tier(tier) if routing.is_local(tier));
+    let local = matches!(destination, Destination::Tier(tier) if routing.is_local(tier));
     let may_escalate = state.escalations.allows_one_more(tenant.escalation_cap);
     if !(band_decided && local && may_escalate) || request.stream {
         return None;
@@ -404,7 +404,7 @@ fn choose(
         .budget
         .and_then(|b| b.spent(state.spend).map(|w| (w, b.when_spent)));
     let refuse = |refusal, reason| Chosen {
-        target: Destination::Refuse(refusal),
+        destination: Destination::Refuse(refusal),
         reason,
         redact: false,
     };
@@ -428,7 +428,7 @@ fn choose(
         spent.map(|(window, action)| Reason::BudgetSpent { window, action })
     };
     if let Some(reason) = must_stay {
-        let target = match request.asked {
+        let destination = match request.asked {
             Asked::Named { local: true } => Destination::Named,
             _ if !request.context.fits_locally() => {
                 return refuse(Refusal::TooLongForLocal, reason);
@@ -439,7 +439,7 @@ fn choose(
             return refuse(Refusal::LocalBusy, reason);
         }
         return Chosen {
-            target,
+            destination,
             reason,
             redact: false,
         };
@@ -450,7 +450,7 @@ fn choose(
     // 3. The client named a model.
     if let Asked::Named { local } = request.asked {
         return Chosen {
-            target: Destination::Named,
+            destination: Destination::Named,
             reason: Reason::ClientNamedModel,
             redact: redact_if_remote(!local),
         };
@@ -476,7 +476,7 @@ fn choose(
     if !routing.is_local(preferred) {
         return match may_escalate() {
             Ok(()) => Chosen {
-                target: Destination::Tier(preferred),
+                destination: Destination::Tier(preferred),
                 reason,
                 redact: redact_if_remote(true),
             },
@@ -489,7 +489,7 @@ fn choose(
             }
             Err(_) if capacity.local_busy => refuse(Refusal::LocalBusy, reason),
             Err(blocked) => Chosen {
-                target: Destination::Tier(routing.top_local()),
+                destination: Destination::Tier(routing.top_local()),
                 reason: blocked,
                 redact: false,
             },
@@ -499,7 +499,7 @@ fn choose(
         let spill = routing.when_local_busy == BusyRule::Spill;
         return match routing.first_remote() {
             Some(remote) if spill && may_escalate().is_ok() => Chosen {
-                target: Destination::Tier(remote),
+                destination: Destination::Tier(remote),
                 reason: Reason::LocalBusy { spilled: true },
                 redact: redact_if_remote(true),
             },
@@ -507,7 +507,7 @@ fn choose(
         };
     }
     Chosen {
-        target: Destination::Tier(preferred),
+        destination: Destination::Tier(preferred),
         reason,
         redact: false,
     }

@@ -78,7 +78,8 @@ pub struct Routing {
     pub when_remote_fails: RemoteFailureRule,
     pub sticky_for: Option<Duration>,
     pub cascade_min_mean_logprob: Option<f64>,
-    /// The context windows of the tiers' models that have one.
+    /// The context windows of the configured models that give one (remote models; the local
+    /// engine's window is the model file's).
     pub context_windows: BTreeMap<String, u32>,
 }
 
@@ -412,18 +413,15 @@ impl Routing {
 
     /// The models that answer for remote tier `tier`, in order: those whose provider has its
     /// key (`usable`) and whose context window takes `tokens`; when no model of the tier
-    /// takes them, the next tier up answers.
+    /// takes them, the next tier up answers (the tiers above a remote tier are remote: local
+    /// tiers come first).
     pub fn remote_models(
         &self,
         tier: TierId,
         tokens: u64,
         usable: impl Fn(&str) -> bool,
     ) -> Result<Vec<&str>, NoRemoteModel> {
-        let usable_in = |t: TierId| {
-            let targets = self.tier(t).targets.iter();
-            targets.map(String::as_str).filter(|m| usable(m))
-        };
-        if usable_in(tier).next().is_none() {
+        if self.usable_models(tier, &usable).is_empty() {
             return Err(NoRemoteModel::NoKey);
         }
         let fits = |model: &&str| {
@@ -431,9 +429,19 @@ impl Routing {
             window.is_none_or(|&w| tokens <= u64::from(w))
         };
         (tier.0..self.tiers.len())
-            .map(|t| usable_in(TierId(t)).filter(fits).collect::<Vec<_>>())
+            .map(|t| {
+                let models = self.usable_models(TierId(t), &usable).into_iter();
+                models.filter(fits).collect::<Vec<_>>()
+            })
             .find(|models| !models.is_empty())
             .ok_or(NoRemoteModel::TooLong)
+    }
+
+    /// The models of remote tier `tier` whose provider has its key (`usable`), in order,
+    /// whatever their context windows: where the confidence cascade sends an unsure answer.
+    pub fn usable_models(&self, tier: TierId, usable: impl Fn(&str) -> bool) -> Vec<&str> {
+        let targets = self.tier(tier).targets.iter().map(String::as_str);
+        targets.filter(|m| usable(m)).collect()
     }
 
     pub fn tier(&self, id: TierId) -> &Tier {

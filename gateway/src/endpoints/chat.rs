@@ -26,18 +26,19 @@ pub async fn chat_completions(
     State(gateway): State<Arc<Gateway>>,
     RequestId(id): RequestId,
     admission: Result<Admitted, Refused>,
-    hints: Result<ClientHints, ApiError>,
+    hints: ClientHints,
     body: JsonBody<ChatCompletionRequest>,
 ) -> Response {
     let started = Instant::now();
     let metrics = gateway.metrics.clone();
+    // Counted as remote until a route is chosen (a request refused before is labelled so).
     let mut record = RequestRecord::start(metrics, id.clone(), started, Placement::Remote)
         .kept_in(&gateway.ledger);
     let span = tracing::info_span!("request", request_id = %id);
     let answered = async {
         let tenant = admit(admission, &mut record)?;
         let request = body.read().await?;
-        pipeline::chat(&gateway, &tenant, request, &hints?, &mut record).await
+        pipeline::chat(&gateway, &tenant, request, &hints, &mut record).await
     }
     .instrument(span)
     .await;

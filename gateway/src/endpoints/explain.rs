@@ -1,5 +1,6 @@
 //! `POST /v1/route/explain`: the same body as a chat completion; the router's scores and the
-//! policy's decision come back, and nothing is generated, reserved or counted.
+//! policy's decision come back, and nothing is generated, reserved against a budget or
+//! recorded (the request is admitted like a chat request: rate limit, in-flight slot).
 
 use std::sync::Arc;
 
@@ -23,11 +24,11 @@ pub async fn explain(
         tenant,
         permit: _permit,
     }: Admitted,
-    hints: Result<ClientHints, ApiError>,
+    hints: ClientHints,
     body: JsonBody<ChatCompletionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let request = body.read().await?;
-    explained(&gateway, &tenant, &hints?, request)
+    explained(&gateway, &tenant, &hints, request)
         .await
         .map(Json)
 }
@@ -54,7 +55,7 @@ async fn explained(
     let explained = planner.explain(plan::Request {
         policy: &policy,
         tenant,
-        body: &request,
+        chat: &request,
         hints,
         findings: &findings,
     });

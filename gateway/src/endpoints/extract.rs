@@ -128,10 +128,10 @@ impl FromRequestParts<Arc<Gateway>> for Admitted {
 }
 
 impl<S: Sync> FromRequestParts<S> for ClientHints {
-    type Rejection = ApiError;
+    type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        ClientHints::from_headers(&parts.headers)
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(ClientHints::from_headers(&parts.headers))
     }
 }
 

@@ -102,9 +102,6 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens (or creates) the ledger at `path`. A ledger another handle holds is waited for
-    /// up to [`LOCK_WAIT`]: a gateway that restarts may find its predecessor's background
-    /// threads still letting go of the file.
     /// Opens the ledger that the policy file's `ledger:` section describes.
     pub fn from_config(config: &LedgerConfig) -> Result<Self, LedgerError> {
         Self::open(
@@ -114,6 +111,9 @@ impl Ledger {
         )
     }
 
+    /// Opens (or creates) the ledger at `path`. A ledger another handle holds is waited for
+    /// up to [`LOCK_WAIT`]: a gateway that restarts may find its predecessor's background
+    /// threads still letting go of the file.
     pub fn open(
         path: &Path,
         flush_every_ms: u64,

@@ -9,29 +9,28 @@ use crate::error::ApiError;
 const MAX_CONVERSATION_NAME_BYTES: usize = 256;
 
 /// The client's routing headers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientHints {
-    /// `x-switchboard-route: local|remote` (`auto`, or no header: the policy decides).
-    pub forced: Option<ForcedRoute>,
+    /// `x-switchboard-route`, read; `Err` for a value that is none of local, remote, auto.
+    forced: Result<Option<ForcedRoute>, BadRouteHeader>,
     /// `x-switchboard-conversation`: the client's name for the conversation, which keeps an
     /// escalated thread on its tier.
     pub conversation: Option<Vec<u8>>,
 }
 
+/// An `x-switchboard-route` header that is none of local, remote, auto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BadRouteHeader;
+
 impl ClientHints {
-    pub fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
         let forced = match headers.get("x-switchboard-route").map(|v| v.to_str()) {
-            None => None,
+            None => Ok(None),
             Some(value) => match value.map(str::trim) {
-                Ok("local") => Some(ForcedRoute::Local),
-                Ok("remote") => Some(ForcedRoute::Remote),
-                Ok("auto") => None,
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "The x-switchboard-route header must be local, remote or auto.",
-                        None,
-                    ));
-                }
+                Ok("local") => Ok(Some(ForcedRoute::Local)),
+                Ok("remote") => Ok(Some(ForcedRoute::Remote)),
+                Ok("auto") => Ok(None),
+                _ => Err(BadRouteHeader),
             },
         };
         let conversation = headers
@@ -39,9 +38,21 @@ impl ClientHints {
             .map(|v| v.as_bytes())
             .filter(|v| !v.is_empty() && v.len() <= MAX_CONVERSATION_NAME_BYTES)
             .map(<[u8]>::to_vec);
-        Ok(Self {
+        Self {
             forced,
             conversation,
+        }
+    }
+
+    /// The route the client forces (`auto`, or no header: none). A bad value is the client's
+    /// error, raised only where the policy routes: without a `routing:` section the header
+    /// means nothing and is ignored.
+    pub fn forced(&self) -> Result<Option<ForcedRoute>, ApiError> {
+        self.forced.map_err(|BadRouteHeader| {
+            ApiError::bad_request(
+                "The x-switchboard-route header must be local, remote or auto.",
+                None,
+            )
         })
     }
 }
@@ -50,7 +61,7 @@ impl ClientHints {
 mod tests {
     use super::*;
 
-    fn hints(pairs: &[(&'static str, &str)]) -> Result<ClientHints, ApiError> {
+    fn hints(pairs: &[(&'static str, &str)]) -> ClientHints {
         let mut headers = HeaderMap::new();
         for (name, value) in pairs {
             headers.insert(*name, value.parse().unwrap());
@@ -60,13 +71,14 @@ mod tests {
 
     #[test]
     fn routes_and_conversation_names_are_read_and_bad_ones_refused() {
-        assert_eq!(hints(&[]).unwrap(), ClientHints::default());
-        let forced = |v| hints(&[("x-switchboard-route", v)]).map(|h| h.forced);
+        let none = hints(&[]);
+        assert_eq!((none.forced().unwrap(), none.conversation), (None, None));
+        let forced = |v| hints(&[("x-switchboard-route", v)]).forced();
         assert_eq!(forced(" local ").unwrap(), Some(ForcedRoute::Local));
         assert_eq!(forced("remote").unwrap(), Some(ForcedRoute::Remote));
         assert_eq!(forced("auto").unwrap(), None);
         assert!(forced("cloud").is_err());
-        let named = |v: &str| hints(&[("x-switchboard-conversation", v)]).unwrap();
+        let named = |v: &str| hints(&[("x-switchboard-conversation", v)]);
         assert_eq!(named("t-1").conversation.as_deref(), Some(&b"t-1"[..]));
         assert_eq!(named(&"x".repeat(300)).conversation, None);
     }

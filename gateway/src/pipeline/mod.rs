@@ -48,7 +48,7 @@ pub async fn chat(
         .plan(plan::Request {
             policy: &policy,
             tenant,
-            body: &request,
+            chat: &request,
             hints,
             findings: record.findings(),
         })

@@ -72,7 +72,7 @@ pub struct Planner<'g> {
 pub struct Request<'r> {
     pub policy: &'r Policy,
     pub tenant: &'r Tenant,
-    pub body: &'r ChatCompletionRequest,
+    pub chat: &'r ChatCompletionRequest,
     pub hints: &'r ClientHints,
     pub findings: &'r Findings,
 }
@@ -119,13 +119,13 @@ impl Planner<'_> {
         let Request {
             policy,
             tenant,
-            body,
+            chat,
             findings,
             ..
         } = request;
         let Some(routing) = &policy.routing else {
             return Ok(Plan {
-                route: self.named(&body.model)?,
+                route: self.named(&chat.model)?,
                 decision: None,
                 reservation: None,
                 local_fallback: None,
@@ -142,15 +142,15 @@ impl Planner<'_> {
                 Destination::Tier(tier) => {
                     let model = self.first_usable(routing, tier);
                     let estimate =
-                        model.map_or(Usd::ZERO, |m| estimate(policy, m, body, gathered.context));
+                        model.map_or(Usd::ZERO, |m| estimate(policy, m, chat, gathered.context));
                     (estimate, Some(!routing.is_local(tier)))
                 }
-                Destination::Named => (estimate(policy, &body.model, body, gathered.context), None),
+                Destination::Named => (estimate(policy, &chat.model, chat, gathered.context), None),
                 Destination::Refuse(_) => (Usd::ZERO, None),
             };
             (decision, estimate, routed)
         });
-        let route = self.resolve(&gathered, &decision, body, findings)?;
+        let route = self.resolve(&gathered, &decision, chat, findings)?;
         if let (Some(key), Some(ttl), Destination::Tier(tier)) = (
             gathered.conversation,
             routing.sticky_for,
@@ -162,8 +162,7 @@ impl Planner<'_> {
         }
         let local_fallback = decision.local_fallback.then(|| gathered.top_local.clone());
         let cascade = decision.cascade.and_then(|cascade| {
-            let models = routing.remote_models(cascade.tier, 0, |m| self.usable(m));
-            let chain = self.targets(&models.unwrap_or_default());
+            let chain = self.targets(&routing.usable_models(cascade.tier, |m| self.usable(m)));
             (!chain.is_empty()).then_some(CascadeChain {
                 floor: cascade.floor,
                 chain,
@@ -199,7 +198,7 @@ impl Planner<'_> {
             &state,
             gathered.capacity,
         );
-        let route = self.resolve(&gathered, &decision, request.body, request.findings);
+        let route = self.resolve(&gathered, &decision, request.chat, request.findings);
         Ok(Some((decision, route)))
     }
 
@@ -227,28 +226,29 @@ impl Planner<'_> {
     ) -> Result<Gathered<'r>, ApiError> {
         let Request {
             tenant,
-            body,
+            chat,
             hints,
             ..
         } = request;
         let catalog = self.catalog;
-        let asked = if body.model == routing.model {
+        let asked = if chat.model == routing.model {
             Asked::Routing
         } else {
             // A model that cannot answer is refused before anything is decided or reserved.
-            let route = self.named(&body.model)?;
+            let route = self.named(&chat.model)?;
             Asked::Named {
                 local: matches!(route, Route::Local(_)),
             }
         };
+        let forced = hints.forced()?;
         let top_local = self.local_model(routing, routing.top_local())?;
         let local = match asked {
-            Asked::Named { local: true } => catalog.local(&body.model).unwrap_or(&top_local),
+            Asked::Named { local: true } => catalog.local(&chat.model).unwrap_or(&top_local),
             _ => &top_local,
         }
         .clone();
         let context = ContextNeed {
-            tokens: local.context_need(body).await?,
+            tokens: local.context_need(chat).await?,
             local_window: local.engine.info().context_length as u64,
         };
         let capacity = Capacity {
@@ -260,7 +260,7 @@ impl Planner<'_> {
                 .any(|m| self.usable(m)),
         };
         let conversation = routing.sticky_for.and_then(|_| {
-            ConversationKey::of(&tenant.name, hints.conversation.as_deref(), &body.messages)
+            ConversationKey::of(&tenant.name, hints.conversation.as_deref(), &chat.messages)
         });
         let sticky = conversation
             .and_then(|key| self.conversations.tier(key, Instant::now()))
@@ -273,10 +273,10 @@ impl Planner<'_> {
             top_local,
             context,
             capacity,
-            forced: hints.forced,
+            forced,
             conversation,
             sticky,
-            stream: body.is_stream(),
+            stream: chat.is_stream(),
         })
     }
 
