@@ -207,6 +207,13 @@ async fn limits_give_413_429_and_503() {
             .unwrap()
             .contains("limited")
     );
+    // Explaining a request runs the same router, so it draws on the same limit.
+    let explain = gateway
+        .http
+        .post(gateway.url("/v1/route/explain"))
+        .bearer_auth(limited_key)
+        .json(&hello("solo"));
+    assert_eq!(explain.send().await.unwrap().status(), 429);
 
     // Two slow requests fill the gateway; the third is shed at once.
     openai.push([Behaviour::delay(1_000), Behaviour::delay(1_000)]);

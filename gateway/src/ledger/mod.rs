@@ -6,7 +6,7 @@
 //! leave only once [`Ledger::durable`] says the record is on disk, so that a crash never loses
 //! an answered request (nor an acknowledged verdict); `durable_answers: false` trades that for
 //! throughput (records then reach the disk within `flush_every_ms`). Concurrent requests share sled's flushes
-//! (a [group commit](group_commit): one fsync makes every record written before it durable). A
+//! (a group commit, `group_commit`: one fsync makes every record written before it durable). A
 //! disk that refuses the flush is logged and does not hold answers back. Records of
 //! requests whose client went away first reach the disk within `flush_every_ms`, and a clean
 //! shutdown flushes all.
