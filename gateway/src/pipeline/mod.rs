@@ -53,19 +53,10 @@ pub async fn chat(
             findings: record.findings(),
         })
         .await?;
-    let reservation = plan.reservation.take();
-    // A routed request sent to a remote tier is an escalation, counted by its reason.
-    if let Some(decision) = &plan.decision
-        && reservation.as_ref().and_then(|r| r.routed()) == Some(true)
-    {
-        gateway
-            .metrics
-            .escalated(&tenant.name, decision.reason.label());
-    }
     let reason = plan.decision.as_ref().map(|d| d.reason.clone());
     let settlement = Settlement {
         policy: Arc::clone(&policy),
-        reservation,
+        reservation: plan.reservation.take(),
     };
     record.planned(reason, settlement);
 

@@ -124,8 +124,13 @@ impl RequestRecord {
     }
 
     /// The policy's reason (`None`: no routing section) and the prices and reservation the
-    /// request settles with.
+    /// request settles with. A routed request sent to a remote tier counts as an escalation,
+    /// by its reason.
     pub fn planned(&mut self, reason: Option<Reason>, settlement: Settlement) {
+        let routed = settlement.reservation.as_ref().and_then(|r| r.routed());
+        if let (Some(reason), Some(true)) = (&reason, routed) {
+            self.metrics.escalated(self.tenant(), reason.label());
+        }
         self.reason = reason.map(|reason| (reason, None));
         self.settlement = Some(settlement);
     }
