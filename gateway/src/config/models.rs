@@ -69,3 +69,15 @@ pub struct EmbeddingModelConfig {
     #[serde(default)]
     pub path: Option<PathBuf>,
 }
+
+impl EmbeddingModelConfig {
+    /// The default embedding model, fetched by Switchboard: the one the shipped router heads
+    /// read.
+    pub fn shipped() -> Self {
+        Self {
+            name: DEFAULT_EMBEDDING_MODEL.to_owned(),
+            default_model: Some(DEFAULT_EMBEDDING_MODEL.to_owned()),
+            path: None,
+        }
+    }
+}
