@@ -24,9 +24,10 @@ pub use cpu::Isa;
 use matmul::{Activation, Linear};
 use weights::{Checkpoint, Norm};
 
-/// Names the encoder's arithmetic (BF16 products, f32 sums): stored embeddings are valid only
-/// for the arithmetic that made them, so caches of them carry this name.
-pub const ARITHMETIC: &str = "bf16";
+/// Names the encoder's arithmetic (BF16 products, f32 sums, the shared Cephes `exp` in
+/// softmax): stored embeddings are valid only for the arithmetic that made them, so caches of
+/// them carry this name.
+pub const ARITHMETIC: &str = "bf16-cephes-exp";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
