@@ -17,7 +17,8 @@ pub struct Tenant {
     /// May read every tenant's usage.
     pub admin: bool,
     allowed_models: AllowedModels,
-    pub rate_limiter: Option<RateLimiter>,
+    /// Its rate limit, with the bucket of a gateway on its own.
+    rate_limit: Option<(u32, RateLimiter)>,
 }
 
 #[derive(Debug)]
@@ -27,6 +28,19 @@ enum AllowedModels {
 }
 
 impl Tenant {
+    /// Its rate limit, if it has one.
+    pub fn requests_per_minute(&self) -> Option<u32> {
+        self.rate_limit.as_ref().map(|(per_minute, _)| *per_minute)
+    }
+
+    /// Takes one request from its own bucket, or says how long until one is there.
+    pub fn admit_locally(&self) -> Result<(), std::time::Duration> {
+        match &self.rate_limit {
+            Some((_, limiter)) => limiter.acquire(std::time::Instant::now()),
+            None => Ok(()),
+        }
+    }
+
     pub fn may_use(&self, model: &str) -> bool {
         match &self.allowed_models {
             AllowedModels::All => true,
@@ -71,7 +85,10 @@ impl Authenticator {
                 name: config.name.clone(),
                 admin: config.admin,
                 allowed_models,
-                rate_limiter: config.rate_limit.map(RateLimiter::per_minute),
+                rate_limit: config.rate_limit.map(|limit| {
+                    let per_minute = limit.requests_per_minute;
+                    (per_minute, RateLimiter::new(per_minute))
+                }),
             });
             for hash in &config.api_key_hashes {
                 // Validated before: an unparsable hash cannot reach this point.

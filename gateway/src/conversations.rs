@@ -1,32 +1,51 @@
 //! Conversations that escalated, so that a thread stays on its tier instead of switching
 //! models back and forth. A conversation is named by the client (`x-switchboard-conversation`)
 //! or, failing that, by a hash of its first system and user messages, which every later request
-//! of the thread repeats. Kept in memory, per tenant, for the policy's
-//! `sticky_conversations.ttl` after its last request.
+//! of the thread repeats. Kept by the shared state (`shared_state`: this map, or Redis for a
+//! fleet) for the policy's `sticky_conversations.ttl` after its last request.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use crate::api::{ChatMessage, Role};
 
 /// Beyond this many live conversations, the oldest half is forgotten.
 const CAPACITY: usize = 100_000;
 
-/// A conversation's identity within its tenant.
+/// A conversation's identity, its tenant's included: the same on every replica of a fleet
+/// (SHA-256, not the standard library's hasher, whose output may change between releases).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConversationKey(u64);
+
+/// Feeds length-prefixed parts to a SHA-256, so that no two sequences of parts collide.
+struct KeyHasher(Sha256);
+
+impl KeyHasher {
+    fn part(&mut self, part: &[u8]) {
+        self.0.update((part.len() as u64).to_le_bytes());
+        self.0.update(part);
+    }
+
+    fn finish(self) -> ConversationKey {
+        let digest = self.0.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        ConversationKey(u64::from_le_bytes(first))
+    }
+}
 
 impl ConversationKey {
     /// The conversation named `named` by the client, else the one these messages open.
     pub fn of(tenant: &str, named: Option<&[u8]>, messages: &[ChatMessage]) -> Option<Self> {
-        let mut hasher = DefaultHasher::new();
-        tenant.hash(&mut hasher);
+        let mut hasher = KeyHasher(Sha256::new());
+        hasher.part(tenant.as_bytes());
         if let Some(name) = named {
-            "named".hash(&mut hasher);
-            name.hash(&mut hasher);
-            return Some(Self(hasher.finish()));
+            hasher.part(b"named");
+            hasher.part(name);
+            return Some(hasher.finish());
         }
         let text = |role: Role| {
             messages
@@ -36,10 +55,18 @@ impl ConversationKey {
                 .map(|c| c.text())
         };
         let first_user = text(Role::User)?;
-        "opening".hash(&mut hasher);
-        text(Role::System).hash(&mut hasher);
-        first_user.hash(&mut hasher);
-        Some(Self(hasher.finish()))
+        hasher.part(b"opening");
+        let system = text(Role::System);
+        // An absent system prompt and an empty one differ.
+        hasher.part(&[u8::from(system.is_some())]);
+        hasher.part(system.unwrap_or_default().as_bytes());
+        hasher.part(first_user.as_bytes());
+        Some(hasher.finish())
+    }
+
+    /// The key as a number, for the fleet store's keys.
+    pub fn as_u64(self) -> u64 {
+        self.0
     }
 }
 

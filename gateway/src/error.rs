@@ -34,6 +34,10 @@ pub enum ApiError {
     Overloaded { retry_after: Duration },
     #[error("{message}")]
     Unavailable { message: String },
+    #[error(
+        "Switchboard cannot reach the store that keeps this tenant's budget and escalation cap; retry shortly."
+    )]
+    StateStoreUnreachable,
     #[error("{message}")]
     UpstreamFailed { message: String },
     #[error("{message}")]
@@ -75,9 +79,10 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Overloaded { .. } | ApiError::Unavailable { .. } | ApiError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Overloaded { .. }
+            | ApiError::Unavailable { .. }
+            | ApiError::StateStoreUnreachable
+            | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -98,6 +103,7 @@ impl ApiError {
             ApiError::BudgetSpent { .. } => "insufficient_quota",
             ApiError::Overloaded { .. }
             | ApiError::Unavailable { .. }
+            | ApiError::StateStoreUnreachable
             | ApiError::ShuttingDown
             | ApiError::UpstreamFailed { .. }
             | ApiError::UpstreamTimeout { .. } => "server_error",
@@ -117,6 +123,7 @@ impl ApiError {
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::Unavailable { .. } => "no_provider_available",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::StateStoreUnreachable => "state_store_unreachable",
             ApiError::UpstreamFailed { .. } => "upstream_error",
             ApiError::UpstreamTimeout { .. } => "upstream_timeout",
             ApiError::BudgetSpent { .. } => "budget_exceeded",
@@ -129,7 +136,9 @@ impl ApiError {
         match self {
             ApiError::RateLimited { retry_after, .. } => *retry_after,
             ApiError::Overloaded { retry_after } => Some(*retry_after),
-            ApiError::ShuttingDown => Some(Duration::from_secs(1)),
+            ApiError::ShuttingDown | ApiError::StateStoreUnreachable => {
+                Some(Duration::from_secs(1))
+            }
             ApiError::BudgetSpent { retry_after, .. } => Some(*retry_after),
             _ => None,
         }

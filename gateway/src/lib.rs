@@ -6,9 +6,10 @@
 //! [`rate_limit`]), the JSON body ([`api`])) → [`pipeline`]: classify (what the router finds:
 //! scores, private data, language) → plan (the facts the policy decides on, the decision, the
 //! models that carry it out; the rules themselves are in the `switchboard-policies` crate, the
-//! policy in force in [`policy`], tenants' spend and reservations in [`standing`], sticky
-//! threads in [`conversations`]) → execute ([`catalog`]: model → local engine or remote
-//! fallback chain; [`providers`]: the local engine, remote retries, fallbacks, wire formats);
+//! policy in force in [`policy`]; tenants' spend, reservations, rate limits and sticky threads
+//! in [`shared_state`], in this process or in Redis for a fleet; [`conversations`] names
+//! threads) → execute ([`catalog`]: model → local engine or remote fallback chain;
+//! [`providers`]: the local engine, remote retries, fallbacks, wire formats);
 //! each step notes what it did in the request's record, which settles once: cost, the tenant's
 //! reservation, [`ledger`], [`metrics`] and the log line. Errors reach clients OpenAI-shaped
 //! through [`error`].
@@ -38,5 +39,5 @@ pub mod rate_limit;
 pub mod reload;
 pub mod report;
 pub mod server;
-pub mod standing;
+pub mod shared_state;
 pub mod state;

@@ -85,7 +85,28 @@ pub struct Metrics {
     /// `switchboard_local_prefix_cache_bytes{model}`: memory of the keys and values kept for
     /// prompts that share a prefix.
     local_prefix_cache_bytes: IntGaugeVec,
+    /// `switchboard_state_store_seconds{operation}`: calls to a fleet's Redis that answered.
+    state_store_seconds: HistogramVec,
+    /// `switchboard_state_store_errors_total{operation}`: calls that failed or timed out.
+    state_store_errors: IntCounterVec,
+    /// `switchboard_state_store_up`: 1 while the last call to Redis answered (fleet mode).
+    state_store_up: IntGauge,
+    /// `switchboard_state_store_fallbacks_total{kind}`: what a replica did without Redis:
+    /// `budget_refused` (503), `rate_limit_local_share`, `sticky_forgotten`.
+    state_store_fallbacks: IntCounterVec,
+    /// `switchboard_ledger_outbox_records`: records waiting to be shipped to the fleet's table.
+    ledger_outbox: IntGauge,
+    /// `switchboard_ledger_shipped_records_total`: records shipped to the fleet's table.
+    ledger_shipped: IntCounter,
+    /// `switchboard_ledger_ship_errors_total`: batches PostgreSQL did not take (retried).
+    ledger_ship_errors: IntCounter,
 }
+
+/// A Redis call on the same network takes tens to hundreds of microseconds; the default
+/// timeout (1 s) is the last bucket that matters.
+const STATE_STORE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 
 /// Scoring takes about a millisecond for short texts and tens of milliseconds for long ones
 /// under load.
@@ -267,6 +288,55 @@ impl Metrics {
             "Reloads of the policy file, by result (applied, invalid, needs_restart).",
             &["result"],
         );
+        let state_store_seconds = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "state_store_seconds",
+                    "Calls to the fleet's Redis that answered, by operation.",
+                )
+                .buckets(STATE_STORE_BUCKETS.to_vec()),
+                &["operation"],
+            ),
+        );
+        let state_store_errors = counter(
+            "state_store_errors_total",
+            "Calls to the fleet's Redis that failed or timed out, by operation.",
+            &["operation"],
+        );
+        let state_store_fallbacks = counter(
+            "state_store_fallbacks_total",
+            "What replicas did without Redis: budget_refused (503), rate_limit_local_share, sticky_forgotten.",
+            &["kind"],
+        );
+        let state_store_up = register(
+            &registry,
+            IntGauge::new(
+                "state_store_up",
+                "1 while the fleet's Redis answers; 0 after a call failed (fleet mode only).",
+            ),
+        );
+        let ledger_outbox = register(
+            &registry,
+            IntGauge::new(
+                "ledger_outbox_records",
+                "Ledger records waiting in this replica's outbox for the fleet's PostgreSQL table.",
+            ),
+        );
+        let ledger_shipped = register(
+            &registry,
+            IntCounter::new(
+                "ledger_shipped_records_total",
+                "Ledger records shipped to the fleet's PostgreSQL table.",
+            ),
+        );
+        let ledger_ship_errors = register(
+            &registry,
+            IntCounter::new(
+                "ledger_ship_errors_total",
+                "Batches of ledger records that PostgreSQL did not take (they are retried).",
+            ),
+        );
         let build_info = register(
             &registry,
             IntGaugeVec::new(
@@ -305,6 +375,13 @@ impl Metrics {
             policy_reloads,
             budget_remaining_ratio,
             local_queue_capacity,
+            state_store_seconds,
+            state_store_errors,
+            state_store_up,
+            state_store_fallbacks,
+            ledger_outbox,
+            ledger_shipped,
+            ledger_ship_errors,
         }
     }
 
@@ -436,6 +513,42 @@ impl Metrics {
     }
 
     /// A policy file was read again: `applied`, `invalid` or `needs_restart`.
+    /// A call to the fleet's Redis answered after `took`.
+    pub fn state_store_call(&self, operation: &str, took: Duration) {
+        self.state_store_seconds
+            .with_label_values(&[operation])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A call to the fleet's Redis failed or timed out.
+    pub fn state_store_error(&self, operation: &str) {
+        self.state_store_errors
+            .with_label_values(&[operation])
+            .inc();
+    }
+
+    /// Redis answers again (`true`) or stopped answering.
+    pub fn state_store_reachable(&self, up: bool) {
+        self.state_store_up.set(i64::from(up));
+    }
+
+    /// A replica did without Redis: `kind` says how.
+    pub fn state_store_fallback(&self, kind: &str) {
+        self.state_store_fallbacks.with_label_values(&[kind]).inc();
+    }
+
+    /// A batch of `shipped` records reached the fleet's table; `waiting` are left.
+    pub fn ledger_shipped(&self, shipped: usize, waiting: usize) {
+        self.ledger_shipped.inc_by(shipped as u64);
+        self.ledger_outbox.set(waiting as i64);
+    }
+
+    /// A batch did not reach the fleet's table; `waiting` records wait.
+    pub fn ledger_ship_failed(&self, waiting: usize) {
+        self.ledger_ship_errors.inc();
+        self.ledger_outbox.set(waiting as i64);
+    }
+
     pub fn policy_reloaded(&self, result: &str) {
         self.policy_reloads.with_label_values(&[result]).inc();
     }

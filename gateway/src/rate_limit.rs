@@ -1,11 +1,11 @@
 //! A tenant's request rate limit: a token bucket that holds a minute's worth of requests and
 //! refills continuously, so bursts up to the per-minute figure pass and a steady overload gets
-//! 429 with the time until the next token.
+//! 429 with the time until the next token. A fleet shares one such bucket per tenant in Redis
+//! (`shared_state/scripts/admit.lua`); this one serves a gateway on its own, and a fleet's
+//! replica while Redis is unreachable.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use crate::config::RateLimitConfig;
 
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -21,8 +21,9 @@ struct Bucket {
 }
 
 impl RateLimiter {
-    pub fn per_minute(config: RateLimitConfig) -> Self {
-        let capacity = f64::from(config.requests_per_minute.max(1));
+    /// A bucket of `requests` a minute.
+    pub fn new(requests: u32) -> Self {
+        let capacity = f64::from(requests.max(1));
         Self {
             capacity,
             per_second: capacity / 60.0,
@@ -56,9 +57,7 @@ mod tests {
 
     #[test]
     fn a_burst_passes_then_the_rate_holds() {
-        let limiter = RateLimiter::per_minute(RateLimitConfig {
-            requests_per_minute: 3,
-        });
+        let limiter = RateLimiter::new(3);
         let start = Instant::now();
         assert!((0..3).all(|_| limiter.acquire(start).is_ok()));
         let wait = limiter.acquire(start).unwrap_err();

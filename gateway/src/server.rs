@@ -31,7 +31,7 @@ impl Server {
         env: impl Fn(&str) -> Option<String>,
         store: &ModelStore,
     ) -> Result<Self, StartError> {
-        let gateway = Gateway::new(config, env, store)?;
+        let gateway = Gateway::new(config, env, store).await?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -75,6 +75,14 @@ impl Server {
             "shutting down: no new connections, finishing in-flight requests"
         );
         let served = tokio::time::timeout(grace, connections.close()).await;
+        // A fleet's settles still on their way to Redis get a moment more (any that cannot
+        // land lapse with their holds), and so do the records waiting to be shipped to its
+        // ledger table (any left are shipped at the next start).
+        let a_moment = std::time::Duration::from_secs(5);
+        let _ = tokio::time::timeout(a_moment, gateway.shared.settled()).await;
+        if let Some(fleet_ledger) = &gateway.fleet_ledger {
+            fleet_ledger.drain(&gateway.ledger, a_moment).await;
+        }
         if let Err(error) = gateway.ledger.flush() {
             tracing::error!(%error, "cannot flush the ledger at shutdown");
         }

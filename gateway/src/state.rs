@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use switchboard_router::batcher::EmbeddingService;
 use switchboard_router::classifier::Classifier;
@@ -12,14 +13,15 @@ use tokio::sync::Semaphore;
 
 use crate::auth::Authenticator;
 use crate::catalog::Catalog;
-use crate::config::{Config, Limits, RouterConfig};
-use crate::conversations::Conversations;
+use crate::config::{Config, Limits, PostgresConfig, RouterConfig};
 use crate::ledger::Ledger;
+use crate::ledger::postgres::FleetTable;
+use crate::ledger::shipping::Shipping;
 use crate::metrics::Metrics;
 use crate::model_store::ModelStore;
 use crate::policy::Policy;
 use crate::providers::{Credentials, RemoteClient};
-use crate::standing::Standings;
+use crate::shared_state::{Embedded, Fleet, FleetError, Restored, SharedState};
 
 /// Everything a request handler needs, shared by all of them.
 pub struct Gateway {
@@ -36,12 +38,13 @@ pub struct Gateway {
     /// The policy in force; a reload swaps it whole.
     policy: RwLock<Arc<Policy>>,
 
-    /// Each tenant's spend and escalations in the current windows.
-    pub standings: Arc<Standings>,
+    /// Each tenant's spend, escalations and rate limit, and the conversations that escalated:
+    /// in this process, or in Redis for a fleet.
+    pub shared: Arc<SharedState>,
     /// Every finished request.
     pub ledger: Arc<Ledger>,
-    /// Conversations that escalated, and their tier.
-    pub conversations: Conversations,
+    /// A fleet's ledger in PostgreSQL, which this replica's records are shipped to.
+    pub fleet_ledger: Option<FleetLedger>,
     /// Whether the ledger keeps the router's text of each request.
     pub keep_routing_text: bool,
     shutting_down: AtomicBool,
@@ -59,6 +62,8 @@ pub enum StartError {
     Policy(Vec<switchboard_policies::problems::Problem>),
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
+    #[error(transparent)]
+    Fleet(#[from] crate::shared_state::FleetError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -69,24 +74,42 @@ pub enum StartError {
 }
 
 impl Gateway {
-    /// Builds the gateway for a validated config; provider keys are read through `env`.
-    pub fn new(
+    /// Builds the gateway for a validated config; provider keys (and a fleet's Redis URL) are
+    /// read through `env`.
+    pub async fn new(
         config: &Config,
         env: impl Fn(&str) -> Option<String>,
         store: &ModelStore,
     ) -> Result<Self, StartError> {
         install_crypto_provider();
         let metrics = Arc::new(Metrics::new());
-        let catalog = Catalog::new(config, env, store)?;
+        let shared = match &config.fleet {
+            Some(fleet) => SharedState::Fleet(Fleet::new(
+                fleet,
+                config.limits.request_timeout,
+                &env,
+                metrics.clone(),
+            )?),
+            None => SharedState::Embedded(Embedded::default()),
+        };
+        let catalog = Catalog::new(config, &env, store)?;
         let policy = Policy::from_config(config).map_err(StartError::Policy)?;
-        let ledger = Ledger::from_config(&config.ledger)?;
-        let standings = Standings::default();
-        restore(&standings, &ledger)?;
+        let mut ledger = Ledger::from_config(&config.ledger)?;
+        let postgres = config.fleet.as_ref().and_then(|f| f.postgres.as_ref());
+        if postgres.is_some() {
+            ledger = ledger.with_outbox()?;
+        }
+        let ledger = Arc::new(ledger);
+        let fleet_ledger = match postgres {
+            Some(postgres) => Some(FleetLedger::start(postgres, &env, &ledger, &metrics)?),
+            None => None,
+        };
+        restore(&shared, &ledger).await?;
         Ok(Self {
             policy: RwLock::new(Arc::new(policy)),
-            standings: Arc::new(standings),
-            ledger: Arc::new(ledger),
-            conversations: Conversations::default(),
+            shared: Arc::new(shared),
+            ledger,
+            fleet_ledger,
             keep_routing_text: config.ledger.keep_routing_text,
             limits: config.limits.clone(),
             classifier: classifier(config, &catalog)?,
@@ -101,15 +124,17 @@ impl Gateway {
 
     /// Brings the metrics that the local engines and the router keep themselves up to date,
     /// before a scrape.
-    pub fn refresh_component_metrics(&self) {
+    pub async fn refresh_component_metrics(&self) {
         if let Some(classifier) = &self.classifier {
             let (hits, misses) = classifier.recent_hits_and_misses();
             self.metrics.router_cache_totals(hits, misses);
         }
         let today = switchboard_policies::tenant::calendar::day(crate::api::unix_now());
         for (tenant, budget) in self.policy().budgets() {
-            let spend = self.standings.state(tenant, today).spend;
-            self.metrics.budget_left(tenant, budget, spend);
+            // Left as it was when the store cannot be reached.
+            if let Ok(state) = self.shared.standing(tenant, today).await {
+                self.metrics.budget_left(tenant, budget, state.spend);
+            }
         }
         for local in self.catalog.local_models() {
             self.metrics.local_engine(&local.name, &local.engine);
@@ -177,8 +202,67 @@ impl Gateway {
     }
 }
 
+/// A fleet's ledger table, and the task that ships this replica's outbox to it.
+pub struct FleetLedger {
+    pub table: Arc<FleetTable>,
+    shipper: tokio::task::JoinHandle<()>,
+    batch_rows: usize,
+}
+
+impl FleetLedger {
+    /// Starts shipping `ledger`'s outbox to the table whose connection string `env` gives.
+    fn start(
+        config: &PostgresConfig,
+        env: impl Fn(&str) -> Option<String>,
+        ledger: &Arc<Ledger>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, FleetError> {
+        let url = env(&config.url_env)
+            .filter(|url| !url.is_empty())
+            .ok_or_else(|| FleetError::MissingUrl(config.url_env.clone()))?;
+        let table = Arc::new(FleetTable::new(url, config.timeout));
+        let shipping = Shipping {
+            flush_every: Duration::from_millis(config.flush_every_ms),
+            batch_rows: config.batch_rows,
+        };
+        let shipper = tokio::spawn(crate::ledger::shipping::ship(
+            ledger.clone(),
+            table.clone(),
+            shipping,
+            metrics.clone(),
+        ));
+        Ok(Self {
+            table,
+            shipper,
+            batch_rows: config.batch_rows,
+        })
+    }
+
+    /// Ships what waits in the outbox now, for up to `within`, then stops shipping: at
+    /// shutdown. What is left waits on disk for the next start.
+    pub async fn drain(&self, ledger: &Ledger, within: Duration) {
+        self.shipper.abort();
+        let drained = tokio::time::timeout(within, async {
+            while ledger.unshipped_count() > 0 {
+                let shipping =
+                    crate::ledger::shipping::ship_once(ledger, &self.table, self.batch_rows);
+                if shipping.await.is_err() {
+                    return;
+                }
+            }
+        });
+        let _ = drained.await;
+        if ledger.unshipped_count() > 0 {
+            tracing::warn!(
+                waiting = ledger.unshipped_count(),
+                "ledger records left in the outbox: they are shipped at the next start"
+            );
+        }
+    }
+}
+
 /// Fills the tenants' standings with this month's records: a restart forgets no spend.
-fn restore(standings: &Standings, ledger: &Ledger) -> Result<(), crate::ledger::LedgerError> {
+async fn restore(shared: &SharedState, ledger: &Ledger) -> Result<(), crate::ledger::LedgerError> {
     use switchboard_policies::tenant::calendar;
     let today = calendar::day(crate::api::unix_now());
     let month = calendar::month(today);
@@ -186,21 +270,28 @@ fn restore(standings: &Standings, ledger: &Ledger) -> Result<(), crate::ledger::
     let first = (today.saturating_sub(30)..=today)
         .find(|&d| calendar::month(d) == month)
         .unwrap_or(today);
-    let mut restored = 0usize;
+    let mut records = 0usize;
+    let mut totals = std::collections::BTreeMap::<String, Restored>::new();
     for entry in ledger.since(first * 86_400_000) {
         let entry = entry?;
-        let settled = crate::standing::Settled {
-            unix_seconds: entry.at_ms / 1000,
-            cost: entry.cost,
-            routed: entry.escalated,
-        };
-        standings.add(&entry.tenant, settled, today);
-        restored += 1;
+        let day = calendar::day(entry.at_ms / 1000);
+        if calendar::month(day) != month {
+            continue;
+        }
+        let restored = totals.entry(entry.tenant).or_default();
+        restored.this_month += entry.cost;
+        if day == today {
+            restored.today += entry.cost;
+            if let Some(escalated) = entry.escalated {
+                restored.routed += 1;
+                restored.escalated += u64::from(escalated);
+            }
+        }
+        records += 1;
     }
-    tracing::info!(
-        records = restored,
-        "tenants' spend restored from the ledger"
-    );
+    let totals: Vec<(String, Restored)> = totals.into_iter().collect();
+    shared.restore(&totals, today).await;
+    tracing::info!(records, "tenants' spend restored from the ledger");
     Ok(())
 }
 

@@ -341,7 +341,8 @@ pub fn decide(
     let local_fallback = remote_tier
         && routing.when_remote_fails == RemoteFailureRule::Local
         && request.context.fits_locally();
-    let cascade = cascade(routing, tenant, request, state, destination, &reason);
+    let may_escalate = tenant.outlook(state).may_escalate;
+    let cascade = cascade(routing, request, may_escalate, destination, &reason);
     Decision {
         destination,
         reason,
@@ -363,16 +364,14 @@ struct Chosen {
 /// escalation fits under the tenant's cap.
 fn cascade(
     routing: &Routing,
-    tenant: &TenantRules,
     request: &RequestFacts<'_>,
-    state: &TenantState,
+    may_escalate: bool,
     destination: Destination,
     reason: &Reason,
 ) -> Option<Cascade> {
     let floor = routing.cascade_min_mean_logprob?;
     let band_decided = matches!(reason, Reason::Complexity { .. } | Reason::Unscored);
     let local = matches!(destination, Destination::Tier(tier) if routing.is_local(tier));
-    let may_escalate = state.escalations.allows_one_more(tenant.escalation_cap);
     if !(band_decided && local && may_escalate) || request.stream {
         return None;
     }
@@ -400,9 +399,12 @@ fn choose(
     state: &TenantState,
     capacity: Capacity,
 ) -> Chosen {
+    // The state is read only through its outlook (and the share for the reason's text), so
+    // that states with one outlook get one decision.
+    let outlook = tenant.outlook(state);
     let spent = tenant
         .budget
-        .and_then(|b| b.spent(state.spend).map(|w| (w, b.when_spent)));
+        .and_then(|b| outlook.spent.map(|w| (w, b.when_spent)));
     let refuse = |refusal, reason| Chosen {
         destination: Destination::Refuse(refusal),
         reason,
@@ -464,7 +466,7 @@ fn choose(
     let may_escalate = || -> Result<(), Reason> {
         if !capacity.remote_available {
             Err(Reason::RemoteOff)
-        } else if !escalations.allows_one_more(tenant.escalation_cap) {
+        } else if !outlook.may_escalate {
             Err(Reason::EscalationCapReached {
                 share_after: escalations.share_with_one_more(),
                 cap: tenant.escalation_cap.unwrap_or(1.0),

@@ -1,6 +1,7 @@
 //! A tenant's rules (budgets, the cap on escalations, whether its clients may force a route)
 //! and the state the decision reads: what it has spent, how much of its traffic escalated.
 
+use crate::decision::TenantState;
 use crate::money::Usd;
 use crate::problems::{KeyPath, Problem};
 use crate::spec::{BudgetAction, BudgetSpec};
@@ -79,6 +80,26 @@ impl Budget {
         match (day, month) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+}
+
+/// What the decision reads of a tenant's state: which budget window is spent, and whether one
+/// more escalation fits under the cap. States with the same outlook get the same decision, so
+/// a store that cannot run the decision under its lock (Redis, for a fleet) reserves only if
+/// the outlook that the decision saw still holds, and otherwise has it decided again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlook {
+    pub spent: Option<Window>,
+    pub may_escalate: bool,
+}
+
+impl TenantRules {
+    /// The outlook of `state` under these rules.
+    pub fn outlook(&self, state: &TenantState) -> Outlook {
+        Outlook {
+            spent: self.budget.and_then(|b| b.spent(state.spend)),
+            may_escalate: state.escalations.allows_one_more(self.escalation_cap),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! upstream providers with their models and prices, the local models, the tenants with their
 //! key hashes and budgets, and the routing rules. One module per section, each of plain data:
 //! [`limits`] (listen, limits, upstream retries), [`providers`], [`models`] (local and embedding
-//! models, the default models' ids), [`router`], [`tenants`], [`ledger`], [`policy_rules`] (the
+//! models, the default models' ids), [`router`], [`tenants`], [`ledger`], [`fleet`], [`policy_rules`] (the
 //! routing rules and tenants' rules, built and checked by the `switchboard-policies` crate).
 //! Runtime modules read the config; it reads none of them.
 //!
@@ -10,6 +10,7 @@
 //! and [`Config::from_yaml`] reports every problem at once ([`validate`]), each at the line and
 //! column of the offending entry, with a hint.
 
+pub mod fleet;
 pub mod ledger;
 pub mod limits;
 pub mod models;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 use switchboard_policies::problems::{Location, Problem, locate};
 use switchboard_policies::spec::RoutingSpec;
 
+pub use self::fleet::{FleetConfig, PostgresConfig, RedisConfig};
 pub use self::ledger::LedgerConfig;
 pub use self::limits::{Limits, RetrySettings, UpstreamSettings};
 pub use self::models::{
@@ -65,6 +67,9 @@ pub struct Config {
     /// The durable record of every request.
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// Replicas sharing their state in Redis; one gateway on its own when absent.
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,3 +9,12 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     Duration::try_from_secs_f64(secs)
         .map_err(|_| D::Error::custom(format!("{secs} is not a valid number of seconds")))
 }
+
+/// An optional duration in seconds: `None` when the key is absent.
+pub mod optional {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::deserialize(d).map(Some)
+    }
+}

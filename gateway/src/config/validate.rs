@@ -24,7 +24,88 @@ impl Config {
         self.check_embedding_models(&mut model_owner, &mut problems);
         self.check_router(&mut problems);
         self.check_tenants(&model_owner, &mut problems);
+        self.check_fleet(&mut problems);
         problems
+    }
+
+    /// `fleet:`: a replica count, a hold that outlives every request, a URL variable's name,
+    /// and budgets that Redis's scripts count exactly.
+    fn check_fleet(&self, problems: &mut Vec<Problem>) {
+        let Some(fleet) = &self.fleet else {
+            return;
+        };
+        let at = KeyPath::root().key("fleet");
+        let mut problem =
+            |path: KeyPath, message: String| problems.push(Problem::new(path, message));
+        if fleet.replicas == 0 {
+            problem(at.key("replicas"), "must be at least 1".to_owned());
+        }
+        let request_timeout = self.limits.request_timeout;
+        if fleet.hold_ttl(request_timeout) <= request_timeout {
+            problem(
+                at.key("hold_ttl"),
+                format!(
+                    "must be longer than limits.request_timeout ({} s), or a running request's estimate lapses",
+                    request_timeout.as_secs_f64()
+                ),
+            );
+        }
+        let redis = &fleet.redis;
+        let at = at.key("redis");
+        if redis.url_env.is_empty() || redis.url_env.contains('=') {
+            problem(
+                at.key("url_env"),
+                "must be the NAME of an environment variable".to_owned(),
+            );
+        }
+        if redis.key_prefix.is_empty() || redis.key_prefix.contains(char::is_whitespace) {
+            problem(
+                at.key("key_prefix"),
+                "must be non-empty, without spaces".to_owned(),
+            );
+        }
+        if redis.timeout.is_zero() {
+            problem(at.key("timeout"), "must be above 0".to_owned());
+        }
+        if let Some(postgres) = &fleet.postgres {
+            let at = KeyPath::root().key("fleet").key("postgres");
+            if postgres.url_env.is_empty() || postgres.url_env.contains('=') {
+                problem(
+                    at.key("url_env"),
+                    "must be the NAME of an environment variable".to_owned(),
+                );
+            }
+            if postgres.flush_every_ms == 0 {
+                problem(at.key("flush_every_ms"), "must be above 0".to_owned());
+            }
+            if postgres.batch_rows == 0 {
+                problem(at.key("batch_rows"), "must be above 0".to_owned());
+            }
+            if postgres.timeout.is_zero() {
+                problem(at.key("timeout"), "must be above 0".to_owned());
+            }
+        }
+        // Redis's scripts compute in doubles: amounts are exact below 2^53 nano-dollars.
+        const LARGEST_USD: f64 = 9_000_000.0;
+        for (t, tenant) in self.tenants.iter().enumerate() {
+            let Some(budget) = &tenant.budget else {
+                continue;
+            };
+            let limits = [
+                ("daily_usd", budget.daily_usd),
+                ("monthly_usd", budget.monthly_usd),
+            ];
+            for (key, limit) in limits {
+                if limit.is_some_and(|usd| usd > LARGEST_USD) {
+                    let at = KeyPath::root()
+                        .key("tenants")
+                        .index(t)
+                        .key("budget")
+                        .key(key);
+                    problem(at, format!("must be at most {LARGEST_USD} in fleet mode"));
+                }
+            }
+        }
     }
 
     /// `limits:` and `upstream:`: sizes, counts and timeouts above 0.

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -112,9 +112,7 @@ impl FromRequestParts<Arc<Gateway>> for Admitted {
         let permit = gateway.in_flight.clone().try_acquire_owned();
         let permit = permit.map_err(overloaded)?;
         let tenant = authenticate(gateway, &parts.headers)?;
-        if let Some(limiter) = &tenant.rate_limiter
-            && let Err(wait) = limiter.acquire(Instant::now())
-        {
+        if let Err(wait) = gateway.shared.admit(&tenant).await {
             return Err(Refused {
                 error: ApiError::RateLimited {
                     message: format!("Tenant '{}' is over its request rate limit.", tenant.name),

@@ -35,7 +35,7 @@ pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
-    gateway.refresh_component_metrics();
+    gateway.refresh_component_metrics().await;
     (
         [(
             header::CONTENT_TYPE,

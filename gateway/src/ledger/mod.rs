@@ -12,8 +12,11 @@
 //! shutdown flushes all.
 
 mod group_commit;
+pub mod postgres;
+pub mod shipping;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use switchboard_policies::Usd;
@@ -99,6 +102,25 @@ pub struct Ledger {
     by_id: sled::Tree,
     /// tenant and request id → feedback.
     feedback: sled::Tree,
+    /// In a fleet with a PostgreSQL ledger: the records not shipped yet.
+    outbox: Option<Outbox>,
+}
+
+/// The keys (in `requests`) of records that wait to be shipped to the fleet's table, and this
+/// replica's id, which makes their record ids unique across the fleet.
+struct Outbox {
+    keys: sled::Tree,
+    replica: String,
+    waiting: AtomicUsize,
+}
+
+/// A record that waits in the outbox.
+pub struct Unshipped {
+    /// Its key in the ledger (and the outbox).
+    pub key: sled::IVec,
+    /// Unique across the fleet: this replica's id and the key.
+    pub record_id: String,
+    pub entry: Entry,
 }
 
 impl Ledger {
@@ -157,8 +179,31 @@ impl Ledger {
             requests: db.open_tree("requests")?,
             by_id: db.open_tree("by_id")?,
             feedback: db.open_tree("feedback")?,
+            outbox: None,
             db,
         })
+    }
+
+    /// Keeps every record written from now on in an outbox until [`Ledger::mark_shipped`]
+    /// (a fleet's replica, shipping to PostgreSQL). Records of the outbox from before a restart
+    /// wait there still.
+    pub fn with_outbox(mut self) -> Result<Self, LedgerError> {
+        let keys = self.db.open_tree("outbox")?;
+        let replica = match self.db.get("replica_id")? {
+            Some(id) => String::from_utf8_lossy(&id).into_owned(),
+            None => {
+                let id = format!("{:016x}", fastrand::u64(..));
+                self.db.insert("replica_id", id.as_bytes())?;
+                id
+            }
+        };
+        let waiting = AtomicUsize::new(keys.len());
+        self.outbox = Some(Outbox {
+            keys,
+            replica,
+            waiting,
+        });
+        Ok(self)
     }
 
     /// Appends a finished request.
@@ -167,10 +212,86 @@ impl Ledger {
         key[..8].copy_from_slice(&entry.at_ms.to_be_bytes());
         key[8..].copy_from_slice(&self.db.generate_id()?.to_be_bytes());
         let value = serde_json::to_vec(entry).expect("a ledger entry serializes");
-        self.requests.insert(key, value)?;
-        self.by_id
-            .insert(scoped(&entry.tenant, &entry.request_id), &key)?;
+        let id = scoped(&entry.tenant, &entry.request_id);
+        let Some(outbox) = &self.outbox else {
+            self.requests.insert(key, value)?;
+            self.by_id.insert(id, &key)?;
+            return Ok(());
+        };
+        // All three or none, so that no record is kept but never shipped.
+        use sled::Transactional;
+        (&self.requests, &self.by_id, &outbox.keys)
+            .transaction(|(requests, by_id, keys)| {
+                requests.insert(&key, value.as_slice())?;
+                by_id.insert(id.as_slice(), &key)?;
+                keys.insert(&key, &[])?;
+                Ok(())
+            })
+            .map_err(
+                |error: sled::transaction::TransactionError<()>| match error {
+                    sled::transaction::TransactionError::Storage(error) => error,
+                    sled::transaction::TransactionError::Abort(()) => {
+                        sled::Error::Unsupported("the ledger's transaction aborted".to_owned())
+                    }
+                },
+            )?;
+        outbox.waiting.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Up to `limit` records of the outbox, oldest first.
+    pub fn unshipped(&self, limit: usize) -> Result<Vec<Unshipped>, LedgerError> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(Vec::new());
+        };
+        let mut batch = Vec::new();
+        for key in outbox.keys.iter().keys().take(limit) {
+            let key = key?;
+            let Some(value) = self.requests.get(&key)? else {
+                continue;
+            };
+            let entry = serde_json::from_slice(&value).map_err(|source| LedgerError::Corrupt {
+                key: hex::encode(&key),
+                source,
+            })?;
+            let record_id = format!("{}-{}", outbox.replica, hex::encode(&key));
+            batch.push(Unshipped {
+                key,
+                record_id,
+                entry,
+            });
+        }
+        Ok(batch)
+    }
+
+    /// Takes records that the fleet's table holds now out of the outbox.
+    pub fn mark_shipped<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k sled::IVec>,
+    ) -> Result<(), LedgerError> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(());
+        };
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for key in keys {
+            batch.remove(key);
+            count += 1;
+        }
+        outbox.keys.apply_batch(batch)?;
+        let _ = outbox
+            .waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(count))
+            });
+        Ok(())
+    }
+
+    /// Records that wait in the outbox.
+    pub fn unshipped_count(&self) -> usize {
+        self.outbox
+            .as_ref()
+            .map_or(0, |outbox| outbox.waiting.load(Ordering::Relaxed))
     }
 
     /// Every record from `since_ms` on, oldest first.

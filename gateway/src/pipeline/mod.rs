@@ -67,8 +67,8 @@ pub async fn chat(
 pub fn planner(gateway: &Gateway) -> Planner<'_> {
     Planner {
         catalog: &gateway.catalog,
-        standings: &gateway.standings,
-        conversations: &gateway.conversations,
+        shared: &gateway.shared,
+        metrics: &gateway.metrics,
     }
 }
 

@@ -4,27 +4,27 @@
 //! answer. The rules themselves live in `policies/src/decision.rs`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use switchboard_policies::decision::{
-    Asked, Capacity, ContextNeed, Destination, RequestFacts, Scores,
+    Asked, Capacity, ContextNeed, Destination, RequestFacts, Scores, TenantState,
 };
 use switchboard_policies::spec::ForcedRoute;
 use switchboard_policies::tenant::calendar;
 use switchboard_policies::{
-    Decision, NoRemoteModel, Reason, Refusal, Routing, TierId, Usd, decide,
+    Decision, NoRemoteModel, Reason, Refusal, Routing, TenantRules, TierId, Usd, decide,
 };
 
 use super::{ClientHints, Findings};
 use crate::api::ChatCompletionRequest;
 use crate::auth::Tenant;
 use crate::catalog::Catalog;
-use crate::conversations::{ConversationKey, Conversations};
+use crate::conversations::ConversationKey;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::providers::Target;
 use crate::providers::local::LocalModel;
-use crate::standing::{Reservation, Standings};
+use crate::shared_state::{Hold, Reservation, Reserved, SharedState, Unreachable};
 
 /// Who answers a request, as decided.
 pub enum Route {
@@ -58,14 +58,19 @@ pub struct CascadeChain {
 /// The completion allowance of a request that gives no `max_tokens`, for estimates.
 const DEFAULT_COMPLETION_ESTIMATE: u64 = 1024;
 
-/// What planning reads besides the request: the models, the tenants' standings, and the
-/// conversations that escalated.
+/// What planning reads besides the request: the models, and the state shared with a fleet's
+/// other replicas (the tenants' standings, the conversations that escalated).
 #[derive(Clone, Copy)]
 pub struct Planner<'g> {
     pub catalog: &'g Catalog,
-    pub standings: &'g Arc<Standings>,
-    pub conversations: &'g Conversations,
+    pub shared: &'g Arc<SharedState>,
+    pub metrics: &'g Metrics,
 }
+
+/// How often a decision is made again because a concurrent request changed its tenant's
+/// outlook (a budget spent, the cap reached) before the reservation: each time the outlook
+/// moved, so more than a few means a flood, answered with 503.
+const MAX_DECISIONS: usize = 8;
 
 /// One request to plan, with what is known about it.
 #[derive(Clone, Copy)]
@@ -135,21 +140,29 @@ impl Planner<'_> {
         let gathered = self.gather(routing, request).await?;
         let facts = gathered.facts(findings);
         let rules = policy.tenant(&tenant.name);
-        let today = calendar::day(crate::api::unix_now());
-        let (decision, reservation) = self.standings.decide(&tenant.name, today, |state| {
-            let decision = decide(routing, &rules, &facts, &state, gathered.capacity);
-            let (estimate, routed) = match decision.destination {
-                Destination::Tier(tier) => {
-                    let model = self.first_usable(routing, tier);
-                    let estimate =
-                        model.map_or(Usd::ZERO, |m| estimate(policy, m, chat, gathered.context));
-                    (estimate, Some(!routing.is_local(tier)))
-                }
-                Destination::Named => (estimate(policy, &chat.model, chat, gathered.context), None),
-                Destination::Refuse(_) => (Usd::ZERO, None),
-            };
-            (decision, estimate, routed)
-        });
+        let (decision, reservation) = self
+            .decide_and_hold(&tenant.name, &rules, |state| {
+                let decision = decide(routing, &rules, &facts, state, gathered.capacity);
+                let (estimate, routed) = match decision.destination {
+                    Destination::Tier(tier) => {
+                        let model = self.first_usable(routing, tier);
+                        let estimate = model
+                            .map_or(Usd::ZERO, |m| estimate(policy, m, chat, gathered.context));
+                        (estimate, Some(!routing.is_local(tier)))
+                    }
+                    Destination::Named => {
+                        (estimate(policy, &chat.model, chat, gathered.context), None)
+                    }
+                    Destination::Refuse(_) => (Usd::ZERO, None),
+                };
+                let hold = Hold {
+                    outlook: rules.outlook(state),
+                    estimate,
+                    routed,
+                };
+                (decision, hold)
+            })
+            .await?;
         let route = self.resolve(&gathered, &decision, chat, findings)?;
         if let (Some(key), Some(ttl), Destination::Tier(tier)) = (
             gathered.conversation,
@@ -158,7 +171,7 @@ impl Planner<'_> {
         ) && !routing.is_local(tier)
         {
             let name = &routing.tier(tier).name;
-            self.conversations.remember(key, name, ttl, Instant::now());
+            self.shared.stick(key, name, ttl).await;
         }
         let local_fallback = decision.local_fallback.then(|| gathered.top_local.clone());
         let cascade = decision.cascade.and_then(|cascade| {
@@ -172,7 +185,7 @@ impl Planner<'_> {
         Ok(Plan {
             route,
             decision: Some(decision),
-            reservation: Some(reservation),
+            reservation,
             local_fallback,
             cascade,
         })
@@ -189,8 +202,11 @@ impl Planner<'_> {
         };
         let gathered = self.gather(routing, request).await?;
         let today = calendar::day(crate::api::unix_now());
-        let state = self.standings.state(&request.tenant.name, today);
         let rules = request.policy.tenant(&request.tenant.name);
+        let state = match self.shared.standing(&request.tenant.name, today).await {
+            Ok(state) => state,
+            Err(Unreachable) => self.uncounted(&rules, TenantState::default())?,
+        };
         let decision = decide(
             routing,
             &rules,
@@ -200,6 +216,44 @@ impl Planner<'_> {
         );
         let route = self.resolve(&gathered, &decision, request.chat, request.findings);
         Ok(Some((decision, route)))
+    }
+
+    /// Decides on the tenant's current state and holds the decision's estimate, deciding again
+    /// when a concurrent request changed the tenant's outlook first. Without the store (a
+    /// fleet's Redis unreachable), a tenant with a budget or an escalation cap is refused
+    /// (503: its limits would not hold); any other is decided on an empty state, uncounted.
+    async fn decide_and_hold(
+        &self,
+        tenant: &str,
+        rules: &TenantRules,
+        decide_on: impl Fn(&TenantState) -> (Decision, Hold),
+    ) -> Result<(Decision, Option<Reservation>), ApiError> {
+        let today = calendar::day(crate::api::unix_now());
+        let mut state = self.shared.standing(tenant, today).await;
+        for _ in 0..MAX_DECISIONS {
+            let Ok(current) = state else {
+                let decision = decide_on(&TenantState::default()).0;
+                return Ok((self.uncounted(rules, decision)?, None));
+            };
+            let (decision, hold) = decide_on(&current);
+            match self.shared.reserve(tenant, today, rules, hold).await {
+                Ok(Reserved::Held(reservation)) => return Ok((decision, Some(reservation))),
+                Ok(Reserved::Changed(fresh)) => state = Ok(fresh),
+                Err(Unreachable) => return Ok((self.uncounted(rules, decision)?, None)),
+            }
+        }
+        Err(ApiError::Overloaded {
+            retry_after: std::time::Duration::from_secs(1),
+        })
+    }
+
+    /// `value`, for a tenant whose limits do not depend on the unreachable store; else 503.
+    fn uncounted<T>(&self, rules: &TenantRules, value: T) -> Result<T, ApiError> {
+        if rules.budget.is_none() && rules.escalation_cap.is_none() {
+            return Ok(value);
+        }
+        self.metrics.state_store_fallback("budget_refused");
+        Err(ApiError::StateStoreUnreachable)
     }
 
     /// A model the client named, where it runs.
@@ -262,8 +316,11 @@ impl Planner<'_> {
         let conversation = routing.sticky_for.and_then(|_| {
             ConversationKey::of(&tenant.name, hints.conversation.as_deref(), &chat.messages)
         });
-        let sticky = conversation
-            .and_then(|key| self.conversations.tier(key, Instant::now()))
+        let sticky = match conversation {
+            Some(key) => self.shared.sticky_tier(key).await,
+            None => None,
+        };
+        let sticky = sticky
             .and_then(|name| routing.tiers.iter().position(|t| t.name == name))
             .map(TierId);
         Ok(Gathered {

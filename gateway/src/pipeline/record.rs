@@ -17,7 +17,7 @@ use crate::ledger::{Entry, Ledger};
 use crate::metrics::{Metrics, SettledRequest, UNCLASSIFIED, UNKNOWN};
 use crate::policy::{Costs, Policy};
 use crate::providers::StreamChunk;
-use crate::standing::Reservation;
+use crate::shared_state::Reservation;
 
 /// `status` of a request whose client disconnected first (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this
 
+pub mod postgres_server;
+pub mod redis_server;
+
 use std::net::SocketAddr;
 
 use fake_upstream::FakeUpstream;
@@ -29,8 +32,23 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(yaml: &str) -> Self {
+        Self::start_with_env(yaml, &[]).await
+    }
+
+    /// Starts a gateway that finds `vars` in its environment, besides the upstream key.
+    pub async fn start_with_env(yaml: &str, vars: &[(&str, String)]) -> Self {
         let config = Config::from_yaml(yaml, "test config").expect("a valid test config");
-        let env = |var: &str| (var == "UPSTREAM_KEY").then(|| UPSTREAM_KEY.to_owned());
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect();
+        let env = move |var: &str| match var {
+            "UPSTREAM_KEY" => Some(UPSTREAM_KEY.to_owned()),
+            _ => vars
+                .iter()
+                .find(|(name, _)| name == var)
+                .map(|(_, v)| v.clone()),
+        };
         let store = ModelStore::from_env();
         let server = Server::bind_with(&config, "127.0.0.1:0".parse().unwrap(), env, &store)
             .await
@@ -103,6 +121,16 @@ impl Drop for TestGateway {
 /// `claude-test` on an Anthropic fake), `solo` on the OpenAI fake with no fallback, `keyless`
 /// whose key is not in the environment; tenant `acme` may use everything, `globex` only `solo`.
 pub fn config(openai: &FakeUpstream, anthropic: &FakeUpstream, extra: &str) -> String {
+    config_in(openai, anthropic, extra, &fresh_ledger_dir())
+}
+
+/// [`config`] with its ledger in `ledger`, to restart a gateway on the same one.
+pub fn config_in(
+    openai: &FakeUpstream,
+    anthropic: &FakeUpstream,
+    extra: &str,
+    ledger: &std::path::Path,
+) -> String {
     format!(
         r#"
 limits:
@@ -154,7 +182,7 @@ tenants:
         anthropic_url = anthropic.anthropic_base_url(),
         acme = KeyHash::of(ACME_KEY),
         globex = KeyHash::of(GLOBEX_KEY),
-        ledger = fresh_ledger_dir().display(),
+        ledger = ledger.display(),
     )
 }
 
