@@ -152,16 +152,33 @@ pub fn build(
     by: GroupBy,
     tenant: Option<&str>,
 ) -> Result<Report, LedgerError> {
+    let entries = ledger
+        .since(since_ms)
+        .filter(|entry| {
+            let other = |entry: &Entry| tenant.is_some_and(|t| t != entry.tenant);
+            !entry.as_ref().is_ok_and(other)
+        })
+        .map(|entry| {
+            let entry = entry?;
+            let score = ledger
+                .feedback_for(&entry.tenant, &entry.request_id)?
+                .map(|f| f.score);
+            Ok((entry, score))
+        });
+    summarize(entries, since_ms, by)
+}
+
+/// The report of `entries` (records from `since_ms` on, each with its feedback score, if
+/// any), grouped `by`: of one ledger ([`build`]) or of a fleet's table.
+pub fn summarize<E>(
+    entries: impl IntoIterator<Item = Result<(Entry, Option<f64>), E>>,
+    since_ms: u64,
+    by: GroupBy,
+) -> Result<Report, E> {
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     let mut total = Group::default();
-    for entry in ledger.since(since_ms) {
-        let entry = entry?;
-        if tenant.is_some_and(|t| t != entry.tenant) {
-            continue;
-        }
-        let score = ledger
-            .feedback_for(&entry.tenant, &entry.request_id)?
-            .map(|f| f.score);
+    for entry in entries {
+        let (entry, score) = entry?;
         groups.entry(by.key(&entry)).or_default().add(&entry, score);
         total.add(&entry, score);
     }

@@ -104,7 +104,7 @@ impl Gateway {
             Some(postgres) => Some(FleetLedger::start(postgres, &env, &ledger, &metrics)?),
             None => None,
         };
-        restore(&shared, &ledger).await?;
+        restore(&shared, &ledger, fleet_ledger.as_ref()).await?;
         Ok(Self {
             policy: RwLock::new(Arc::new(policy)),
             shared: Arc::new(shared),
@@ -261,8 +261,13 @@ impl FleetLedger {
     }
 }
 
-/// Fills the tenants' standings with this month's records: a restart forgets no spend.
-async fn restore(shared: &SharedState, ledger: &Ledger) -> Result<(), crate::ledger::LedgerError> {
+/// Fills the tenants' standings with this month's records: a restart forgets no spend. A
+/// fleet's replica sums the fleet's table (its own ledger when PostgreSQL cannot be read).
+async fn restore(
+    shared: &SharedState,
+    ledger: &Ledger,
+    fleet_ledger: Option<&FleetLedger>,
+) -> Result<(), crate::ledger::LedgerError> {
     use switchboard_policies::tenant::calendar;
     let today = calendar::day(crate::api::unix_now());
     let month = calendar::month(today);
@@ -270,9 +275,26 @@ async fn restore(shared: &SharedState, ledger: &Ledger) -> Result<(), crate::led
     let first = (today.saturating_sub(30)..=today)
         .find(|&d| calendar::month(d) == month)
         .unwrap_or(today);
+    const DAY_MS: u64 = 86_400_000;
+    if let Some(fleet) = fleet_ledger {
+        match fleet.table.totals(first * DAY_MS, today * DAY_MS).await {
+            Ok(totals) => {
+                shared.restore(&totals, today).await;
+                tracing::info!(
+                    tenants = totals.len(),
+                    "tenants' spend restored from the fleet's ledger"
+                );
+                return Ok(());
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot read the fleet's ledger: spend restored from this replica's own"
+            ),
+        }
+    }
     let mut records = 0usize;
     let mut totals = std::collections::BTreeMap::<String, Restored>::new();
-    for entry in ledger.since(first * 86_400_000) {
+    for entry in ledger.since(first * DAY_MS) {
         let entry = entry?;
         let day = calendar::day(entry.at_ms / 1000);
         if calendar::month(day) != month {

@@ -12,6 +12,8 @@ use support::redis_server::RedisServer;
 use support::*;
 use switchboard_gateway::ledger::postgres::FleetTable;
 use switchboard_gateway::ledger::{Entry, Ledger};
+use switchboard_policies::Usd;
+use switchboard_policies::tenant::calendar;
 
 /// How long PostgreSQL stays down under load in the outage test.
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -48,7 +50,12 @@ impl Stack {
     }
 
     async fn replica(&self, ledger: &std::path::Path) -> TestGateway {
-        let config = replica_config(&self.openai, &self.anthropic, &self.prefix, ledger);
+        self.replica_on(ledger, &self.prefix).await
+    }
+
+    /// A replica whose Redis keys are under `prefix`.
+    async fn replica_on(&self, ledger: &std::path::Path, prefix: &str) -> TestGateway {
+        let config = replica_config(&self.openai, &self.anthropic, prefix, ledger);
         let env = [
             ("SWITCHBOARD_REDIS_URL", self.redis.url()),
             ("SWITCHBOARD_POSTGRES_URL", self.postgres.url()),
@@ -87,7 +94,7 @@ async fn load(replica: &TestGateway, count: usize) -> Vec<String> {
 async fn table_holds(table: &FleetTable, count: usize) -> Vec<Entry> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let entries = table.since(0).await.unwrap_or_default();
+        let entries = table.since(0, None).await.unwrap_or_default();
         if entries.len() >= count {
             return entries;
         }
@@ -141,6 +148,18 @@ async fn replicas_ship_every_record_once() {
         metrics.contains("switchboard_ledger_shipped_records_total 40"),
         "{metrics}"
     );
+
+    // Usage is the fleet's: either replica reports both replicas' requests.
+    let usage = b.get_json("/v1/usage?since=1h", ACME_KEY).await;
+    assert_eq!(usage["total"]["requests"], 80, "{usage}");
+
+    // A replica that starts on an empty Redis keyspace restores the spend from the table.
+    let spent = shipped.iter().fold(Usd::ZERO, |sum, e| sum + e.cost);
+    assert!(spent > Usd::ZERO);
+    let fresh = stack.replica_on(&fresh_ledger_dir(), "restored").await;
+    let today = calendar::day(switchboard_gateway::api::unix_now());
+    let state = fresh.gateway.shared.standing("acme", today).await.unwrap();
+    assert_eq!(state.spend.this_month, spent);
 }
 
 /// PostgreSQL stops for half a minute under load, then starts: requests are answered all
@@ -172,7 +191,7 @@ async fn a_postgres_outage_loses_and_duplicates_nothing() {
     stack.postgres.restart();
     let shipped = table_holds(&stack.table(), answered.len()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let shipped_again = stack.table().since(0).await.unwrap();
+    let shipped_again = stack.table().since(0, None).await.unwrap();
     assert_eq!(shipped_again.len(), shipped.len(), "nothing arrives twice");
     let mut ids: Vec<_> = shipped.iter().map(|e| e.request_id.clone()).collect();
     ids.sort();

@@ -42,8 +42,29 @@ pub async fn usage(
         };
         let since_ms = report::since_ms(since);
         let ledger = gateway.ledger.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            report::build(&ledger, since_ms, by, only.as_deref())
+        // A fleet's usage is the fleet's table, with the verdicts this replica holds.
+        let fleet_entries = match &gateway.fleet_ledger {
+            Some(fleet) => Some(fleet.table.since(since_ms, only.as_deref()).await.map_err(
+                |error| {
+                    tracing::error!(%error, "cannot read the fleet's ledger");
+                    ApiError::Unavailable {
+                        message:
+                            "The fleet's ledger (PostgreSQL) cannot be read now; retry shortly."
+                                .to_owned(),
+                    }
+                },
+            )?),
+            None => None,
+        };
+        let report = tokio::task::spawn_blocking(move || match fleet_entries {
+            Some(entries) => {
+                let scored = entries.into_iter().map(|entry| {
+                    let score = ledger.feedback_for(&entry.tenant, &entry.request_id)?;
+                    Ok((entry, score.map(|f| f.score)))
+                });
+                report::summarize(scored, since_ms, by)
+            }
+            None => report::build(&ledger, since_ms, by, only.as_deref()),
         })
         .await
         .map_err(|_| ledger_failed())?

@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
 use super::Entry;
+use crate::shared_state::Restored;
 
 /// The schema's versions, applied in order; each runs once, in a transaction.
 const MIGRATIONS: &[&str] = &[r#"
@@ -116,8 +117,12 @@ impl FleetTable {
         .await
     }
 
-    /// Every record from `since_ms` on, oldest first.
-    pub async fn since(&self, since_ms: u64) -> Result<Vec<Entry>, TableError> {
+    /// Every record from `since_ms` on, of `tenant` or of all, oldest first.
+    pub async fn since(
+        &self,
+        since_ms: u64,
+        tenant: Option<&str>,
+    ) -> Result<Vec<Entry>, TableError> {
         let since = i64::try_from(since_ms).unwrap_or(i64::MAX);
         self.with_client(async |client| {
             let rows = client
@@ -126,11 +131,52 @@ impl FleetTable {
                         reason_code, escalated, prompt_tokens, completion_tokens,
                         usage_estimated, cost_nanos, counterfactual_nanos, duration_ms,
                         first_token_ms, status, routing_text
-                     FROM switchboard_requests WHERE at_ms >= $1 ORDER BY at_ms, record_id",
-                    &[&since],
+                     FROM switchboard_requests
+                     WHERE at_ms >= $1 AND ($2::text IS NULL OR tenant = $2)
+                     ORDER BY at_ms, record_id",
+                    &[&since, &tenant],
                 )
                 .await?;
             Ok(rows.iter().map(entry_of).collect())
+        })
+        .await
+    }
+
+    /// Each tenant's spend this month (records from `month_ms` on) and today (from
+    /// `today_ms` on), and today's routed and escalated requests: summed by PostgreSQL, for the
+    /// budgets' restore at start.
+    pub async fn totals(
+        &self,
+        month_ms: u64,
+        today_ms: u64,
+    ) -> Result<Vec<(String, Restored)>, TableError> {
+        let month = i64::try_from(month_ms).unwrap_or(i64::MAX);
+        let today = i64::try_from(today_ms).unwrap_or(i64::MAX);
+        self.with_client(async |client| {
+            let rows = client
+                .query(
+                    "SELECT tenant,
+                        coalesce(sum(cost_nanos) FILTER (WHERE at_ms >= $2), 0)::bigint,
+                        coalesce(sum(cost_nanos), 0)::bigint,
+                        count(*) FILTER (WHERE at_ms >= $2 AND escalated IS NOT NULL),
+                        count(*) FILTER (WHERE at_ms >= $2 AND escalated)
+                     FROM switchboard_requests WHERE at_ms >= $1 GROUP BY tenant",
+                    &[&month, &today],
+                )
+                .await?;
+            let count = |n: i64| u64::try_from(n).unwrap_or(0);
+            Ok(rows
+                .iter()
+                .map(|row| {
+                    let totals = Restored {
+                        today: Usd::from_nanos(row.get(1)),
+                        this_month: Usd::from_nanos(row.get(2)),
+                        routed: count(row.get(3)),
+                        escalated: count(row.get(4)),
+                    };
+                    (row.get(0), totals)
+                })
+                .collect())
         })
         .await
     }

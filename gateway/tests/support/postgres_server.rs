@@ -54,14 +54,17 @@ impl PostgresServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("postgres")
-            .join(format!("{port}-{:08x}", fastrand::u32(..)));
+        // Under the system's temporary directory, which the `postgres` user can reach
+        // (a checkout under /root, say, it could not).
+        let dir = std::env::temp_dir().join(format!(
+            "switchboard-test-postgres-{port}-{:08x}",
+            fastrand::u32(..)
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         if running_as_root() {
             let chown = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
-                .arg(dir.parent().unwrap())
+                .arg(&dir)
                 .status()
                 .unwrap();
             assert!(chown.success());
