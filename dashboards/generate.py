@@ -73,6 +73,13 @@ OVERVIEW = [
     ("Budget remaining", "bargauge", "currencyUSD", [
         (f"switchboard_budget_remaining_usd{TENANT}", "{{tenant}}"),
     ], 16, 6, "What is left of each tenant's tighter budget window."),
+    ("Fleet: Redis calls p99 by operation", "timeseries", "s",
+     quantiles("switchboard_state_store_seconds", "operation", (0.99,), "{{operation}}"), 8, 6,
+     "Calls to the fleet's shared state in Redis (fleet mode): admission, standing, reservation, settle."),
+    ("Fleet: Redis up and ledger outbox", "timeseries", "short", [
+        ("min(switchboard_state_store_up)", "state store up (lowest replica)"),
+        ("sum(switchboard_ledger_outbox_records)", "records waiting for PostgreSQL"),
+    ], 8, 6, "1 while every replica's state store answers; the outbox grows while PostgreSQL is down and drains after."),
     ("Local prompt tokens from the prefix cache", "timeseries", "percentunit", [
         (f"sum by (model) (rate(switchboard_local_prompt_tokens_total{PREFIX_HIT}{RATE}))"
          f" / sum by (model) (rate(switchboard_local_prompt_tokens_total{RATE}))", "{{model}}"),

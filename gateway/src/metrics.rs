@@ -89,7 +89,8 @@ pub struct Metrics {
     state_store_seconds: HistogramVec,
     /// `switchboard_state_store_errors_total{operation}`: calls that failed or timed out.
     state_store_errors: IntCounterVec,
-    /// `switchboard_state_store_up`: 1 while the last call to Redis answered (fleet mode).
+    /// `switchboard_state_store_up`: 1 while the shared state store answers (always, for a
+    /// gateway on its own); 0 after a call to the fleet's Redis failed.
     state_store_up: IntGauge,
     /// `switchboard_state_store_fallbacks_total{kind}`: what a replica did without Redis:
     /// `budget_refused` (503), `rate_limit_local_share`, `sticky_forgotten`.
@@ -313,7 +314,7 @@ impl Metrics {
             &registry,
             IntGauge::new(
                 "state_store_up",
-                "1 while the fleet's Redis answers; 0 after a call failed (fleet mode only).",
+                "1 while the shared state store answers (always, on its own); 0 after a call to the fleet's Redis failed.",
             ),
         );
         let ledger_outbox = register(

@@ -106,3 +106,35 @@ def test_the_images_command_line_parses():
     done = subprocess.run([BIN / "switchboard", *command, "--config", "/nonexistent.yaml"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and "/nonexistent.yaml" in done.stderr, done.stderr
+
+
+FLEET = ROOT / "deploy" / "fleet"
+FLEET_COMPOSE = yaml.safe_load((FLEET / "docker-compose.yml").read_text())
+
+
+def test_the_fleet_example_agrees_with_itself_and_its_policy_is_valid():
+    """deploy/fleet/ (never started here): its mounts exist, nginx and Prometheus name every
+    replica, the replicas get the URLs the policy's `fleet:` reads, and the policy passes
+    `switchboard policy check`."""
+    services = FLEET_COMPOSE["services"]
+    replicas = sorted(name for name in services if name.startswith("switchboard-"))
+    assert len(replicas) == yaml.safe_load((FLEET / "policy.yaml").read_text())["fleet"]["replicas"]
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            host = volume.split(":")[0]
+            if host.startswith("."):
+                assert (FLEET / host).resolve().exists(), f"{name} mounts {host}, which is missing"
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    nginx = (FLEET / "nginx.conf").read_text()
+    scraped = yaml.safe_load((FLEET / "prometheus.yml").read_text())["scrape_configs"][0]
+    targets = scraped["static_configs"][0]["targets"]
+    for name in replicas:
+        assert f"server {name}:8080;" in nginx
+        assert f"{name}:8080" in targets
+        env = services[name]["environment"]
+        assert env["SWITCHBOARD_REDIS_URL"].startswith("redis://redis:")
+        assert "@postgres/" in env["SWITCHBOARD_POSTGRES_URL"]
+    checked = subprocess.run([BIN / "switchboard", "policy", "check", FLEET / "policy.yaml"],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

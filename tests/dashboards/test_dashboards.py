@@ -1,7 +1,8 @@
 """The dashboards and alert rules against a real Prometheus scraping a real `switchboard serve`
-(with the local model, the router and the fake upstream): after a short mixed load, every
-panel's PromQL returns data and every alert rule's expression evaluates. Run by ./test.sh, which
-installs Debian's prometheus when it is missing."""
+(with the local model, the router and the fake upstream, as a fleet of one on a real Redis, so
+that the fleet panels have data too): after a short mixed load, every panel's PromQL returns
+data and every alert rule's expression evaluates. Run by ./test.sh, which installs Debian's
+prometheus and redis-server when they are missing."""
 
 import json
 import random
@@ -26,6 +27,11 @@ HARD = "Write a Python function that merges two sorted linked lists in O(n) time
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dashboards")
     fake = FakeUpstream(UPSTREAM_KEY)
+    redis_port = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
+         "--appendonly", "no", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     policy = tmp / "policy.yaml"
     policy.write_text(f"""
 ledger: {{ path: {tmp / "ledger"} }}
@@ -47,8 +53,10 @@ tenants:
       budget: {{ daily_usd: 100 }} }}
   - {{ name: thrifty, api_key_hashes: ["{key_hash(THRIFTY_KEY)}"], allowed_models: ["*"],
       budget: {{ daily_usd: 0.000001, when_spent: reject }} }}
+fleet: {{ replicas: 1, redis: {{ key_prefix: dashboards }} }}
 """)
-    gateway = Serve(policy, {"DASH_UPSTREAM_KEY": UPSTREAM_KEY})
+    gateway = Serve(policy, {"DASH_UPSTREAM_KEY": UPSTREAM_KEY,
+                             "SWITCHBOARD_REDIS_URL": f"redis://127.0.0.1:{redis_port}"})
     url, port = gateway.url, gateway.port
     prometheus_port = free_port()
     config = tmp / "prometheus.yml"
@@ -71,6 +79,8 @@ scrape_configs:
     prometheus.wait(15)
     gateway.stop()
     fake.stop()
+    redis.terminate()
+    redis.wait(15)
 
 
 def drive_load(url, fake):
@@ -157,7 +167,7 @@ def test_every_panel_has_data_and_every_alert_evaluates(stack):
     rules = http(f"{prometheus_url}/api/v1/rules")[1]
     groups = json.loads(rules)["data"]["groups"]
     alerts = [rule for group in groups for rule in group["rules"]]
-    assert len(alerts) == 6
+    assert len(alerts) == 9
     for rule in alerts:
         assert rule["health"] == "ok", rule
         status, answer = query(prometheus_url, rule["query"])

@@ -9,6 +9,13 @@
 //! moment a request is sent, not from its scheduled time, so that the millisecond granularity of
 //! the sender's timer does not blur a sub-millisecond difference. `BENCH_DURABLE_ANSWERS=false`
 //! measures the gateway with answers that do not wait for their ledger records to reach the disk.
+//!
+//! Fleet mode: when `BENCH_REDIS_URL` and `BENCH_POSTGRES_URL` are set (`gateway_overhead.sh`
+//! starts both servers when Debian's `redis-server` and `postgresql` are installed), a second
+//! table compares one process on its own with a fleet of one and of three replicas (the load
+//! spread over them in turn, as a load balancer would) on the same policy: a routing section and
+//! a budgeted, rate-limited tenant, so that every request is admitted by Redis, reserves and
+//! settles its estimate there, and ships its ledger record to PostgreSQL.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -137,9 +144,80 @@ fn main() -> anyhow::Result<()> {
             Some(rate) => println!("max sustained rate: {rate} requests/s"),
             None => println!("max sustained rate: below 2000 requests/s"),
         }
+        if let (Ok(redis), Ok(postgres)) = (
+            std::env::var("BENCH_REDIS_URL"),
+            std::env::var("BENCH_POSTGRES_URL"),
+        ) {
+            fleet(&bin, &client, &fake_url, &direct, seconds, &redis, &postgres).await?;
+        }
         anyhow::Ok(())
     })
 }
+
+/// One process on its own against fleets of one and three replicas, on the same routed policy.
+async fn fleet(
+    bin: &Path,
+    client: &reqwest::Client,
+    fake_url: &str,
+    direct: &str,
+    seconds: u64,
+    redis: &str,
+    postgres: &str,
+) -> anyhow::Result<()> {
+    let env = [
+        ("SWITCHBOARD_REDIS_URL", redis),
+        ("SWITCHBOARD_POSTGRES_URL", postgres),
+    ];
+    let routed = |fleet: bool| {
+        let mut extra = ROUTED.to_owned();
+        if fleet {
+            extra.push_str(FLEET);
+        }
+        extra
+    };
+    let (_single, single) = start_gateway_with(bin, fake_url, &routed(false), &[])?;
+    let (_one, one) = start_gateway_with(bin, fake_url, &routed(true), &env)?;
+    let mut three = Vec::new();
+    let mut processes = Vec::new();
+    for _ in 0..3 {
+        let (process, url) = start_gateway_with(bin, fake_url, &routed(true), &env)?;
+        processes.push(process);
+        three.push(format!("{url}/v1/chat/completions"));
+    }
+    let paths = [
+        ("single", vec![format!("{single}/v1/chat/completions")]),
+        ("fleet_1", vec![format!("{one}/v1/chat/completions")]),
+        ("fleet_3", three),
+    ];
+    for (_, urls) in &paths {
+        load_spread(client, urls, 500, Duration::from_secs(1)).await;
+    }
+    println!("# fleet mode: routed policy, budgeted and rate-limited tenant, Redis + PostgreSQL");
+    for rate in [500, 1000] {
+        let half = Duration::from_secs(seconds).div_f64(2.0);
+        let mut base = load(client, direct, rate, half).await;
+        let mut runs: Vec<Run> = Vec::new();
+        for (_, urls) in &paths {
+            runs.push(load_spread(client, urls, rate, half).await);
+        }
+        base.merge(load(client, direct, rate, half).await);
+        for (run, (_, urls)) in runs.iter_mut().zip(&paths) {
+            run.merge(load_spread(client, urls, rate, half).await);
+        }
+        print_run("direct", &base, None);
+        for (run, (name, _)) in runs.iter().zip(&paths) {
+            print_run(name, run, Some(&base));
+        }
+    }
+    Ok(())
+}
+
+/// The routed policy of the fleet table: the local tier is the default SmolLM2 (loaded, never
+/// asked: the requests name the remote model), the bench tenant has a budget it never spends
+/// and a rate limit it never reaches.
+const ROUTED: &str = "local_models:\n  - { name: slm, default_model: smollm2 }\nrouting:\n  reference_model: bench-model\n  tiers:\n    - { name: local, below: 0.5, targets: [slm] }\n    - { name: remote, targets: [bench-model] }\n";
+
+const FLEET: &str = "fleet:\n  replicas: 3\n  redis: { key_prefix: bench }\n  postgres: {}\n";
 
 fn print_run(path: &str, run: &Run, base: Option<&Run>) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -163,6 +241,16 @@ fn print_run(path: &str, run: &Run, base: Option<&Run>) {
 
 /// Sends `rate` requests per second for `duration`, open loop, and waits for all of them.
 async fn load(client: &reqwest::Client, url: &str, rate: u32, duration: Duration) -> Run {
+    load_spread(client, &[url.to_owned()], rate, duration).await
+}
+
+/// [`load`], the requests sent to `urls` in turn.
+async fn load_spread(
+    client: &reqwest::Client,
+    urls: &[String],
+    rate: u32,
+    duration: Duration,
+) -> Run {
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(0usize));
     let period = Duration::from_secs_f64(1.0 / f64::from(rate));
@@ -172,7 +260,7 @@ async fn load(client: &reqwest::Client, url: &str, rate: u32, duration: Duration
     for i in 0..total {
         let scheduled = start + period * i as u32;
         tokio::time::sleep_until(scheduled).await;
-        let (client, url) = (client.clone(), url.to_owned());
+        let (client, url) = (client.clone(), urls[i % urls.len()].clone());
         let (latencies, errors) = (latencies.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let sent = tokio::time::Instant::now();
@@ -228,6 +316,16 @@ fn start_fake(bin: &Path) -> anyhow::Result<(Process, String)> {
 }
 
 fn start_gateway(bin: &Path, fake_url: &str) -> anyhow::Result<(Process, String)> {
+    start_gateway_with(bin, fake_url, "", &[])
+}
+
+/// A gateway whose policy has `extra` sections, with `env` in its environment.
+fn start_gateway_with(
+    bin: &Path,
+    fake_url: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(Process, String)> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let config = std::env::temp_dir().join(format!("switchboard-bench-{port}.yaml"));
     let ledger = std::env::temp_dir().join(format!("switchboard-bench-ledger-{port}"));
@@ -236,23 +334,29 @@ fn start_gateway(bin: &Path, fake_url: &str) -> anyhow::Result<(Process, String)
     std::fs::write(
         &config,
         format!(
-            "ledger:\n  path: {}\n  durable_answers: {durable}\nproviders:\n  - name: fake\n    kind: openai\n    base_url: {fake_url}/v1\n    models:\n      - name: bench-model\n        price: {{ input_per_mtok: 1, output_per_mtok: 2 }}\ntenants:\n  - name: bench\n    api_key_hashes: [\"{CLIENT_KEY_HASH}\"]\n    allowed_models: [\"*\"]\n",
-            ledger.display()
+            "ledger:\n  path: {}\n  durable_answers: {durable}\nproviders:\n  - name: fake\n    kind: openai\n    base_url: {fake_url}/v1\n    models:\n      - name: bench-model\n        price: {{ input_per_mtok: 1, output_per_mtok: 2 }}\ntenants:\n  - name: bench\n    api_key_hashes: [\"{CLIENT_KEY_HASH}\"]\n    allowed_models: [\"*\"]\n{}{extra}",
+            ledger.display(),
+            if extra.is_empty() {
+                ""
+            } else {
+                "    budget: { daily_usd: 1000000 }\n    rate_limit: { requests_per_minute: 10000000 }\n"
+            },
         ),
     )?;
     let child = Command::new(bin.join("switchboard"))
         .args(["serve", "--config"])
         .arg(&config)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .envs(env.iter().copied())
         .stderr(Stdio::null())
         .spawn()
         .context("cannot start switchboard; run bench/gateway_overhead.sh")?;
     let process = Process(child);
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
-            bail!("switchboard did not start listening within 10 s");
+            bail!("switchboard did not start listening within 60 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }

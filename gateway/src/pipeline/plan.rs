@@ -229,7 +229,7 @@ impl Planner<'_> {
         decide_on: impl Fn(&TenantState) -> (Decision, Hold),
     ) -> Result<(Decision, Option<Reservation>), ApiError> {
         let today = calendar::day(crate::api::unix_now());
-        let mut state = self.shared.standing(tenant, today).await;
+        let mut state = self.shared.guess_standing(tenant, today).await;
         for _ in 0..MAX_DECISIONS {
             let Ok(current) = state else {
                 let decision = decide_on(&TenantState::default()).0;

@@ -120,6 +120,9 @@ pub struct Fleet {
     timeout: Duration,
     hold_ttl: Duration,
     replicas: u32,
+    /// The last state Redis replied for each tenant, and its day: the guess decisions start
+    /// from.
+    last_seen: Mutex<HashMap<String, (u64, TenantState)>>,
     /// Each tenant's share of its rate limit, for while Redis is unreachable.
     local_shares: Mutex<HashMap<String, (u32, RateLimiter)>>,
     /// Settles and escalations handed to the background, not yet done.
@@ -173,6 +176,7 @@ impl Fleet {
             timeout: redis.timeout,
             hold_ttl: config.hold_ttl(request_timeout),
             replicas: config.replicas.max(1),
+            last_seen: Mutex::default(),
             local_shares: Mutex::default(),
             settling: Arc::default(),
             reachable: Arc::new(AtomicBool::new(true)),
@@ -233,7 +237,27 @@ impl Fleet {
                 invocation.invoke_async(redis).await
             })
             .await?;
-        Ok(state_of(&reply))
+        let state = state_of(&reply);
+        self.seen(tenant, today, state);
+        Ok(state)
+    }
+
+    /// The last state Redis replied for `tenant` today, if any.
+    pub(super) fn last_seen(&self, tenant: &str, today: u64) -> Option<TenantState> {
+        let seen = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(tenant)
+            .filter(|(day, _)| *day == today)
+            .map(|(_, state)| *state)
+    }
+
+    fn seen(&self, tenant: &str, today: u64, state: TenantState) {
+        let mut seen = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.get_mut(tenant) {
+            Some(entry) => *entry = (today, state),
+            None => {
+                seen.insert(tenant.to_owned(), (today, state));
+            }
+        }
     }
 
     /// Holds `hold` under `id` if its outlook still holds; else the state now.
@@ -286,9 +310,24 @@ impl Fleet {
                 invocation.invoke_async(redis).await
             })
             .await?;
+        let before = state_of(&reply);
         Ok(match reply.first() {
-            Some(1) => Ok(()),
-            _ => Err(state_of(&reply)),
+            Some(1) => {
+                // What this hold made of it, as the next decision's guess.
+                let mut after = before;
+                after.spend.today += hold.estimate;
+                after.spend.this_month += hold.estimate;
+                if let Some(escalated) = hold.routed {
+                    after.escalations.routed += 1;
+                    after.escalations.escalated += u64::from(escalated);
+                }
+                self.seen(tenant, today, after);
+                Ok(())
+            }
+            _ => {
+                self.seen(tenant, today, before);
+                Err(before)
+            }
         })
     }
 

@@ -74,6 +74,23 @@ impl SharedState {
         }
     }
 
+    /// A state of the tenant to decide on before reserving: the fleet store answers from the
+    /// last state Redis told it of today, without a call, when it has one. A stale guess costs
+    /// nothing but a second decision: the reservation checks that its outlook still holds.
+    pub async fn guess_standing(
+        &self,
+        tenant: &str,
+        today: u64,
+    ) -> Result<TenantState, Unreachable> {
+        match self {
+            SharedState::Embedded(store) => Ok(store.standing(tenant, today)),
+            SharedState::Fleet(store) => match store.last_seen(tenant, today) {
+                Some(state) => Ok(state),
+                None => store.standing(tenant, today).await,
+            },
+        }
+    }
+
     /// Holds `hold` against `tenant`'s budget if its outlook still holds under `rules`.
     pub async fn reserve(
         self: &Arc<Self>,
