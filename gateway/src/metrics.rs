@@ -101,6 +101,9 @@ pub struct Metrics {
     ledger_shipped: IntCounter,
     /// `switchboard_ledger_ship_errors_total`: batches PostgreSQL did not take (retried).
     ledger_ship_errors: IntCounter,
+    /// `switchboard_reconciler_drift_usd{tenant}`: Redis's settled spend this month minus the
+    /// fleet ledger's, before the reconciler raised it (negative: Redis had lost spend).
+    reconciler_drift: GaugeVec,
 }
 
 /// A Redis call on the same network takes tens to hundreds of microseconds; the default
@@ -338,6 +341,10 @@ impl Metrics {
                 "Batches of ledger records that PostgreSQL did not take (they are retried).",
             ),
         );
+        let reconciler_drift = tenant_gauge(
+            "reconciler_drift_usd",
+            "Redis's settled spend this month minus the fleet ledger's, at the last reconciliation (negative: Redis had lost spend, raised since).",
+        );
         let build_info = register(
             &registry,
             IntGaugeVec::new(
@@ -383,6 +390,7 @@ impl Metrics {
             ledger_outbox,
             ledger_shipped,
             ledger_ship_errors,
+            reconciler_drift,
         }
     }
 
@@ -548,6 +556,13 @@ impl Metrics {
     pub fn ledger_ship_failed(&self, waiting: usize) {
         self.ledger_ship_errors.inc();
         self.ledger_outbox.set(waiting as i64);
+    }
+
+    /// The reconciler found Redis's spend of `tenant` `drift` away from the fleet's ledger.
+    pub fn reconciled(&self, tenant: &str, drift: switchboard_policies::Usd) {
+        self.reconciler_drift
+            .with_label_values(&[tenant])
+            .set(drift.as_dollars());
     }
 
     pub fn policy_reloaded(&self, result: &str) {

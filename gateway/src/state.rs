@@ -104,14 +104,17 @@ impl Gateway {
             ledger = ledger.with_outbox()?;
         }
         let ledger = Arc::new(ledger);
+        let shared = Arc::new(shared);
         let fleet_ledger = match postgres {
-            Some(postgres) => Some(FleetLedger::start(postgres, &env, &ledger, &metrics)?),
+            Some(postgres) => Some(FleetLedger::start(
+                postgres, &env, &ledger, &shared, &metrics,
+            )?),
             None => None,
         };
         restore(&shared, &ledger, fleet_ledger.as_ref()).await?;
         Ok(Self {
             policy: RwLock::new(Arc::new(policy)),
-            shared: Arc::new(shared),
+            shared,
             ledger,
             fleet_ledger,
             keep_routing_text: config.ledger.keep_routing_text,
@@ -206,10 +209,12 @@ impl Gateway {
     }
 }
 
-/// A fleet's ledger table, and the task that ships this replica's outbox to it.
+/// A fleet's ledger table, the task that ships this replica's outbox to it, and the one that
+/// reconciles Redis's spend with it.
 pub struct FleetLedger {
     pub table: Arc<FleetTable>,
     shipper: tokio::task::JoinHandle<()>,
+    reconciler: tokio::task::JoinHandle<()>,
     batch_rows: usize,
 }
 
@@ -219,6 +224,7 @@ impl FleetLedger {
         config: &PostgresConfig,
         env: impl Fn(&str) -> Option<String>,
         ledger: &Arc<Ledger>,
+        shared: &Arc<SharedState>,
         metrics: &Arc<Metrics>,
     ) -> Result<Self, FleetError> {
         let url = env(&config.url_env)
@@ -235,9 +241,16 @@ impl FleetLedger {
             shipping,
             metrics.clone(),
         ));
+        let reconciler = tokio::spawn(crate::shared_state::reconcile::run(
+            shared.clone(),
+            table.clone(),
+            config.reconcile_every,
+            metrics.clone(),
+        ));
         Ok(Self {
             table,
             shipper,
+            reconciler,
             batch_rows: config.batch_rows,
         })
     }
@@ -245,6 +258,7 @@ impl FleetLedger {
     /// Ships what waits in the outbox now, for up to `within`, then stops shipping: at
     /// shutdown. What is left waits on disk for the next start.
     pub async fn drain(&self, ledger: &Ledger, within: Duration) {
+        self.reconciler.abort();
         self.shipper.abort();
         let drained = tokio::time::timeout(within, async {
             while ledger.unshipped_count() > 0 {

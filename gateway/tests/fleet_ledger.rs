@@ -12,6 +12,7 @@ use support::redis_server::RedisServer;
 use support::*;
 use switchboard_gateway::ledger::postgres::FleetTable;
 use switchboard_gateway::ledger::{Entry, Ledger};
+use switchboard_gateway::shared_state::reconcile;
 use switchboard_policies::Usd;
 use switchboard_policies::tenant::calendar;
 
@@ -149,9 +150,22 @@ async fn replicas_ship_every_record_once() {
         "{metrics}"
     );
 
+    // A verdict on a request of replica a, given through replica b, counts in the fleet's
+    // reports; one on a request nobody answered is refused.
+    let verdict = |id: &str| {
+        b.http
+            .post(b.url("/v1/feedback"))
+            .bearer_auth(ACME_KEY)
+            .json(&serde_json::json!({"request_id": id, "score": 1}))
+            .send()
+    };
+    assert_eq!(verdict(&answered[0]).await.unwrap().status(), 200);
+    assert_eq!(verdict("nobody-answered-this").await.unwrap().status(), 404);
+
     // Usage is the fleet's: either replica reports both replicas' requests.
-    let usage = b.get_json("/v1/usage?since=1h", ACME_KEY).await;
+    let usage = a.get_json("/v1/usage?since=1h", ACME_KEY).await;
     assert_eq!(usage["total"]["requests"], 80, "{usage}");
+    assert_eq!(usage["total"]["feedback"], 1, "{usage}");
 
     // A replica that starts on an empty Redis keyspace restores the spend from the table.
     let spent = shipped.iter().fold(Usd::ZERO, |sum, e| sum + e.cost);
@@ -231,4 +245,44 @@ async fn a_restarted_replica_ships_what_its_outbox_kept() {
     let shipped = table_holds(&stack.table(), 20).await;
     assert_eq!(shipped.len(), 20);
     assert_eq!(restarted.gateway.ledger.unshipped_count(), 0);
+}
+
+/// Redis loses its data (a flush, a restart without persistence): the reconciler raises each
+/// tenant's spend to the ledger's, so that budgets hold again; a second pass finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_reconciler_restores_what_redis_lost() {
+    let stack = Stack::start().await;
+    let replica = stack.replica(&fresh_ledger_dir()).await;
+    load(&replica, 10).await;
+    let shipped = table_holds(&stack.table(), 10).await;
+    replica.gateway.shared.settled().await;
+    let spent = shipped.iter().fold(Usd::ZERO, |sum, e| sum + e.cost);
+    let today = calendar::day(switchboard_gateway::api::unix_now());
+    let shared = &replica.gateway.shared;
+    assert_eq!(stack.redis.cli(&["FLUSHALL"]).as_deref(), Some("OK"));
+    let state = shared.standing("acme", today).await.unwrap();
+    assert_eq!(state.spend.this_month, Usd::ZERO);
+    let table = &replica.gateway.fleet_ledger.as_ref().unwrap().table;
+    let metrics = &replica.gateway.metrics;
+    let raised = reconcile::once(shared, table, metrics).await.unwrap();
+    assert_eq!(raised, Some(1));
+    let state = shared.standing("acme", today).await.unwrap();
+    assert_eq!(state.spend.this_month, spent);
+    assert_eq!(state.spend.today, spent);
+    let drift = format!(
+        "switchboard_reconciler_drift_usd{{tenant=\"acme\"}} -{}",
+        spent.as_dollars()
+    );
+    assert!(replica.metrics().await.contains(&drift), "{drift}");
+
+    assert_eq!(
+        reconcile::once(shared, table, metrics).await.unwrap(),
+        Some(0)
+    );
+    assert!(
+        replica
+            .metrics()
+            .await
+            .contains("switchboard_reconciler_drift_usd{tenant=\"acme\"} 0")
+    );
 }

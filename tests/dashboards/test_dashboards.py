@@ -167,7 +167,7 @@ def test_every_panel_has_data_and_every_alert_evaluates(stack):
     rules = http(f"{prometheus_url}/api/v1/rules")[1]
     groups = json.loads(rules)["data"]["groups"]
     alerts = [rule for group in groups for rule in group["rules"]]
-    assert len(alerts) == 9
+    assert len(alerts) == 10
     for rule in alerts:
         assert rule["health"] == "ok", rule
         status, answer = query(prometheus_url, rule["query"])

@@ -42,6 +42,13 @@ pub struct PostgresConfig {
     /// How long one statement (or the connection) may take before the batch is retried.
     #[serde(default = "default_postgres_timeout", with = "seconds")]
     pub timeout: Duration,
+    /// How often Redis's spend is checked against the table (and raised where Redis lost it).
+    #[serde(default = "default_reconcile_every", with = "seconds")]
+    pub reconcile_every: Duration,
+}
+
+fn default_reconcile_every() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_postgres_env() -> String {

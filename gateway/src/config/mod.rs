@@ -308,6 +308,37 @@ tenants:
         );
     }
 
+    #[test]
+    fn fleet_problems_are_reported_at_their_keys() {
+        let text = format!(
+            "{VALID}fleet:\n  replicas: 0\n  hold_ttl: 1\n  redis: {{ url_env: \"A=B\", key_prefix: \"\", timeout: 0 }}\n  postgres: {{ batch_rows: 0, reconcile_every: 0 }}\n"
+        )
+        .replace("request_timeout: 2.5", "request_timeout: 5");
+        let problems = Config::from_yaml(&text, "test").unwrap_err().problems();
+        let all = problems.join("\n");
+        for expected in [
+            "fleet.replicas: must be at least 1",
+            "fleet.hold_ttl: must be longer than limits.request_timeout (5 s)",
+            "fleet.redis.url_env: must be the NAME of an environment variable",
+            "fleet.redis.key_prefix: must be non-empty, without spaces",
+            "fleet.redis.timeout: must be above 0",
+            "fleet.postgres.batch_rows: must be above 0",
+            "fleet.postgres.reconcile_every: must be above 0",
+        ] {
+            assert!(all.contains(expected), "{expected} in:\n{all}");
+        }
+        assert_eq!(problems.len(), 7, "{all}");
+
+        let fine = format!("{VALID}fleet:\n  replicas: 3\n  redis: {{}}\n  postgres: {{}}\n");
+        let config = Config::from_yaml(&fine, "test").unwrap();
+        let fleet = config.fleet.unwrap();
+        assert_eq!(fleet.redis.url_env, "SWITCHBOARD_REDIS_URL");
+        assert_eq!(
+            fleet.hold_ttl(config.limits.request_timeout),
+            Duration::from_millis(62_500)
+        );
+    }
+
     /// The shipped policy file, cut, with lines dropped or duplicated, or with characters
     /// replaced: loading it gives a config or problems (each located in the text), never a
     /// panic.

@@ -84,6 +84,9 @@ impl Config {
             if postgres.timeout.is_zero() {
                 problem(at.key("timeout"), "must be above 0".to_owned());
             }
+            if postgres.reconcile_every.is_zero() {
+                problem(at.key("reconcile_every"), "must be above 0".to_owned());
+            }
         }
         // Redis's scripts compute in doubles: amounts are exact below 2^53 nano-dollars.
         const LARGEST_USD: f64 = 9_000_000.0;

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::extract::{Caller, JsonBody, Validate};
 use crate::error::ApiError;
+use crate::ledger::postgres::FleetTable;
 use crate::ledger::{Feedback, FeedbackError};
 use crate::report::{self, GroupBy};
 use crate::state::Gateway;
@@ -42,28 +43,23 @@ pub async fn usage(
         };
         let since_ms = report::since_ms(since);
         let ledger = gateway.ledger.clone();
-        // A fleet's usage is the fleet's table, with the verdicts this replica holds.
+        // A fleet's usage is the fleet's table, with its users' verdicts.
         let fleet_entries = match &gateway.fleet_ledger {
-            Some(fleet) => Some(fleet.table.since(since_ms, only.as_deref()).await.map_err(
-                |error| {
+            Some(fleet) => {
+                let scored = fleet.table.scored_since(since_ms, only.as_deref()).await;
+                Some(scored.map_err(|error| {
                     tracing::error!(%error, "cannot read the fleet's ledger");
                     ApiError::Unavailable {
                         message:
                             "The fleet's ledger (PostgreSQL) cannot be read now; retry shortly."
                                 .to_owned(),
                     }
-                },
-            )?),
+                })?)
+            }
             None => None,
         };
         let report = tokio::task::spawn_blocking(move || match fleet_entries {
-            Some(entries) => {
-                let scored = entries.into_iter().map(|entry| {
-                    let score = ledger.feedback_for(&entry.tenant, &entry.request_id)?;
-                    Ok((entry, score.map(|f| f.score)))
-                });
-                report::summarize(scored, since_ms, by)
-            }
+            Some(scored) => report::summarize(scored.into_iter().map(Ok), since_ms, by),
             None => report::build(&ledger, since_ms, by, only.as_deref()),
         })
         .await
@@ -128,6 +124,9 @@ pub async fn feedback(
             score: request.score,
             comment: request.comment,
         };
+        if let Some(fleet) = &gateway.fleet_ledger {
+            return fleet_feedback(&gateway, &fleet.table, feedback).await;
+        }
         let written = gateway.ledger.add_feedback(&feedback);
         if let Ok(Ok(())) = written {
             gateway.ledger.durable().await;
@@ -149,6 +148,43 @@ pub async fn feedback(
         Ok(json) => json.into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+/// A verdict in a fleet: kept in the fleet's table (where every replica's reports read it), for
+/// a request any replica answered; also in this replica's ledger when it answered it.
+async fn fleet_feedback(
+    gateway: &Gateway,
+    table: &FleetTable,
+    feedback: Feedback,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let known = gateway
+        .ledger
+        .knows(&feedback.tenant, &feedback.request_id)
+        .map_err(|error| {
+            tracing::error!(%error, "cannot read the ledger");
+            ledger_failed()
+        })?;
+    let recorded = table
+        .add_feedback(&feedback, known)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "cannot write feedback to the fleet's ledger");
+            ApiError::Unavailable {
+                message: "The fleet's ledger (PostgreSQL) cannot be written now; retry shortly."
+                    .to_owned(),
+            }
+        })?;
+    if !recorded {
+        return Err(ApiError::UnknownRequest(feedback.request_id));
+    }
+    if known && let Ok(Ok(())) = gateway.ledger.add_feedback(&feedback) {
+        gateway.ledger.durable().await;
+    }
+    Ok(axum::Json(json!({
+        "object": "feedback",
+        "request_id": feedback.request_id,
+        "score": feedback.score,
+    })))
 }
 
 fn ledger_failed() -> ApiError {

@@ -321,6 +321,11 @@ impl Ledger {
         Ok(Ok(()))
     }
 
+    /// Whether one of `tenant`'s requests has the id `request_id` here.
+    pub fn knows(&self, tenant: &str, request_id: &str) -> Result<bool, LedgerError> {
+        Ok(self.by_id.contains_key(scoped(tenant, request_id))?)
+    }
+
     /// The verdict on one of `tenant`'s requests, if any.
     pub fn feedback_for(
         &self,

@@ -1,5 +1,5 @@
 //! A fleet's ledger: one append-only table in PostgreSQL that every replica ships its records
-//! to, keyed by a record id unique across the fleet (the replica's id and the record's sled
+//! to (and one of users' verdicts, written directly), keyed by a record id unique across the fleet (the replica's id and the record's sled
 //! key), so that a batch shipped twice (its acknowledgement lost, the replica restarted)
 //! inserts nothing the second time (`ON CONFLICT DO NOTHING`). The schema is created, and
 //! migrated, at connection, under an advisory lock so that replicas starting together do not
@@ -11,11 +11,12 @@ use switchboard_policies::Usd;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
-use super::Entry;
+use super::{Entry, Feedback};
 use crate::shared_state::Restored;
 
 /// The schema's versions, applied in order; each runs once, in a transaction.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE switchboard_requests (
     record_id text PRIMARY KEY,
     request_id text NOT NULL,
@@ -41,10 +42,24 @@ CREATE TABLE switchboard_requests (
 );
 CREATE INDEX switchboard_requests_at ON switchboard_requests (at_ms);
 CREATE INDEX switchboard_requests_tenant_at ON switchboard_requests (tenant, at_ms);
-"#];
+"#,
+    r#"
+CREATE TABLE switchboard_feedback (
+    tenant text NOT NULL,
+    request_id text NOT NULL,
+    at_ms bigint NOT NULL,
+    score double precision NOT NULL,
+    comment text,
+    PRIMARY KEY (tenant, request_id)
+);
+CREATE INDEX switchboard_requests_tenant_request ON switchboard_requests (tenant, request_id);
+"#,
+];
 
-/// Taken while migrating: any 64-bit number that no other application of the database uses.
+/// Taken while migrating, and while reconciling: 64-bit numbers that no other application of
+/// the database uses.
 const MIGRATION_LOCK: i64 = 0x5357_4954_4348_4244; // "SWITCHBD"
+const RECONCILE_LOCK: i64 = 0x5357_4954_4348_5243; // "SWITCHRC"
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -123,21 +138,67 @@ impl FleetTable {
         since_ms: u64,
         tenant: Option<&str>,
     ) -> Result<Vec<Entry>, TableError> {
+        let scored = self.scored_since(since_ms, tenant).await?;
+        Ok(scored.into_iter().map(|(entry, _)| entry).collect())
+    }
+
+    /// Every record from `since_ms` on, of `tenant` or of all, oldest first, each with the
+    /// score of its user's verdict, if any.
+    pub async fn scored_since(
+        &self,
+        since_ms: u64,
+        tenant: Option<&str>,
+    ) -> Result<Vec<(Entry, Option<f64>)>, TableError> {
         let since = i64::try_from(since_ms).unwrap_or(i64::MAX);
         self.with_client(async |client| {
             let rows = client
                 .query(
-                    "SELECT request_id, at_ms, tenant, route, model, domain, complexity, reason,
-                        reason_code, escalated, prompt_tokens, completion_tokens,
+                    "SELECT r.request_id, r.at_ms, r.tenant, route, model, domain, complexity,
+                        reason, reason_code, escalated, prompt_tokens, completion_tokens,
                         usage_estimated, cost_nanos, counterfactual_nanos, duration_ms,
-                        first_token_ms, status, routing_text
-                     FROM switchboard_requests
-                     WHERE at_ms >= $1 AND ($2::text IS NULL OR tenant = $2)
-                     ORDER BY at_ms, record_id",
+                        first_token_ms, status, routing_text, f.score
+                     FROM switchboard_requests r
+                     LEFT JOIN switchboard_feedback f
+                        ON f.tenant = r.tenant AND f.request_id = r.request_id
+                     WHERE r.at_ms >= $1 AND ($2::text IS NULL OR r.tenant = $2)
+                     ORDER BY r.at_ms, r.record_id",
                     &[&since, &tenant],
                 )
                 .await?;
-            Ok(rows.iter().map(entry_of).collect())
+            Ok(rows
+                .iter()
+                .map(|row| (entry_of(row), row.get("score")))
+                .collect())
+        })
+        .await
+    }
+
+    /// Records a user's verdict on one of its tenant's requests (a later one replaces it), if
+    /// the table holds that request or `known` says this replica answered it (its record may
+    /// still wait in the outbox). Whether it was recorded.
+    pub async fn add_feedback(&self, feedback: &Feedback, known: bool) -> Result<bool, TableError> {
+        let at = i64::try_from(feedback.at_ms).unwrap_or(i64::MAX);
+        self.with_client(async |client| {
+            let written = client
+                .execute(
+                    "INSERT INTO switchboard_feedback (tenant, request_id, at_ms, score, comment)
+                     SELECT $1, $2, $3, $4, $5
+                     WHERE $6 OR EXISTS (SELECT 1 FROM switchboard_requests
+                                         WHERE tenant = $1 AND request_id = $2)
+                     ON CONFLICT (tenant, request_id) DO UPDATE
+                        SET at_ms = EXCLUDED.at_ms, score = EXCLUDED.score,
+                            comment = EXCLUDED.comment",
+                    &[
+                        &feedback.tenant,
+                        &feedback.request_id,
+                        &at,
+                        &feedback.score,
+                        &feedback.comment,
+                        &known,
+                    ],
+                )
+                .await?;
+            Ok(written > 0)
         })
         .await
     }
@@ -179,6 +240,37 @@ impl FleetTable {
                 .collect())
         })
         .await
+    }
+
+    /// [`FleetTable::totals`], if no other replica is reconciling now (a transaction-scoped
+    /// advisory lock, so that one replica at a time does the work); `None` if one is.
+    pub async fn totals_if_alone(
+        &self,
+        month_ms: u64,
+        today_ms: u64,
+    ) -> Result<Option<Vec<(String, Restored)>>, TableError> {
+        let took: bool = self
+            .with_client(async |client| {
+                let row = client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&RECONCILE_LOCK])
+                    .await?;
+                Ok(row.get(0))
+            })
+            .await?;
+        if !took {
+            return Ok(None);
+        }
+        let totals = self.totals(month_ms, today_ms).await;
+        // Released whatever the sums did; a connection that broke released it already.
+        let _ = self
+            .with_client(async |client| {
+                client
+                    .execute("SELECT pg_advisory_unlock($1)", &[&RECONCILE_LOCK])
+                    .await?;
+                Ok(())
+            })
+            .await;
+        totals.map(Some)
     }
 
     /// Runs `work` on the connection (opening it, and migrating, first if needed), within the

@@ -8,7 +8,8 @@
 //!   estimates of running requests; a hold whose replica never settles it lapses;
 //! - `p:{t}:settled:<hold>`: a settled hold, so that a retried settle counts once;
 //! - `p:{t}:rate`: the rate limit's theoretical arrival time (GCRA);
-//! - `p:{t}:seeded:<day>`: the day's and month's totals were seeded from the ledger;
+//! - `p:{t}:seeded:<day>`: the day's and month's totals were seeded from the ledger (and the
+//!   reconciler raises them to the ledger's when Redis lost data, `raise.lua`);
 //! - `p:conversation:<key>`: the tier of an escalated conversation (its key covers its tenant).
 //!
 //! When Redis cannot be reached within `fleet.redis.timeout`: reads and reservations fail
@@ -57,6 +58,7 @@ struct Scripts {
     reserve: Script,
     settle: Script,
     admit: Script,
+    raise: Script,
 }
 
 impl Scripts {
@@ -68,6 +70,7 @@ impl Scripts {
             reserve: with_prelude(include_str!("scripts/reserve.lua")),
             settle: Script::new(include_str!("scripts/settle.lua")),
             admit: Script::new(include_str!("scripts/admit.lua")),
+            raise: Script::new(include_str!("scripts/raise.lua")),
         }
     }
 }
@@ -418,6 +421,37 @@ impl Fleet {
             })
             .await;
         });
+    }
+
+    /// Raises `tenant`'s settled spend today and this month, and today's routed and escalated
+    /// counts, to `ledger`'s where Redis counts less (it lost data); never lowers them (records on their way to the ledger are counted in
+    /// Redis first). Returns what Redis had: (today, this month).
+    pub async fn raise_spend(
+        &self,
+        tenant: &str,
+        today: u64,
+        ledger: &Restored,
+    ) -> Result<(Usd, Usd), Unreachable> {
+        let keys = self.keys(tenant);
+        let (day, month) = (keys.day(today), keys.month(today));
+        let reply: Vec<i64> = self
+            .call("raise", async |redis| {
+                self.scripts
+                    .raise
+                    .key(&day)
+                    .key(&month)
+                    .arg(ledger.today.nanos())
+                    .arg(ledger.this_month.nanos())
+                    .arg(DAY_TTL_SECS)
+                    .arg(MONTH_TTL_SECS)
+                    .arg(ledger.routed)
+                    .arg(ledger.escalated)
+                    .invoke_async(redis)
+                    .await
+            })
+            .await?;
+        let at = |i: usize| Usd::from_nanos(reply.get(i).copied().unwrap_or(0));
+        Ok((at(0), at(1)))
     }
 
     /// Admits one request of `tenant` under its limit shared by the fleet; while Redis is

@@ -22,6 +22,7 @@
 
 mod embedded;
 mod fleet;
+pub mod reconcile;
 
 use std::sync::Arc;
 use std::time::Duration;
