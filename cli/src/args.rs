@@ -158,7 +158,8 @@ pub struct ReportArgs {
     /// table, csv or json.
     #[arg(long, default_value = "table")]
     pub format: Format,
-    /// The policy file whose ledger to read (when no gateway holds it).
+    /// The policy file whose ledger to read (when no gateway holds it), or whose fleet's
+    /// PostgreSQL table (`fleet.postgres`, its connection string in the environment).
     #[arg(
         long,
         short,

@@ -1,9 +1,11 @@
-//! `switchboard report`: the ledger's figures, read from the ledger itself or from a running
-//! gateway's `GET /v1/usage`.
+//! `switchboard report`: the ledger's figures, read from the ledger itself, from a fleet's
+//! PostgreSQL table (a policy with `fleet.postgres`), or from a running gateway's
+//! `GET /v1/usage`.
 
 use anyhow::Context;
 
-use switchboard_gateway::config::Config;
+use switchboard_gateway::config::{Config, PostgresConfig};
+use switchboard_gateway::ledger::postgres::FleetTable;
 use switchboard_gateway::ledger::{Ledger, LedgerError};
 use switchboard_gateway::report::{self, Report};
 use switchboard_router_train::labelling::Labelled;
@@ -17,6 +19,12 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
         Some(url) => ask_gateway(url, &args)?,
         None => {
             let config = Config::load(&args.config)?;
+            let fleet = config.fleet.as_ref().and_then(|f| f.postgres.as_ref());
+            if let Some(postgres) = fleet
+                && args.feedback_labels.is_none()
+            {
+                return fleet_report(postgres, since, &args);
+            }
             let ledger = Ledger::from_config(&config.ledger).map_err(|error| match error {
                 LedgerError::Locked(path) => anyhow::anyhow!(
                     "the ledger at {} is held by a running gateway: ask it with --url http://HOST:PORT (key in $SWITCHBOARD_API_KEY)",
@@ -59,6 +67,40 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
             }
             report::build(&ledger, since_ms, args.by, args.tenant.as_deref())?
         }
+    };
+    print!("{}", report::render(&report, args.format));
+    Ok(())
+}
+
+/// The report (or the records) of a fleet, from its PostgreSQL table: every replica's requests
+/// and users' verdicts, whichever replica's policy file is given.
+fn fleet_report(
+    postgres: &PostgresConfig,
+    since: std::time::Duration,
+    args: &ReportArgs,
+) -> anyhow::Result<()> {
+    let url = std::env::var(&postgres.url_env).with_context(|| {
+        format!(
+            "the fleet's ledger is in PostgreSQL: set {} to its connection string",
+            postgres.url_env
+        )
+    })?;
+    let table = FleetTable::new(url, postgres.timeout);
+    let since_ms = report::since_ms(since);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let scored = runtime.block_on(table.scored_since(since_ms, args.tenant.as_deref()))?;
+    if let Some(out) = &args.records {
+        let records: Vec<_> = scored.into_iter().map(|(entry, _)| entry).collect();
+        write_json_lines(out, &records)?;
+        println!("{}: {} records", out.display(), records.len());
+        return Ok(());
+    }
+    let scored = scored.into_iter().map(Ok::<_, std::convert::Infallible>);
+    let report = match report::summarize(scored, since_ms, args.by) {
+        Ok(report) => report,
+        Err(never) => match never {},
     };
     print!("{}", report::render(&report, args.format));
     Ok(())

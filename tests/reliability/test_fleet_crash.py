@@ -6,6 +6,7 @@ Redis and PostgreSQL are Debian's, started here on 127.0.0.1 with throwaway dire
 (./test.sh installs them)."""
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ from http.client import HTTPException
 
 import pytest
 
-from harness import FakeUpstream, Serve, fake_openai_provider, free_port, http, key_hash
+from harness import BIN, FakeUpstream, Serve, fake_openai_provider, free_port, http, key_hash
 
 KEY, UPSTREAM_KEY = "sk-fleet-crash", "sk-fleet-crash-upstream"
 HOLD_TTL_S = 4
@@ -160,6 +161,15 @@ def test_a_killed_replicas_holds_lapse_and_its_answered_records_ship_once(tmp_pa
             for request_id in answered:
                 assert ids.count(request_id) == 1, request_id
             assert not any(i.startswith("cut-") for i in ids), "no record of an unanswered request"
+
+            # `switchboard report` with any replica's policy reads the fleet's table, although
+            # the running replicas hold their own ledgers.
+            report = subprocess.run(
+                [BIN / "switchboard", "report", "--config", policy(tmp_path, "witness", fake),
+                 "--since", "1h", "--format", "json"],
+                capture_output=True, text=True, timeout=60, env=dict(os.environ, **env))
+            assert report.returncode == 0, report.stderr
+            assert json.loads(report.stdout)["total"]["requests"] == len(answered)
         finally:
             restarted.stop()
     finally:
