@@ -255,3 +255,29 @@ async fn a_redis_outage_fails_budgets_closed_and_heals() {
             .contains("switchboard_state_store_up 1")
     );
 }
+
+/// A replica decides from the last state Redis replied; when that guess is out of date (here:
+/// it still counts the first request's estimate, which its actual cost has replaced since), the
+/// reservation's check has the request decided again on the real state instead of refusing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_guess_is_decided_again_not_refused() {
+    let fleet = fleet_of_three().await;
+    let replica = &fleet.replicas[0];
+    // An estimate at 1,000 completion tokens fills the budget; the answer costs far less.
+    let mut big = auto(HARD);
+    big["max_tokens"] = serde_json::json!(1000);
+    let first = replica.chat(SHARED_KEY, &big).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    replica.gateway.shared.settled().await;
+    let today = calendar::day(switchboard_gateway::api::unix_now());
+    // Read through another replica, so that this one keeps its guess.
+    let other = &fleet.replicas[1].gateway.shared;
+    let spent = other.standing("shared", today).await.unwrap();
+    assert!(
+        spent.spend.today < Usd::from_dollars(BUDGET_USD).unwrap(),
+        "{spent:?}"
+    );
+
+    let second = replica.chat(SHARED_KEY, &big).send().await.unwrap();
+    assert_eq!(second.status(), 200, "{:?}", second.text().await);
+}

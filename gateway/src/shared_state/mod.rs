@@ -100,10 +100,9 @@ impl SharedState {
         rules: &TenantRules,
         hold: Hold,
     ) -> Result<Reserved, Unreachable> {
-        // Nothing to hold and nothing to count (a refusal, a free named model): no call.
-        let nothing = hold.estimate == Usd::ZERO && hold.routed.is_none();
+        // Even a decision that holds and counts nothing (a refusal, a free named model) is
+        // checked: it may have been made on a guess (`guess_standing`) that is out of date.
         let id = match self.as_ref() {
-            _ if nothing => HoldId::new(),
             SharedState::Embedded(store) => {
                 if let Err(state) = store.reserve(tenant, today, rules, hold) {
                     return Ok(Reserved::Changed(state));
