@@ -289,13 +289,12 @@ async fn restore(
     use switchboard_policies::tenant::calendar;
     let today = calendar::day(crate::api::unix_now());
     let month = calendar::month(today);
-    // The first day of this month: at most 30 days back.
-    let first = (today.saturating_sub(30)..=today)
-        .find(|&d| calendar::month(d) == month)
-        .unwrap_or(today);
-    const DAY_MS: u64 = 86_400_000;
+    let first = calendar::first_of_month(today);
     if let Some(fleet) = fleet_ledger {
-        match fleet.table.totals(first * DAY_MS, today * DAY_MS).await {
+        let totals = fleet
+            .table
+            .totals(calendar::start_ms(first), calendar::start_ms(today));
+        match totals.await {
             Ok(totals) => {
                 shared.restore(&totals, today).await;
                 tracing::info!(
@@ -312,7 +311,7 @@ async fn restore(
     }
     let mut records = 0usize;
     let mut totals = std::collections::BTreeMap::<String, Restored>::new();
-    for entry in ledger.since(first * DAY_MS) {
+    for entry in ledger.since(calendar::start_ms(first)) {
         let entry = entry?;
         let day = calendar::day(entry.at_ms / 1000);
         if calendar::month(day) != month {

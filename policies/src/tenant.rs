@@ -190,6 +190,19 @@ pub mod calendar {
         unix_seconds / 86_400
     }
 
+    /// The first day of `day`'s month.
+    pub fn first_of_month(day: u64) -> u64 {
+        let month = month(day);
+        (day.saturating_sub(30)..=day)
+            .find(|&d| self::month(d) == month)
+            .unwrap_or(day)
+    }
+
+    /// Unix milliseconds at the start of `day`.
+    pub fn start_ms(day: u64) -> u64 {
+        day * 86_400_000
+    }
+
     /// (year, month 1–12) of a day since 1970-01-01 (Howard Hinnant's `civil_from_days`).
     pub fn month(day: u64) -> (i64, u32) {
         let z = day as i64 + 719_468;
@@ -213,6 +226,9 @@ mod tests {
         assert_eq!(calendar::month(0), (1970, 1));
         assert_eq!(calendar::month(30), (1970, 1));
         assert_eq!(calendar::month(31), (1970, 2));
+        assert_eq!(calendar::first_of_month(30), 0);
+        assert_eq!(calendar::first_of_month(31), 31);
+        assert_eq!(calendar::first_of_month(59), 59); // 1970-03-01
         // 2024-02-29 is day 19782; 2024-03-01 is 19783.
         assert_eq!(calendar::month(19_782), (2024, 2));
         assert_eq!(calendar::month(19_783), (2024, 3));

@@ -46,14 +46,11 @@ pub async fn once(
     let SharedState::Fleet(fleet) = shared else {
         return Ok(Some(0));
     };
-    const DAY_MS: u64 = 86_400_000;
     let today = calendar::day(crate::api::unix_now());
-    let month = calendar::month(today);
-    let first = (today.saturating_sub(30)..=today)
-        .find(|&d| calendar::month(d) == month)
-        .unwrap_or(today);
+    let first = calendar::first_of_month(today);
+    let month_ms = calendar::start_ms(first);
     let Some(totals) = table
-        .totals_if_alone(first * DAY_MS, today * DAY_MS)
+        .totals_if_alone(month_ms, calendar::start_ms(today))
         .await?
     else {
         return Ok(None);

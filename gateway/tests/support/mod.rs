@@ -186,6 +186,14 @@ tenants:
     )
 }
 
+/// A loopback port the kernel just handed out and took back: free, barring a race.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A directory of its own for each gateway's ledger, under the target directory.
 pub fn fresh_ledger_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))

@@ -4,7 +4,6 @@
 //! same data to test outages. PostgreSQL refuses to run as root, so under root it runs as the
 //! `postgres` user that Debian's package creates.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,10 +49,7 @@ fn command(program: &Path) -> Command {
 
 impl PostgresServer {
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = super::free_port();
         // Under the system's temporary directory, which the `postgres` user can reach
         // (a checkout under /root, say, it could not).
         let dir = std::env::temp_dir().join(format!(

@@ -2,7 +2,6 @@
 //! on 127.0.0.1, a port of its own, a throwaway directory, no persistence; stopped when
 //! dropped, and stoppable, pausable and restartable on the same port to test outages.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,11 +14,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        // A port the kernel just handed out and took back: free, barring a race.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = super::free_port();
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join("redis")
             .join(format!("{port}-{:08x}", fastrand::u32(..)));
