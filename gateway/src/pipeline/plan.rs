@@ -230,15 +230,26 @@ impl Planner<'_> {
     ) -> Result<(Decision, Option<Reservation>), ApiError> {
         let today = calendar::day(crate::api::unix_now());
         let mut state = self.shared.guess_standing(tenant, today).await;
+        // Whether `state` is what the store has just replied, rather than a guess.
+        let mut replied = false;
         for _ in 0..MAX_DECISIONS {
             let Ok(current) = state else {
                 let decision = decide_on(&TenantState::default()).0;
                 return Ok((self.uncounted(rules, decision)?, None));
             };
             let (decision, hold) = decide_on(&current);
+            // A decision that holds and counts nothing (a refusal, a free model) stands when
+            // made on the store's reply: checking it again could only chase holds coming and
+            // going under a flood. One made on a guess is checked (the guess may be stale).
+            if replied && hold.estimate == Usd::ZERO && hold.routed.is_none() {
+                return Ok((decision, None));
+            }
             match self.shared.reserve(tenant, today, rules, hold).await {
                 Ok(Reserved::Held(reservation)) => return Ok((decision, Some(reservation))),
-                Ok(Reserved::Changed(fresh)) => state = Ok(fresh),
+                Ok(Reserved::Changed(fresh)) => {
+                    state = Ok(fresh);
+                    replied = true;
+                }
                 Err(Unreachable) => return Ok((self.uncounted(rules, decision)?, None)),
             }
         }
