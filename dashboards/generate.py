@@ -13,6 +13,7 @@ LOCAL = '{tenant=~"$tenant",route="local"}'
 HIT = '{result="hit"}'
 PREFIX_HIT = '{cache="hit"}'
 CASCADE = '{reason="low_confidence"}'
+FAILED = '{outcome="failed"}'
 
 
 def datasource():
@@ -84,6 +85,12 @@ OVERVIEW = [
         (f"sum by (model) (rate(switchboard_local_prompt_tokens_total{PREFIX_HIT}{RATE}))"
          f" / sum by (model) (rate(switchboard_local_prompt_tokens_total{RATE}))", "{{model}}"),
     ], 8, 6, "Share of local prompt tokens whose keys and values came from the prefix cache (shared system prompts, follow-up turns)."),
+    ("Local pool servers", "timeseries", "short", [
+        ("min by (model, server) (switchboard_local_server_up)", "up {{model}} {{server}}"),
+        ("sum by (model, server) (switchboard_local_server_in_flight)", "in flight {{model}} {{server}}"),
+        (f"sum by (model, server) (rate(switchboard_local_server_requests_total{FAILED}{RATE}))",
+         "failed/s {{model}} {{server}}"),
+    ], 24, 6, "Servers answering a local model besides the in-process engine: 1 while a server passes its health probes; its requests in flight; the rate of requests it failed (passed on to the pool's next member)."),
 ]
 
 ROUTER = [

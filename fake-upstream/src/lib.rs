@@ -114,6 +114,9 @@ struct Shared {
     active: AtomicUsize,
     /// When set, requests must carry this key.
     key: Option<String>,
+    /// Cleared: `GET /v1/models` (a health probe) answers 503, as a server that is starting or
+    /// draining does; chats are still answered.
+    unhealthy: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -189,6 +192,7 @@ impl FakeUpstream {
         });
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(openai_chat))
+            .route("/v1/models", get(list_models))
             .route("/v1/messages", post(anthropic_messages))
             .route("/_fake/script", post(push_script))
             .route("/_fake/stats", get(read_stats))
@@ -222,6 +226,11 @@ impl FakeUpstream {
     /// Queues behaviours for the next requests, in order.
     pub fn push(&self, behaviours: impl IntoIterator<Item = Behaviour>) {
         lock(&self.shared.script).extend(behaviours);
+    }
+
+    /// Whether `GET /v1/models` answers 200 (the default) or 503.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.shared.unhealthy.store(!healthy, Ordering::SeqCst);
     }
 
     /// Forgets the behaviours no request has taken yet.
@@ -275,6 +284,27 @@ async fn read_stats(State(shared): State<Arc<Shared>>) -> Json<Stats> {
 enum Wire {
     OpenAi,
     Anthropic,
+}
+
+/// OpenAI's model list (one model, `fake`): what health probes of OpenAI-compatible servers
+/// ask for. It takes no scripted behaviour.
+async fn list_models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(|c| c.trim_start_matches("Bearer "));
+    if shared
+        .key
+        .as_deref()
+        .is_some_and(|key| presented != Some(key))
+    {
+        return error_response(Wire::OpenAi, 401, None, "invalid api key");
+    }
+    if shared.unhealthy.load(Ordering::SeqCst) {
+        return error_response(Wire::OpenAi, 503, None, "not ready");
+    }
+    Json(json!({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "fake"}]}))
+        .into_response()
 }
 
 /// What every request goes through first: recording, key check, the script's delay and error.

@@ -1,5 +1,5 @@
-//! The models clients can ask for: local models answered in-process, and remote models each
-//! with its fallback chain of provider targets.
+//! The models clients can ask for: local models (answered in-process, by a pool of servers, or
+//! both), and remote models each with its fallback chain of provider targets.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,9 +9,9 @@ use switchboard_local_engine::{Engine, EngineConfig, ModelSettings};
 use switchboard_router::batcher::{BatchSettings, EmbeddingService};
 use switchboard_router::embedder::{BertEmbedder, Embed};
 
-use crate::config::{Config, EmbeddingModelConfig};
+use crate::config::{Config, EmbeddingModelConfig, LocalModelConfig};
 use crate::model_store::{ModelStore, Package};
-use crate::providers::local::LocalModel;
+use crate::providers::local::{LocalModel, PoolServer};
 use crate::providers::{Provider, Target};
 
 pub struct Catalog {
@@ -30,6 +30,20 @@ pub enum CatalogError {
     Embedder(#[from] switchboard_router::embedder::EmbedderError),
     #[error("cannot start the embedder's thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot build the local pool's HTTP client: {0}")]
+    PoolClient(#[from] reqwest::Error),
+}
+
+/// The client of the local pools' servers: a generation may say nothing for as long as the
+/// whole request may take (a server answering without streaming).
+fn pool_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(config.upstream.connect_timeout)
+        .read_timeout(config.limits.request_timeout)
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 /// Where a configured model is: its `path`, else what `locate` gives for its default model.
@@ -51,6 +65,47 @@ pub fn embedding_model_dir(model: &EmbeddingModelConfig, store: &ModelStore) -> 
     model_location(&model.path, &model.default_model, |p| {
         store.root().join(p.id)
     })
+}
+
+/// A local model: its engine loaded (from `store` for a default model), its servers' keys read
+/// through `env`.
+fn local_model(
+    model: &LocalModelConfig,
+    store: &ModelStore,
+    pool_http: Option<&reqwest::Client>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<LocalModel, CatalogError> {
+    let engine = if model.runs_in_process() {
+        Some(Engine::load(&EngineConfig {
+            path: model_location(&model.path, &model.default_model, |p| store.main_file(p)),
+            queue_capacity: model.queue_capacity,
+            max_context: model.max_context,
+            model: ModelSettings {
+                max_batch: model.max_batch,
+                prefix_cache_bytes: model.prefix_cache_mib.saturating_mul(1 << 20),
+            },
+        })?)
+    } else {
+        None
+    };
+    let servers = pool_http.map_or_else(Vec::new, |http| {
+        let servers = model.servers.iter();
+        servers
+            .map(|server| PoolServer::new(&model.name, server, http.clone(), &env))
+            .collect()
+    });
+    // Validated: a model answered by servers only gives its window.
+    let context_window = match &engine {
+        Some(engine) => engine.info().context_length,
+        None => model.max_context.unwrap_or_default(),
+    };
+    Ok(LocalModel::new(
+        model.name.clone(),
+        engine,
+        servers,
+        context_window as u64,
+        model.health_every,
+    ))
 }
 
 impl Catalog {
@@ -88,20 +143,11 @@ impl Catalog {
             })
             .collect();
         let mut local = BTreeMap::new();
+        // Built only for a config that has pools.
+        let has_pools = config.local_models.iter().any(|m| !m.servers.is_empty());
+        let pool_http = has_pools.then(|| pool_client(config)).transpose()?;
         for model in &config.local_models {
-            let engine = Engine::load(&EngineConfig {
-                path: model_location(&model.path, &model.default_model, |p| store.main_file(p)),
-                queue_capacity: model.queue_capacity,
-                max_context: model.max_context,
-                model: ModelSettings {
-                    max_batch: model.max_batch,
-                    prefix_cache_bytes: model.prefix_cache_mib.saturating_mul(1 << 20),
-                },
-            })?;
-            let model = LocalModel {
-                name: model.name.clone(),
-                engine,
-            };
+            let model = local_model(model, store, pool_http.as_ref(), &env)?;
             local.insert(model.name.clone(), Arc::new(model));
         }
         let mut embedders = BTreeMap::new();

@@ -17,6 +17,7 @@ use switchboard_router::pii::PiiKind;
 
 use crate::api::Usage;
 use crate::policy::Costs;
+use crate::providers::local::ServerStats;
 
 /// Label value for requests whose tenant or model is not known (failed auth, unknown model).
 pub const UNKNOWN: &str = "unknown";
@@ -85,6 +86,15 @@ pub struct Metrics {
     /// `switchboard_local_prefix_cache_bytes{model}`: memory of the keys and values kept for
     /// prompts that share a prefix.
     local_prefix_cache_bytes: IntGaugeVec,
+    /// `switchboard_local_server_up{model,server}`: 1 while a server of a local model's pool
+    /// passes its probes.
+    local_server_up: IntGaugeVec,
+    /// `switchboard_local_server_in_flight{model,server}`: requests sent to it and not yet
+    /// answered.
+    local_server_in_flight: IntGaugeVec,
+    /// `switchboard_local_server_requests_total{model,server,outcome}`: requests it
+    /// `answered`, or `failed` (passed on to the pool's next member, or refused).
+    local_server_requests: IntCounterVec,
     /// `switchboard_state_store_seconds{operation}`: calls to a fleet's Redis that answered.
     state_store_seconds: HistogramVec,
     /// `switchboard_state_store_errors_total{operation}`: calls that failed or timed out.
@@ -287,6 +297,25 @@ impl Metrics {
             "local_prefix_cache_bytes",
             "Memory of the keys and values a local model keeps for prompts that share a prefix.",
         );
+        let server_gauge = |name: &str, help: &str| {
+            register(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), &["model", "server"]),
+            )
+        };
+        let local_server_up = server_gauge(
+            "local_server_up",
+            "1 while a server of a local model's pool passes its health probes, else 0.",
+        );
+        let local_server_in_flight = server_gauge(
+            "local_server_in_flight",
+            "Requests sent to a server of a local model's pool and not yet answered.",
+        );
+        let local_server_requests = counter(
+            "local_server_requests_total",
+            "Requests to a server of a local model's pool, by outcome (answered, failed).",
+            &["model", "server", "outcome"],
+        );
         let policy_reloads = counter(
             "policy_reloads_total",
             "Reloads of the policy file, by result (applied, invalid, needs_restart).",
@@ -383,6 +412,9 @@ impl Metrics {
             policy_reloads,
             budget_remaining_ratio,
             local_queue_capacity,
+            local_server_up,
+            local_server_in_flight,
+            local_server_requests,
             state_store_seconds,
             state_store_errors,
             state_store_up,
@@ -619,6 +651,21 @@ impl Metrics {
             &prompt_tokens.with_label_values(&[model, "miss"]),
             computed as u64,
         );
+    }
+
+    /// What a server of the local model `model`'s pool has done, before a scrape.
+    pub fn local_server(&self, model: &str, server: &str, stats: ServerStats) {
+        let labels = [model, server];
+        let up = self.local_server_up.with_label_values(&labels);
+        up.set(i64::from(stats.up));
+        let in_flight = self.local_server_in_flight.with_label_values(&labels);
+        in_flight.set(stats.in_flight as i64);
+        for (outcome, total) in [("answered", stats.answered), ("failed", stats.failed)] {
+            let counter = self
+                .local_server_requests
+                .with_label_values(&[model, server, outcome]);
+            catch_up(&counter, total);
+        }
     }
 }
 

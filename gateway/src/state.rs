@@ -97,6 +97,12 @@ impl Gateway {
             }
         };
         let catalog = Catalog::new(config, &env, store)?;
+        for local in catalog.local_models() {
+            // Each server is probed before the gateway takes requests, then every
+            // `health_every`.
+            local.probe_servers().await;
+            local.watch_servers();
+        }
         let policy = Policy::from_config(config).map_err(StartError::Policy)?;
         let mut ledger = Ledger::from_config(&config.ledger)?;
         let postgres = config.fleet.as_ref().and_then(|f| f.postgres.as_ref());
@@ -144,7 +150,13 @@ impl Gateway {
             }
         }
         for local in self.catalog.local_models() {
-            self.metrics.local_engine(&local.name, &local.engine);
+            if let Some(engine) = local.engine() {
+                self.metrics.local_engine(&local.name, engine);
+            }
+            for server in local.servers() {
+                self.metrics
+                    .local_server(&local.name, &server.label, server.stats());
+            }
         }
     }
 

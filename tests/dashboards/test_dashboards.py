@@ -1,7 +1,8 @@
 """The dashboards and alert rules against a real Prometheus scraping a real `switchboard serve`
-(with the local model, the router and the fake upstream, as a fleet of one on a real Redis, so
-that the fleet panels have data too): after a short mixed load, every panel's PromQL returns
-data and every alert rule's expression evaluates. Run by ./test.sh, which installs Debian's
+(with the local model, a local pool whose server is the fake, the router and the fake upstream,
+as a fleet of one on a real Redis, so that the fleet and pool panels have data too): after a
+short mixed load, every panel's PromQL returns data and every alert rule's expression
+evaluates. Run by ./test.sh, which installs Debian's
 prometheus and redis-server when they are missing."""
 
 import json
@@ -39,6 +40,7 @@ upstream:
   retry: {{ max_attempts: 1 }}
 {fake_openai_provider(fake, "DASH_UPSTREAM_KEY", [("gpt-test", 0.15, 0.6), ("gpt-big", 2.5, 10)])}local_models:
   - {{ name: smollm2, default_model: smollm2, queue_capacity: 4 }}
+  - {{ name: pool, max_context: 2048, servers: [{{ url: "{fake.url}/v1", api_key_env: DASH_UPSTREAM_KEY }}] }}
 embedding_models:
   - {{ name: minilm, default_model: all-minilm-l6-v2 }}
 router: {{ embedding_model: minilm }}
@@ -167,7 +169,7 @@ def test_every_panel_has_data_and_every_alert_evaluates(stack):
     rules = http(f"{prometheus_url}/api/v1/rules")[1]
     groups = json.loads(rules)["data"]["groups"]
     alerts = [rule for group in groups for rule in group["rules"]]
-    assert len(alerts) == 10
+    assert len(alerts) == 11
     for rule in alerts:
         assert rule["health"] == "ok", rule
         status, answer = query(prometheus_url, rule["query"])

@@ -33,6 +33,7 @@ pub use self::ledger::LedgerConfig;
 pub use self::limits::{Limits, RetrySettings, UpstreamSettings};
 pub use self::models::{
     DEFAULT_EMBEDDING_MODEL, DEFAULT_LOCAL_MODEL, EmbeddingModelConfig, LocalModelConfig,
+    LocalServerConfig,
 };
 pub use self::policy_rules::PolicyRules;
 pub use self::providers::{ModelConfig, ProviderConfig, ProviderKind};
@@ -50,7 +51,8 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
-    /// Models answered in-process by the local engine.
+    /// Models answered on the company's machines: by the in-process engine, a pool of servers,
+    /// or both.
     #[serde(default)]
     pub local_models: Vec<LocalModelConfig>,
     /// Embedding models served in-process at `/v1/embeddings`.
@@ -337,6 +339,35 @@ tenants:
             fleet.hold_ttl(config.limits.request_timeout),
             Duration::from_millis(62_500)
         );
+    }
+
+    #[test]
+    fn local_pool_problems_are_reported_at_their_keys() {
+        let text = format!(
+            "{VALID}local_models:\n  - name: pool\n    health_every: 0\n    servers:\n      - {{ url: 'ftp://node/v1', max_in_flight: 0, api_key_env: 'K=V' }}\n  - name: nothing\n"
+        );
+        let problems = Config::from_yaml(&text, "test").unwrap_err().problems();
+        let all = problems.join("\n");
+        for expected in [
+            "local_models[0].max_context: give the servers' context window",
+            "local_models[0].health_every: must be above 0",
+            "local_models[0].servers[0].url: 'ftp://node/v1' is not an http(s) URL",
+            "local_models[0].servers[0].max_in_flight: must be above 0",
+            "local_models[0].servers[0].api_key_env: must be the NAME of an environment variable",
+            "local_models[1]: give exactly one of default_model and path, or servers",
+        ] {
+            assert!(all.contains(expected), "{expected} in:\n{all}");
+        }
+        assert_eq!(problems.len(), 6, "{all}");
+
+        let fine = format!(
+            "{VALID}local_models:\n  - name: pool\n    max_context: 4096\n    servers:\n      - {{ url: 'http://10.0.0.7:8080/v1' }}\n"
+        );
+        let config = Config::from_yaml(&fine, "test").unwrap();
+        let pool = &config.local_models[0];
+        assert!(!pool.runs_in_process());
+        assert_eq!(pool.health_every, Duration::from_secs(5));
+        assert_eq!(pool.servers[0].max_in_flight, 8);
     }
 
     /// The shipped policy file, cut, with lines dropped or duplicated, or with characters

@@ -238,7 +238,8 @@ impl Config {
         }
     }
 
-    /// `local_models:`: a default model or a path, and room to queue and batch.
+    /// `local_models:`: a default model or a path, or servers (each an http URL, with room
+    /// for requests), and room to queue and batch.
     fn check_local_models<'a>(
         &'a self,
         model_owner: &mut ModelNames<'a>,
@@ -250,6 +251,7 @@ impl Config {
                 name: &local.name,
                 default_model: local.default_model.as_deref(),
                 has_path: local.path.is_some(),
+                answered_elsewhere: !local.servers.is_empty(),
             };
             model.check(
                 &at,
@@ -262,6 +264,33 @@ impl Config {
             }
             if local.max_batch == 0 {
                 problems.push(Problem::new(at.key("max_batch"), "must be above 0"));
+            }
+            if local.servers.is_empty() {
+                continue;
+            }
+            if !local.runs_in_process() && local.max_context.is_none() {
+                let message = "give the servers' context window: a model answered by servers only has no model file to read it from";
+                problems.push(Problem::new(at.key("max_context"), message));
+            }
+            if local.health_every.is_zero() {
+                problems.push(Problem::new(at.key("health_every"), "must be above 0"));
+            }
+            for (s, server) in local.servers.iter().enumerate() {
+                let at = at.key("servers").index(s);
+                let scheme = reqwest::Url::parse(&server.url).map(|url| url.scheme().to_owned());
+                if !matches!(scheme.as_deref(), Ok("http" | "https")) {
+                    let message = format!("'{}' is not an http(s) URL", server.url);
+                    problems.push(Problem::new(at.key("url"), message));
+                }
+                if server.max_in_flight == 0 {
+                    problems.push(Problem::new(at.key("max_in_flight"), "must be above 0"));
+                }
+                if let Some(env) = &server.api_key_env
+                    && (env.is_empty() || env.contains('='))
+                {
+                    let message = "must be the NAME of an environment variable";
+                    problems.push(Problem::new(at.key("api_key_env"), message));
+                }
             }
         }
     }
@@ -278,6 +307,7 @@ impl Config {
                 name: &embedding.name,
                 default_model: embedding.default_model.as_deref(),
                 has_path: embedding.path.is_some(),
+                answered_elsewhere: false,
             };
             model.check(
                 &at,
@@ -383,11 +413,13 @@ struct OwnModel<'a> {
     name: &'a str,
     default_model: Option<&'a str>,
     has_path: bool,
+    /// Servers answer it, so that it needs no model file of its own.
+    answered_elsewhere: bool,
 }
 
 impl<'a> OwnModel<'a> {
     /// Its name is used once, and it gives exactly one of a default model (`known`, of its
-    /// `kind`) and a path.
+    /// `kind`) and a path, or neither when it is answered elsewhere.
     fn check(
         &self,
         at: &KeyPath,
@@ -405,6 +437,11 @@ impl<'a> OwnModel<'a> {
                 format!("'{id}' is not a default {kind} model (known: {known})"),
             )),
             (Some(_), false) | (None, true) => {}
+            (None, false) if self.answered_elsewhere => {}
+            (None, false) if kind == "language" => problems.push(Problem::new(
+                at.clone(),
+                "give exactly one of default_model and path, or servers",
+            )),
             _ => problems.push(Problem::new(
                 at.clone(),
                 "give exactly one of default_model and path",

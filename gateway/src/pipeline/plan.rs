@@ -314,10 +314,10 @@ impl Planner<'_> {
         .clone();
         let context = ContextNeed {
             tokens: local.context_need(chat).await?,
-            local_window: local.engine.info().context_length as u64,
+            local_window: local.context_window(),
         };
         let capacity = Capacity {
-            local_busy: local.engine.is_full(),
+            local_busy: local.is_full(),
             remote_available: routing
                 .tiers
                 .iter()
@@ -407,7 +407,7 @@ impl Planner<'_> {
         let first = loaded.clone().next();
         // A tier of several local models: the first one with room in its queue.
         loaded
-            .find(|m| !m.engine.is_full())
+            .find(|m| !m.is_full())
             .or(first)
             .cloned()
             .ok_or_else(|| ApiError::Unavailable {

@@ -23,6 +23,40 @@ pub struct Target {
     pub model: ModelConfig,
 }
 
+impl Target {
+    /// One attempt at this target, without retries: for a server of the local pool, whose pool
+    /// tries its next member instead.
+    pub async fn complete_once(
+        &self,
+        http: &reqwest::Client,
+        request: &ChatCompletionRequest,
+    ) -> Result<Completion, UpstreamError> {
+        let body = self.provider.body(&self.model, request)?;
+        CompleteCall.call(http, self, body).await
+    }
+
+    /// [`Target::complete_once`] for a stream: it has started once its first chunk is in.
+    pub async fn stream_once(
+        &self,
+        http: &reqwest::Client,
+        request: &ChatCompletionRequest,
+    ) -> Result<StreamStart, UpstreamError> {
+        let body = self.provider.body(&self.model, request)?;
+        StreamCall.call(http, self, body).await
+    }
+
+    /// Whether it answers a GET of `url` with a success status within `timeout`.
+    pub async fn answers_get(
+        &self,
+        http: &reqwest::Client,
+        url: reqwest::Url,
+        timeout: Duration,
+    ) -> bool {
+        let probe = self.provider.get(http, url).timeout(timeout).send().await;
+        probe.is_ok_and(|response| response.status().is_success())
+    }
+}
+
 /// A stream whose first chunk has arrived.
 pub struct StreamStart {
     pub first: StreamChunk,

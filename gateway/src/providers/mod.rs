@@ -1,5 +1,6 @@
-//! Remote providers: one module per wire format, and the chain that tries a model's targets in
-//! order with retries.
+//! Who answers: remote providers (one module per wire format, and the chain that tries a
+//! model's targets in order with retries), and the local tier (the in-process engine and the
+//! servers of its pool).
 //!
 //! Everything a provider returns is already in OpenAI's format: a non-streamed body, or a stream
 //! of chunks, each with the usage it reports so that accounting never has to re-parse.
@@ -131,15 +132,24 @@ impl Provider {
     }
 
     fn post(&self, http: &reqwest::Client, body: Bytes) -> reqwest::RequestBuilder {
-        let mut builder = http
+        let builder = http
             .post(self.url.clone())
-            .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        if let Credentials::Key(name, value) = &self.credentials {
-            builder = builder.header(name, value);
+        self.authorized(builder)
+    }
+
+    /// A GET of `url` with this provider's headers and key: a health probe.
+    fn get(&self, http: &reqwest::Client, url: reqwest::Url) -> reqwest::RequestBuilder {
+        self.authorized(http.get(url))
+    }
+
+    fn authorized(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let builder = builder.headers(self.headers.clone());
+        match &self.credentials {
+            Credentials::Key(name, value) => builder.header(name, value),
+            _ => builder,
         }
-        builder
     }
 
     async fn completion(

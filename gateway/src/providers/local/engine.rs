@@ -1,6 +1,6 @@
-//! The local engine as a provider: OpenAI requests become generation requests, and the engine's
-//! events become OpenAI completions and chunks, in the same shapes the remote providers give, so
-//! that the gateway streams and accounts for both alike.
+//! The in-process engine as a member of a local model's pool: OpenAI requests become generation
+//! requests, and the engine's events become OpenAI completions and chunks, in the same shapes
+//! the remote providers give, so that the gateway streams and accounts for both alike.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,18 +12,13 @@ use switchboard_local_engine::{
     TokenLogprob, Turn,
 };
 
-use super::{ChunkStream, Completion, StreamChunk, UpstreamError};
+use super::Declined;
 use crate::api::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, Delta,
     Role, Usage, unix_now,
 };
 use crate::error::ApiError;
-
-/// A model answered in-process.
-pub struct LocalModel {
-    pub name: String,
-    pub engine: Engine,
-}
+use crate::providers::{ChunkStream, Completion, StreamChunk, UpstreamError};
 
 /// Builds the engine's request, refusing what the local engine cannot do.
 fn generation_request(request: &ChatCompletionRequest) -> Result<GenerationRequest, ApiError> {
@@ -94,20 +89,19 @@ fn generation_request(request: &ChatCompletionRequest) -> Result<GenerationReque
     })
 }
 
-fn submit_error(error: SubmitError) -> ApiError {
+fn submit_error(error: SubmitError) -> Declined {
     match error {
-        SubmitError::Overloaded { .. } => ApiError::Overloaded {
-            retry_after: std::time::Duration::from_secs(1),
-        },
-        SubmitError::ContextExceeded { .. } => {
-            ApiError::bad_request(format!("{error}."), Some("max_tokens"))
-        }
+        SubmitError::Overloaded { .. } => Declined::TryNext(super::overloaded()),
+        SubmitError::ContextExceeded { .. } => Declined::Fail(ApiError::bad_request(
+            format!("{error}."),
+            Some("max_tokens"),
+        )),
         SubmitError::Template(_) | SubmitError::Tokenizer(_) => {
-            ApiError::bad_request(format!("{error}."), Some("messages"))
+            Declined::Fail(ApiError::bad_request(format!("{error}."), Some("messages")))
         }
-        SubmitError::Stopped => ApiError::Unavailable {
+        SubmitError::Stopped => Declined::TryNext(ApiError::Unavailable {
             message: format!("{error}."),
-        },
+        }),
     }
 }
 
@@ -130,150 +124,123 @@ fn completion_id() -> String {
     format!("chatcmpl-local-{:016x}", fastrand::u64(..))
 }
 
-/// Room in the template for each turn's role markers, when the prompt is bounded by its bytes.
-const TEMPLATE_BYTES_PER_TURN: u64 = 16;
-const TEMPLATE_BYTES: u64 = 256;
+/// The exact number of prompt tokens `request` takes in `engine`'s template, or `None` for a
+/// request this model could not take anyway (tools, n > 1). Rendering and tokenizing a long
+/// conversation takes a while, so it runs on a blocking thread, not on the async workers.
+pub(super) async fn prompt_tokens(
+    engine: &Arc<Engine>,
+    request: &ChatCompletionRequest,
+) -> Result<Option<u64>, ApiError> {
+    let Ok(turns) = generation_request(request).map(|g| g.turns) else {
+        return Ok(None);
+    };
+    let engine = engine.clone();
+    let prompt = tokio::task::spawn_blocking(move || engine.prompt_tokens(&turns))
+        .await
+        .map_err(|e| generation_failed(&e.to_string()))?
+        .map_err(|e| submit_error(e).into_error())?;
+    Ok(Some(prompt.len() as u64))
+}
 
-impl LocalModel {
-    /// The tokens `request` needs in this model's context: its prompt and its completion
-    /// allowance. A token is at least one byte, so when the bytes already fit they bound the
-    /// count; only a request near the window is tokenized exactly.
-    pub async fn context_need(
-        self: &Arc<Self>,
-        request: &ChatCompletionRequest,
-    ) -> Result<u64, ApiError> {
-        let allowance = request.max_output_tokens().map_or(0, u64::from);
-        let turns = request.messages.len() as u64;
-        let bound =
-            request.text_bytes() + turns * TEMPLATE_BYTES_PER_TURN + TEMPLATE_BYTES + allowance;
-        if bound <= self.engine.info().context_length as u64 {
-            return Ok(bound);
-        }
-        let Ok(generation) = generation_request(request).map(|g| g.turns) else {
-            // Not a request this model could take anyway (tools, n > 1): the bound will do.
-            return Ok(bound);
-        };
-        let model = self.clone();
-        let prompt = tokio::task::spawn_blocking(move || model.engine.prompt_tokens(&generation))
-            .await
-            .map_err(|e| generation_failed(&e.to_string()))?
-            .map_err(submit_error)?;
-        Ok(prompt.len() as u64 + allowance)
+/// Queues a generation, on a blocking thread like [`prompt_tokens`].
+async fn submit(engine: &Arc<Engine>, request: GenerationRequest) -> Result<Generation, Declined> {
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || engine.submit(request))
+        .await
+        .map_err(|e| Declined::Fail(generation_failed(&e.to_string())))?
+        .map_err(submit_error)
+}
+
+/// Generates the whole answer of the model `name`, with the mean log-probability of its tokens
+/// when `measure` asks for it (how sure the model was of it; `None` for an empty answer).
+pub(super) async fn complete(
+    engine: &Arc<Engine>,
+    name: &str,
+    request: &ChatCompletionRequest,
+    measure: bool,
+) -> Result<(Completion, Option<f64>), Declined> {
+    let mut request = generation_request(request).map_err(Declined::Fail)?;
+    let wants_logprobs = request.logprobs.is_some();
+    if measure {
+        // The chosen tokens' log-probabilities; the client sees them only if it asked.
+        request.logprobs.get_or_insert(0);
     }
-
-    /// Queues a generation. Rendering and tokenizing a long conversation takes a while, so it
-    /// runs on a blocking thread, not on the async workers.
-    async fn submit(self: &Arc<Self>, request: GenerationRequest) -> Result<Generation, ApiError> {
-        let model = self.clone();
-        tokio::task::spawn_blocking(move || model.engine.submit(request))
-            .await
-            .map_err(|e| generation_failed(&e.to_string()))?
-            .map_err(submit_error)
-    }
-
-    /// Generates the whole answer.
-    pub async fn complete(
-        self: &Arc<Self>,
-        request: &ChatCompletionRequest,
-    ) -> Result<Completion, ApiError> {
-        let (completion, _) = self.generate_whole(request, false).await?;
-        Ok(completion)
-    }
-
-    /// Generates the whole answer, with the mean log-probability of its tokens under the
-    /// model (how sure the model was of it; `None` for an empty answer).
-    pub async fn complete_scored(
-        self: &Arc<Self>,
-        request: &ChatCompletionRequest,
-    ) -> Result<(Completion, Option<f64>), ApiError> {
-        self.generate_whole(request, true).await
-    }
-
-    async fn generate_whole(
-        self: &Arc<Self>,
-        request: &ChatCompletionRequest,
-        measure: bool,
-    ) -> Result<(Completion, Option<f64>), ApiError> {
-        let mut request = generation_request(request)?;
-        let wants_logprobs = request.logprobs.is_some();
-        if measure {
-            // The chosen tokens' log-probabilities; the client sees them only if it asked.
-            request.logprobs.get_or_insert(0);
-        }
-        let mut generation = self.submit(request).await?;
-        let mut text = String::new();
-        let mut logprobs = Vec::new();
-        let (finish, completion_tokens) = loop {
-            match generation.events.recv().await {
-                Some(Event::Delta {
-                    text: piece,
-                    logprobs: entries,
-                }) => {
-                    text.push_str(&piece);
-                    logprobs.extend(entries);
-                }
-                Some(Event::Done {
-                    finish,
-                    completion_tokens,
-                }) => break (finish, completion_tokens),
-                Some(Event::Failed(message)) => return Err(generation_failed(&message)),
-                None => return Err(generation_failed("the engine dropped the request")),
+    let mut generation = submit(engine, request).await?;
+    let failed = |message: &str| Declined::Fail(generation_failed(message));
+    let mut text = String::new();
+    let mut logprobs = Vec::new();
+    let (finish, completion_tokens) = loop {
+        match generation.events.recv().await {
+            Some(Event::Delta {
+                text: piece,
+                logprobs: entries,
+            }) => {
+                text.push_str(&piece);
+                logprobs.extend(entries);
             }
-        };
-        let usage = Usage::new(generation.prompt_tokens as u64, completion_tokens as u64);
-        let answer = ChatCompletion {
-            id: completion_id(),
-            object: "chat.completion".to_owned(),
-            created: unix_now(),
-            model: self.name.clone(),
-            choices: vec![Choice {
-                index: 0,
-                message: AssistantMessage {
-                    role: Role::Assistant,
-                    content: Some(text),
-                    tool_calls: Vec::new(),
-                },
-                finish_reason: Some(finish.as_str().to_owned()),
-                logprobs: wants_logprobs.then(|| logprobs_json(&logprobs)),
-            }],
-            usage,
-        };
-        let body = serde_json::to_vec(&answer).map_err(|e| generation_failed(&e.to_string()))?;
-        let mean_logprob = (!logprobs.is_empty()).then(|| {
-            logprobs.iter().map(|l| f64::from(l.logprob)).sum::<f64>() / logprobs.len() as f64
-        });
-        let completion = Completion {
-            body: body.into(),
-            usage: Some(usage),
-        };
-        Ok((completion, mean_logprob))
-    }
-
-    /// Starts a generation and returns its chunks: the assistant role first, the text, the
-    /// finish reason, then usage. Dropping the stream stops the generation within one decode
-    /// step.
-    pub async fn stream(
-        self: &Arc<Self>,
-        request: &ChatCompletionRequest,
-    ) -> Result<ChunkStream, ApiError> {
-        let generation = self.submit(generation_request(request)?).await?;
-        let state = LocalStream {
-            model: self.name.clone(),
-            id: completion_id(),
-            created: unix_now(),
-            generation,
-            ready: VecDeque::new(),
-            started: false,
-            finished: false,
-        };
-        Ok(Box::pin(futures_util::stream::unfold(
-            state,
-            |mut s| async move {
-                let item = s.next().await?;
-                Some((item, s))
+            Some(Event::Done {
+                finish,
+                completion_tokens,
+            }) => break (finish, completion_tokens),
+            Some(Event::Failed(message)) => return Err(failed(&message)),
+            None => return Err(failed("the engine dropped the request")),
+        }
+    };
+    let usage = Usage::new(generation.prompt_tokens as u64, completion_tokens as u64);
+    let answer = ChatCompletion {
+        id: completion_id(),
+        object: "chat.completion".to_owned(),
+        created: unix_now(),
+        model: name.to_owned(),
+        choices: vec![Choice {
+            index: 0,
+            message: AssistantMessage {
+                role: Role::Assistant,
+                content: Some(text),
+                tool_calls: Vec::new(),
             },
-        )))
-    }
+            finish_reason: Some(finish.as_str().to_owned()),
+            logprobs: wants_logprobs.then(|| logprobs_json(&logprobs)),
+        }],
+        usage,
+    };
+    let body = serde_json::to_vec(&answer).map_err(|e| failed(&e.to_string()))?;
+    let mean_logprob = (!logprobs.is_empty()).then(|| {
+        logprobs.iter().map(|l| f64::from(l.logprob)).sum::<f64>() / logprobs.len() as f64
+    });
+    let completion = Completion {
+        body: body.into(),
+        usage: Some(usage),
+    };
+    Ok((completion, mean_logprob))
+}
+
+/// Starts a generation of the model `name` and returns its chunks: the assistant role first,
+/// the text, the finish reason, then usage. Dropping the stream stops the generation within
+/// one decode step.
+pub(super) async fn stream(
+    engine: &Arc<Engine>,
+    name: &str,
+    request: &ChatCompletionRequest,
+) -> Result<ChunkStream, Declined> {
+    let request = generation_request(request).map_err(Declined::Fail)?;
+    let generation = submit(engine, request).await?;
+    let state = LocalStream {
+        model: name.to_owned(),
+        id: completion_id(),
+        created: unix_now(),
+        generation,
+        ready: VecDeque::new(),
+        started: false,
+        finished: false,
+    };
+    Ok(Box::pin(futures_util::stream::unfold(
+        state,
+        |mut s| async move {
+            let item = s.next().await?;
+            Some((item, s))
+        },
+    )))
 }
 
 /// The chunks of one local generation, built as its events arrive.
@@ -370,7 +337,7 @@ fn stream_chunk(chunk: &ChatCompletionChunk) -> Result<StreamChunk, UpstreamErro
     })
 }
 
-fn generation_failed(message: &str) -> ApiError {
+pub(super) fn generation_failed(message: &str) -> ApiError {
     ApiError::UpstreamFailed {
         message: format!("The local model failed: {message}"),
     }

@@ -1,0 +1,319 @@
+//! The local tier as a pool: a local model answered by other servers (fakes that speak OpenAI's
+//! wire, and a second real Switchboard node running the SmolLM2 engine), chosen least-loaded
+//! among those that pass their health probes, with the policy's spill rule when all are full.
+
+mod support;
+
+use std::time::Duration;
+
+use fake_upstream::{Behaviour, FakeUpstream};
+use serde_json::{Value, json};
+use support::*;
+use switchboard_gateway::keys::KeyHash;
+
+const NODE_KEY: &str = "sk-node-b";
+
+/// A servers-only local model `pool` on `servers` (`url, model, max_in_flight` each), probed
+/// every 0.1 s, with the router and a policy whose local tier is the pool (spilling to `solo`).
+fn pool_config(
+    openai: &FakeUpstream,
+    anthropic: &FakeUpstream,
+    servers: &[(String, &str, usize)],
+) -> String {
+    let servers: String = servers
+        .iter()
+        .map(|(url, model, max_in_flight)| {
+            format!(
+                "      - {{ url: '{url}', model: {model}, max_in_flight: {max_in_flight}, api_key_env: UPSTREAM_KEY }}\n"
+            )
+        })
+        .collect();
+    let extra = format!(
+        r#"local_models:
+  - name: pool
+    max_context: 4096
+    health_every: 0.1
+    servers:
+{servers}embedding_models:
+  - name: minilm
+    default_model: all-minilm-l6-v2
+router:
+  embedding_model: minilm
+routing:
+  reference_model: claude-test
+  tiers:
+    - {{ name: local, below: 0.35, targets: [pool] }}
+    - {{ name: cheap, targets: [solo] }}
+  when_local_busy: spill
+"#
+    );
+    config(openai, anthropic, &extra)
+}
+
+fn ask(model: &str, text: &str) -> Value {
+    json!({
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": 16,
+        "temperature": 0,
+    })
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+    response.headers()[name].to_str().unwrap()
+}
+
+/// Who answered, by the fake's reply `"<model> says: …"`.
+fn speaker(answer: &Value) -> String {
+    let text = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    text.split(" says:").next().unwrap().to_owned()
+}
+
+/// Waits until `metrics` of `gateway` shows `line`, or fails after a few seconds.
+async fn wait_for_metric(gateway: &TestGateway, line: &str) {
+    for _ in 0..100 {
+        if gateway.metrics().await.contains(line) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never saw {line}");
+}
+
+#[tokio::test]
+async fn requests_go_to_the_least_loaded_server_that_is_up() {
+    let (openai, anthropic) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    // Nothing listens there: down from the first probe.
+    let dead = format!("http://127.0.0.1:{}/v1", free_port());
+    let servers = [
+        (a.openai_base_url(), "node-a", 4),
+        (b.openai_base_url(), "node-b", 4),
+        (dead.clone(), "node-dead", 2),
+    ];
+    let gateway = TestGateway::start(&pool_config(&openai, &anthropic, &servers)).await;
+
+    // Four slow answers at once: each server has room for all four, and the least loaded
+    // takes each one (the first with room would take them all).
+    a.push(vec![Behaviour::delay(400); 2]);
+    b.push(vec![Behaviour::delay(400); 2]);
+    let answers = futures_util::future::join_all((0..4).map(|i| {
+        let gateway = &gateway;
+        async move {
+            // Started in order, so that each sees the places the earlier ones took.
+            tokio::time::sleep(Duration::from_millis(60 * i)).await;
+            gateway.chat_json(ACME_KEY, &ask("pool", "hello")).await
+        }
+    }))
+    .await;
+    let mut speakers: Vec<String> = answers.iter().map(speaker).collect();
+    speakers.sort();
+    assert_eq!(speakers, ["node-a", "node-a", "node-b", "node-b"]);
+    assert_eq!((a.stats().requests, b.stats().requests), (2, 2));
+    // Both sent the server's own model name and the server's key.
+    let sent = &a.received()[0];
+    assert_eq!(sent.body["model"], "node-a");
+    assert_eq!(
+        sent.credential.as_deref(),
+        Some("Bearer sk-upstream-secret")
+    );
+
+    // The pool's answers are local answers: the pool's price (free), nothing remote counted.
+    let response = gateway
+        .chat(ACME_KEY, &ask("pool", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-switchboard-route"), "local");
+    assert_eq!(header(&response, "x-switchboard-model"), "pool");
+    let cost: f64 = header(&response, "x-switchboard-cost-usd").parse().unwrap();
+    assert_eq!(cost, 0.0);
+    assert_eq!(openai.stats().requests, 0);
+
+    let metrics = gateway.metrics().await;
+    let dead_label = dead.trim_start_matches("http://").trim_end_matches("/v1");
+    assert!(
+        metrics.contains(&format!(
+            "switchboard_local_server_up{{model=\"pool\",server=\"{dead_label}\"}} 0"
+        )),
+        "{metrics}"
+    );
+    let a_label = a.addr().to_string();
+    assert!(metrics.contains(&format!(
+        "switchboard_local_server_up{{model=\"pool\",server=\"{a_label}\"}} 1"
+    )));
+    let answered = |label: &str| {
+        format!(
+            "switchboard_local_server_requests_total{{model=\"pool\",outcome=\"answered\",server=\"{label}\"}}"
+        )
+    };
+    let b_label = b.addr().to_string();
+    let count = |label: &str| -> u64 {
+        let prefix = answered(label);
+        let line = metrics.lines().find(|l| l.starts_with(&prefix)).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(count(&a_label) + count(&b_label), 5);
+
+    // A stream through the pool arrives whole, in OpenAI's chunks.
+    let mut streamed = ask("pool", "stream me");
+    streamed["stream"] = json!(true);
+    let response = gateway.chat(ACME_KEY, &streamed).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("says:") && body.trim_end().ends_with("data: [DONE]"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_server_passes_the_request_on_and_a_full_pool_spills() {
+    let (openai, anthropic) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let servers = [
+        (a.openai_base_url(), "node-a", 1),
+        (b.openai_base_url(), "node-b", 1),
+    ];
+    let gateway = TestGateway::start(&pool_config(&openai, &anthropic, &servers)).await;
+
+    // A server error: the next member answers, the client never sees it.
+    a.push([Behaviour::fail(503)]);
+    let answer = gateway.chat_json(ACME_KEY, &ask("pool", "hello")).await;
+    assert_eq!(speaker(&answer), "node-b");
+    assert_eq!((a.stats().requests, b.stats().requests), (1, 1));
+
+    // A request the server judged malformed is not sent to another one.
+    a.push([Behaviour::fail(400)]);
+    let response = gateway
+        .chat(ACME_KEY, &ask("pool", "hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!((a.stats().requests, b.stats().requests), (2, 1));
+
+    // A server failing its probes gets nothing until it passes one again.
+    a.set_healthy(false);
+    let a_up = |up: u8| {
+        format!(
+            "switchboard_local_server_up{{model=\"pool\",server=\"{}\"}} {up}",
+            a.addr()
+        )
+    };
+    wait_for_metric(&gateway, &a_up(0)).await;
+    for _ in 0..3 {
+        let answer = gateway.chat_json(ACME_KEY, &ask("pool", "hello")).await;
+        assert_eq!(speaker(&answer), "node-b");
+    }
+    assert_eq!(a.stats().requests, 2);
+
+    // Every place taken (a is down, b busy): an easy request routed to the local tier spills
+    // to the first remote tier, and a request naming the pool gets 503.
+    b.push([Behaviour::delay(1500)]);
+    let busy = tokio::spawn(gateway.chat(ACME_KEY, &ask("pool", "hold")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let spilled = gateway.chat(ACME_KEY, &ask("auto", "How do I reset my VPN password?"));
+    let spilled = spilled.send().await.unwrap();
+    let refused = gateway
+        .chat(ACME_KEY, &ask("pool", "hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(busy.await.unwrap().unwrap().status(), 200);
+    assert_eq!(spilled.status(), 200);
+    assert_eq!(header(&spilled, "x-switchboard-route"), "remote");
+    assert_eq!(header(&spilled, "x-switchboard-model"), "solo");
+    assert_eq!(
+        header(&spilled, "x-switchboard-reason"),
+        "local queue full: spill"
+    );
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+
+    // Healthy again: back in the pool within a probe or two.
+    a.set_healthy(true);
+    wait_for_metric(&gateway, &a_up(1)).await;
+    let routed = gateway
+        .chat(ACME_KEY, &ask("auto", "How do I reset my VPN password?"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&routed, "x-switchboard-route"), "local");
+    assert_eq!(header(&routed, "x-switchboard-model"), "pool");
+}
+
+#[tokio::test]
+async fn another_switchboard_node_answers_with_its_engine() {
+    let (openai, anthropic) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    // Node B runs SmolLM2 in-process; its tenant `node-a` is how node A signs in.
+    let node_b_extra = format!(
+        r#"  - name: node-a
+    api_key_hashes: ["{hash}"]
+    allowed_models: [smollm2]
+local_models:
+  - name: smollm2
+    default_model: smollm2
+    max_batch: 1
+"#,
+        hash = KeyHash::of(NODE_KEY),
+    );
+    let node_b = config(&openai, &anthropic, &node_b_extra)
+        .replace("request_timeout: 3", "request_timeout: 60");
+    let node_b = TestGateway::start(&node_b).await;
+
+    // Node A answers `smollm2` with node B only, signing in with B's tenant key.
+    let node_a_extra = format!(
+        r#"local_models:
+  - name: smollm2
+    max_context: 2048
+    servers:
+      - {{ url: '{url}', api_key_env: NODE_B_KEY }}
+"#,
+        url = node_b.url("/v1"),
+    );
+    let node_a = config(&openai, &anthropic, &node_a_extra)
+        .replace("request_timeout: 3", "request_timeout: 60");
+    let node_a = TestGateway::start_with_env(&node_a, &[("NODE_B_KEY", NODE_KEY.to_owned())]).await;
+
+    let question = ask("smollm2", "What is the capital of France?");
+    let answer = node_a.chat_json(ACME_KEY, &question).await;
+    let text = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!text.is_empty());
+    assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    // The same greedy answer as node B gives directly: its engine wrote it.
+    let direct = node_b.chat_json(NODE_KEY, &question).await;
+    assert_eq!(direct["choices"][0]["message"]["content"], text);
+
+    let mut streamed = question.clone();
+    streamed["stream"] = json!(true);
+    let response = node_a.chat(ACME_KEY, &streamed).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    let pieces: String = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(pieces, text);
+
+    // Node B's ledger holds the three answers of its engine for its tenant `node-a`: two
+    // through node A, one asked directly.
+    let mut usage = Value::Null;
+    for _ in 0..50 {
+        usage = node_b.get_json("/v1/usage?by=route", NODE_KEY).await;
+        if usage["total"]["requests"] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(usage["total"]["requests"], 3, "{usage}");
+    assert_eq!(usage["rows"][0]["group"], "local", "{usage}");
+}
