@@ -89,6 +89,8 @@ pub struct Received {
     /// The value of the header that carries the key (`authorization` or `x-api-key`).
     pub credential: Option<String>,
     pub anthropic_version: Option<String>,
+    /// Every `x-switchboard-*` header, by name.
+    pub switchboard_headers: std::collections::BTreeMap<String, String>,
     pub body: Value,
 }
 
@@ -335,6 +337,11 @@ async fn admit(
         .to_owned(),
         credential: credential.clone(),
         anthropic_version: header("anthropic-version"),
+        switchboard_headers: headers
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with("x-switchboard-"))
+            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+            .collect(),
         body: parsed.as_ref().cloned().unwrap_or(Value::Null),
     });
 

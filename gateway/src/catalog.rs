@@ -40,7 +40,9 @@ fn pool_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .connect_timeout(config.upstream.connect_timeout)
         .read_timeout(config.limits.request_timeout)
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        // Below the 5 s for which common servers (uvicorn under vLLM) keep an idle connection:
+        // a reused connection the server already closed would fail the request.
+        .pool_idle_timeout(std::time::Duration::from_secs(4))
         .tcp_nodelay(true)
         .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -73,6 +75,7 @@ fn local_model(
     model: &LocalModelConfig,
     store: &ModelStore,
     pool_http: Option<&reqwest::Client>,
+    request_timeout: std::time::Duration,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<LocalModel, CatalogError> {
     let engine = if model.runs_in_process() {
@@ -105,6 +108,7 @@ fn local_model(
         servers,
         context_window as u64,
         model.health_every,
+        request_timeout,
     ))
 }
 
@@ -147,7 +151,8 @@ impl Catalog {
         let has_pools = config.local_models.iter().any(|m| !m.servers.is_empty());
         let pool_http = has_pools.then(|| pool_client(config)).transpose()?;
         for model in &config.local_models {
-            let model = local_model(model, store, pool_http.as_ref(), &env)?;
+            let timeout = config.limits.request_timeout;
+            let model = local_model(model, store, pool_http.as_ref(), timeout, &env)?;
             local.insert(model.name.clone(), Arc::new(model));
         }
         let mut embedders = BTreeMap::new();

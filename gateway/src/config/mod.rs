@@ -344,21 +344,23 @@ tenants:
     #[test]
     fn local_pool_problems_are_reported_at_their_keys() {
         let text = format!(
-            "{VALID}local_models:\n  - name: pool\n    health_every: 0\n    servers:\n      - {{ url: 'ftp://node/v1', max_in_flight: 0, api_key_env: 'K=V' }}\n  - name: nothing\n"
+            "{VALID}local_models:\n  - name: pool\n    health_every: 0\n    servers:\n      - {{ url: 'ftp://user:secret@node/v1', max_in_flight: 0, api_key_env: 'K=V' }}\n      - {{ url: 'http://node:80/v1' }}\n      - {{ url: 'http://node/other/v1' }}\n  - name: nothing\n"
         );
         let problems = Config::from_yaml(&text, "test").unwrap_err().problems();
         let all = problems.join("\n");
         for expected in [
             "local_models[0].max_context: give the servers' context window",
             "local_models[0].health_every: must be above 0",
-            "local_models[0].servers[0].url: 'ftp://node/v1' is not an http(s) URL",
+            "local_models[0].servers[0].url: must be an http(s) URL",
+            "local_models[0].servers[2].url: node:80 is listed twice",
             "local_models[0].servers[0].max_in_flight: must be above 0",
             "local_models[0].servers[0].api_key_env: must be the NAME of an environment variable",
             "local_models[1]: give exactly one of default_model and path, or servers",
         ] {
             assert!(all.contains(expected), "{expected} in:\n{all}");
         }
-        assert_eq!(problems.len(), 6, "{all}");
+        assert_eq!(problems.len(), 7, "{all}");
+        assert!(!all.contains("secret"), "{all}");
 
         let fine = format!(
             "{VALID}local_models:\n  - name: pool\n    max_context: 4096\n    servers:\n      - {{ url: 'http://10.0.0.7:8080/v1' }}\n"

@@ -275,12 +275,23 @@ impl Config {
             if local.health_every.is_zero() {
                 problems.push(Problem::new(at.key("health_every"), "must be above 0"));
             }
+            // A server is named by its host and port in metrics and logs.
+            let mut addresses = HashSet::new();
             for (s, server) in local.servers.iter().enumerate() {
                 let at = at.key("servers").index(s);
-                let scheme = reqwest::Url::parse(&server.url).map(|url| url.scheme().to_owned());
-                if !matches!(scheme.as_deref(), Ok("http" | "https")) {
-                    let message = format!("'{}' is not an http(s) URL", server.url);
-                    problems.push(Problem::new(at.key("url"), message));
+                let url = reqwest::Url::parse(&server.url).ok();
+                let url = url.filter(|url| matches!(url.scheme(), "http" | "https"));
+                let address = url.and_then(|url| {
+                    Some((url.host_str()?.to_owned(), url.port_or_known_default()?))
+                });
+                match address {
+                    // Not echoed: a URL may carry a password.
+                    None => problems.push(Problem::new(at.key("url"), "must be an http(s) URL")),
+                    Some((host, port)) if !addresses.insert((host.clone(), port)) => {
+                        let message = format!("{host}:{port} is listed twice");
+                        problems.push(Problem::new(at.key("url"), message));
+                    }
+                    Some(_) => {}
                 }
                 if server.max_in_flight == 0 {
                     problems.push(Problem::new(at.key("max_in_flight"), "must be above 0"));

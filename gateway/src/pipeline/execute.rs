@@ -16,8 +16,8 @@ use super::record::RequestRecord;
 use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::providers::local::LocalModel;
-use crate::providers::{ChainFailed, RemoteClient, StreamStart, Target, UpstreamError};
+use crate::providers::local::{LocalModel, Reach};
+use crate::providers::{ChainFailed, Completion, RemoteClient, StreamStart, Target, UpstreamError};
 
 /// A request's answer, before it is an HTTP response.
 pub enum Answer {
@@ -60,12 +60,14 @@ impl From<&Target> for Answerer {
     }
 }
 
-/// What carrying out a plan uses: the remote client, the metrics, the request's time limit.
+/// What carrying out a plan uses: the remote client, the metrics, the request's time limit,
+/// which members of a local pool may answer.
 #[derive(Clone, Copy)]
 pub struct Executor<'g> {
     pub remote: &'g RemoteClient,
     pub metrics: &'g Metrics,
     pub timeout: Duration,
+    pub local_reach: Reach,
 }
 
 impl Executor<'_> {
@@ -83,7 +85,7 @@ impl Executor<'_> {
                     .answer_or_escalate(&local, cascade, request, record)
                     .await;
             }
-            (Route::Local(local), _) => return answer_locally(&local, &request, record).await,
+            (Route::Local(local), _) => return self.answer_locally(&local, &request, record).await,
             (Route::Remote(chain), _) => chain,
         };
         // Until a target answers, the request counts against the first one (a client that
@@ -117,7 +119,7 @@ impl Executor<'_> {
         if let Some(messages) = unredacted {
             request.messages = messages;
         }
-        answer_locally(&local, &request, record).await
+        self.answer_locally(&local, &request, record).await
     }
 
     /// Asks a remote chain: its answer (streamed: from its first chunk on), or why every
@@ -142,12 +144,7 @@ impl Executor<'_> {
         let answered = self.remote.complete(chain, request, deadline).await?;
         let by = Answerer::from(answered.target);
         record.answered_by(&by);
-        let usage = answered.value.usage;
-        let text_bytes = match usage {
-            Some(_) => 0,
-            None => answer_bytes(&answered.value.body),
-        };
-        record.answered(usage, text_bytes);
+        record.answered(answered.value.usage, unreported_bytes(&answered.value));
         Ok(Answer::Complete {
             body: answered.value.body,
             by,
@@ -166,9 +163,9 @@ impl Executor<'_> {
     ) -> Result<Answer, ApiError> {
         let by = Answerer::local(&local.name);
         record.answered_by(&by);
-        let (completion, mean) = local.complete_scored(&request).await?;
+        let (completion, mean) = local.complete_scored(&request, self.local_reach).await?;
         let Some(mean) = mean.filter(|&mean| mean < cascade.floor) else {
-            record.answered(completion.usage, 0);
+            record.answered(completion.usage, unreported_bytes(&completion));
             return Ok(Answer::Complete {
                 body: completion.body,
                 by,
@@ -197,7 +194,7 @@ impl Executor<'_> {
                     "the cascade's remote chain failed: the local answer stands"
                 );
                 record.afterwards(unsure(false));
-                record.answered(completion.usage, 0);
+                record.answered(completion.usage, unreported_bytes(&completion));
                 Ok(Answer::Complete {
                     body: completion.body,
                     by,
@@ -205,38 +202,48 @@ impl Executor<'_> {
             }
         }
     }
+
+    async fn answer_locally(
+        &self,
+        local: &Arc<LocalModel>,
+        request: &ChatCompletionRequest,
+        record: &mut RequestRecord,
+    ) -> Result<Answer, ApiError> {
+        let by = Answerer::local(&local.name);
+        record.answered_by(&by);
+        if request.is_stream() {
+            let mut rest = local.stream(request, self.local_reach).await?;
+            let first = match rest.next().await {
+                Some(Ok(first)) => first,
+                Some(Err(error)) => return Err(error.into_api_error("local")),
+                None => {
+                    return Err(
+                        UpstreamError::Interrupted("no output".to_owned()).into_api_error("local")
+                    );
+                }
+            };
+            return Ok(Answer::Stream {
+                start: StreamStart { first, rest },
+                by,
+                include_usage: request.wants_usage_chunk(),
+            });
+        }
+        let completion = local.complete(request, self.local_reach).await?;
+        record.answered(completion.usage, unreported_bytes(&completion));
+        Ok(Answer::Complete {
+            body: completion.body,
+            by,
+        })
+    }
 }
 
-async fn answer_locally(
-    local: &Arc<LocalModel>,
-    request: &ChatCompletionRequest,
-    record: &mut RequestRecord,
-) -> Result<Answer, ApiError> {
-    let by = Answerer::local(&local.name);
-    record.answered_by(&by);
-    if request.is_stream() {
-        let mut rest = local.stream(request).await?;
-        let first = match rest.next().await {
-            Some(Ok(first)) => first,
-            Some(Err(error)) => return Err(error.into_api_error("local")),
-            None => {
-                return Err(
-                    UpstreamError::Interrupted("no output".to_owned()).into_api_error("local")
-                );
-            }
-        };
-        return Ok(Answer::Stream {
-            start: StreamStart { first, rest },
-            by,
-            include_usage: request.wants_usage_chunk(),
-        });
+/// The bytes of answer text that estimate the usage of an answer that reports none (some
+/// OpenAI-compatible servers): 0 for one that does.
+fn unreported_bytes(completion: &Completion) -> u64 {
+    match completion.usage {
+        Some(_) => 0,
+        None => answer_bytes(&completion.body),
     }
-    let completion = local.complete(request).await?;
-    record.answered(completion.usage, 0);
-    Ok(Answer::Complete {
-        body: completion.body,
-        by,
-    })
 }
 
 /// Bytes of answer text in a complete OpenAI answer.

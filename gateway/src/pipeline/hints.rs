@@ -4,6 +4,7 @@ use axum::http::HeaderMap;
 use switchboard_policies::spec::ForcedRoute;
 
 use crate::error::ApiError;
+use crate::providers::local::{POOL_HOP_HEADER, Reach};
 
 /// The longest conversation name taken from the header.
 const MAX_CONVERSATION_NAME_BYTES: usize = 256;
@@ -16,6 +17,9 @@ pub struct ClientHints {
     /// `x-switchboard-conversation`: the client's name for the conversation, which keeps an
     /// escalated thread on its tier.
     pub conversation: Option<Vec<u8>>,
+    /// Which members of a local pool may answer: the engine only for a request another node's
+    /// pool sent here ([`POOL_HOP_HEADER`]).
+    pub local_reach: Reach,
 }
 
 /// An `x-switchboard-route` header that is none of local, remote, auto.
@@ -38,9 +42,15 @@ impl ClientHints {
             .map(|v| v.as_bytes())
             .filter(|v| !v.is_empty() && v.len() <= MAX_CONVERSATION_NAME_BYTES)
             .map(<[u8]>::to_vec);
+        let local_reach = if headers.contains_key(POOL_HOP_HEADER) {
+            Reach::InProcess
+        } else {
+            Reach::Pool
+        };
         Self {
             forced,
             conversation,
+            local_reach,
         }
     }
 
@@ -81,5 +91,8 @@ mod tests {
         let named = |v: &str| hints(&[("x-switchboard-conversation", v)]);
         assert_eq!(named("t-1").conversation.as_deref(), Some(&b"t-1"[..]));
         assert_eq!(named(&"x".repeat(300)).conversation, None);
+        assert_eq!(none.local_reach, Reach::Pool);
+        let hop = hints(&[(POOL_HOP_HEADER, "1")]);
+        assert_eq!(hop.local_reach, Reach::InProcess);
     }
 }

@@ -60,7 +60,7 @@ pub async fn chat(
     };
     record.planned(reason, settlement);
 
-    executor(gateway).run(plan, request, record).await
+    executor(gateway, hints).run(plan, request, record).await
 }
 
 /// The planning step's view of the gateway.
@@ -72,10 +72,11 @@ pub fn planner(gateway: &Gateway) -> Planner<'_> {
     }
 }
 
-fn executor(gateway: &Gateway) -> Executor<'_> {
+fn executor<'g>(gateway: &'g Gateway, hints: &ClientHints) -> Executor<'g> {
     Executor {
         remote: &gateway.remote,
         metrics: &gateway.metrics,
         timeout: gateway.limits.request_timeout,
+        local_reach: hints.local_reach,
     }
 }

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::providers::Target;
-use crate::providers::local::LocalModel;
+use crate::providers::local::{LocalModel, Reach};
 use crate::shared_state::{Hold, Reservation, Reserved, SharedState, Unreachable};
 
 /// Who answers a request, as decided.
@@ -98,6 +98,8 @@ struct Gathered<'r> {
     /// The tier it escalated to, within the policy's time.
     sticky: Option<TierId>,
     stream: bool,
+    /// Which members of a local pool may answer.
+    reach: Reach,
 }
 
 impl Gathered<'_> {
@@ -306,7 +308,8 @@ impl Planner<'_> {
             }
         };
         let forced = hints.forced()?;
-        let top_local = self.local_model(routing, routing.top_local())?;
+        let reach = hints.local_reach;
+        let top_local = self.local_model(routing, routing.top_local(), reach)?;
         let local = match asked {
             Asked::Named { local: true } => catalog.local(&chat.model).unwrap_or(&top_local),
             _ => &top_local,
@@ -317,7 +320,7 @@ impl Planner<'_> {
             local_window: local.context_window(),
         };
         let capacity = Capacity {
-            local_busy: local.is_full(),
+            local_busy: local.is_full(reach),
             remote_available: routing
                 .tiers
                 .iter()
@@ -345,6 +348,7 @@ impl Planner<'_> {
             conversation,
             sticky,
             stream: chat.is_stream(),
+            reach,
         })
     }
 
@@ -363,9 +367,9 @@ impl Planner<'_> {
                 self.named(&request.model)
             }
             Destination::Named => Ok(Route::Local(gathered.local.clone())),
-            Destination::Tier(tier) if routing.is_local(tier) => {
-                Ok(Route::Local(self.local_model(routing, tier)?))
-            }
+            Destination::Tier(tier) if routing.is_local(tier) => Ok(Route::Local(
+                self.local_model(routing, tier, gathered.reach)?,
+            )),
             Destination::Tier(tier) => {
                 let tokens = gathered.context.tokens;
                 let models = routing.remote_models(tier, tokens, |m| self.usable(m));
@@ -401,13 +405,18 @@ impl Planner<'_> {
     }
 
     /// The first model of a local tier that is loaded (validated: they all are).
-    fn local_model(&self, routing: &Routing, tier: TierId) -> Result<Arc<LocalModel>, ApiError> {
+    fn local_model(
+        &self,
+        routing: &Routing,
+        tier: TierId,
+        reach: Reach,
+    ) -> Result<Arc<LocalModel>, ApiError> {
         let targets = &routing.tier(tier).targets;
         let mut loaded = targets.iter().filter_map(|m| self.catalog.local(m));
         let first = loaded.clone().next();
         // A tier of several local models: the first one with room in its queue.
         loaded
-            .find(|m| !m.is_full())
+            .find(|m| !m.is_full(reach))
             .or(first)
             .cloned()
             .ok_or_else(|| ApiError::Unavailable {

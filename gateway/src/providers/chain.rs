@@ -31,6 +31,7 @@ impl Target {
         http: &reqwest::Client,
         request: &ChatCompletionRequest,
     ) -> Result<Completion, UpstreamError> {
+        self.has_credentials()?;
         let body = self.provider.body(&self.model, request)?;
         CompleteCall.call(http, self, body).await
     }
@@ -41,6 +42,7 @@ impl Target {
         http: &reqwest::Client,
         request: &ChatCompletionRequest,
     ) -> Result<StreamStart, UpstreamError> {
+        self.has_credentials()?;
         let body = self.provider.body(&self.model, request)?;
         StreamCall.call(http, self, body).await
     }
@@ -52,8 +54,21 @@ impl Target {
         url: reqwest::Url,
         timeout: Duration,
     ) -> bool {
+        if self.has_credentials().is_err() {
+            return false;
+        }
         let probe = self.provider.get(http, url).timeout(timeout).send().await;
         probe.is_ok_and(|response| response.status().is_success())
+    }
+
+    /// Refuses to call a provider whose key's variable is unset.
+    fn has_credentials(&self) -> Result<(), UpstreamError> {
+        match self.provider.credentials() {
+            super::Credentials::Missing { env } => {
+                Err(UpstreamError::NoCredentials { env: env.clone() })
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -161,9 +176,7 @@ impl RemoteClient {
         call: &C,
     ) -> Result<C::Output, UpstreamError> {
         let provider = &target.provider;
-        if let super::Credentials::Missing { env } = provider.credentials() {
-            return Err(UpstreamError::NoCredentials { env: env.clone() });
-        }
+        target.has_credentials()?;
         let body = provider.body(&target.model, request)?;
         let mut retries = 0;
         loop {

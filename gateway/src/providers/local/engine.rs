@@ -89,20 +89,20 @@ fn generation_request(request: &ChatCompletionRequest) -> Result<GenerationReque
     })
 }
 
+/// Why the engine would not take a request; a server of the pool may still take it.
 fn submit_error(error: SubmitError) -> Declined {
-    match error {
-        SubmitError::Overloaded { .. } => Declined::TryNext(super::overloaded()),
-        SubmitError::ContextExceeded { .. } => Declined::Fail(ApiError::bad_request(
-            format!("{error}."),
-            Some("max_tokens"),
-        )),
-        SubmitError::Template(_) | SubmitError::Tokenizer(_) => {
-            Declined::Fail(ApiError::bad_request(format!("{error}."), Some("messages")))
+    Declined::TryNext(match error {
+        SubmitError::Overloaded { .. } => super::overloaded(),
+        SubmitError::ContextExceeded { .. } => {
+            ApiError::bad_request(format!("{error}."), Some("max_tokens"))
         }
-        SubmitError::Stopped => Declined::TryNext(ApiError::Unavailable {
+        SubmitError::Template(_) | SubmitError::Tokenizer(_) => {
+            ApiError::bad_request(format!("{error}."), Some("messages"))
+        }
+        SubmitError::Stopped => ApiError::Unavailable {
             message: format!("{error}."),
-        }),
-    }
+        },
+    })
 }
 
 fn logprobs_json(entries: &[TokenLogprob]) -> Value {
@@ -159,7 +159,7 @@ pub(super) async fn complete(
     request: &ChatCompletionRequest,
     measure: bool,
 ) -> Result<(Completion, Option<f64>), Declined> {
-    let mut request = generation_request(request).map_err(Declined::Fail)?;
+    let mut request = generation_request(request).map_err(Declined::TryNext)?;
     let wants_logprobs = request.logprobs.is_some();
     if measure {
         // The chosen tokens' log-probabilities; the client sees them only if it asked.
@@ -223,7 +223,7 @@ pub(super) async fn stream(
     name: &str,
     request: &ChatCompletionRequest,
 ) -> Result<ChunkStream, Declined> {
-    let request = generation_request(request).map_err(Declined::Fail)?;
+    let request = generation_request(request).map_err(Declined::TryNext)?;
     let generation = submit(engine, request).await?;
     let state = LocalStream {
         model: name.to_owned(),

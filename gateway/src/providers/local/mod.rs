@@ -3,9 +3,14 @@
 //!
 //! Each request goes to the member with the fewest requests in flight, among those that are up
 //! and have room (ties go to the first listed, the in-process engine first). A member that is
-//! full, down, or fails before answering passes the request to the next one; a request the
-//! member judged malformed is not tried again. The pool is full when no member has room: that
-//! is what the policy's `when_local_busy` weighs, as for a single engine.
+//! full, down, refuses the request or fails before answering passes it to the next one (members
+//! may differ: a longer window, tools), all within the request's deadline; the client gets the
+//! last refusal. The pool is full when no member has room: that is what the policy's
+//! `when_local_busy` weighs, as for a single engine.
+//!
+//! A request a pool sends to a server carries [`POOL_HOP_HEADER`]; a Switchboard node answers
+//! such a request in-process only ([`Reach::InProcess`]), so that nodes that list each other
+//! never pass a request round in a loop.
 
 mod engine;
 mod server;
@@ -16,12 +21,26 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use switchboard_local_engine::Engine;
+use tokio::time::Instant;
 
 pub use server::{PoolServer, ServerStats};
 
 use super::{ChunkStream, Completion};
 use crate::api::ChatCompletionRequest;
 use crate::error::ApiError;
+
+/// Marks a request that a local pool sent to one of its servers.
+pub const POOL_HOP_HEADER: &str = "x-switchboard-pool-hop";
+
+/// Which members of a local model may answer a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every member: the engine and the servers.
+    Pool,
+    /// The in-process engine only: the request came from another node's pool, and this node's
+    /// own servers could pass it back.
+    InProcess,
+}
 
 pub struct LocalModel {
     pub name: String,
@@ -30,13 +49,15 @@ pub struct LocalModel {
     /// The tokens a request may take: the engine's model window, else the configured one.
     context_window: u64,
     health_every: Duration,
+    /// How long the servers may take for one request, all tries together.
+    request_timeout: Duration,
 }
 
 /// Why one member did not answer.
 enum Declined {
-    /// Full, down, or failed before answering: another member may.
+    /// Full, down, refused the request or failed before answering: another member may answer.
     TryNext(ApiError),
-    /// The request itself is at fault, or the answer broke off: no member would do better.
+    /// The engine failed in the middle of the answer: no member is asked again.
     Fail(ApiError),
 }
 
@@ -75,19 +96,20 @@ impl Member<'_> {
 trait Ask: Sync {
     type Output: Send;
 
-    fn engine(
+    fn ask_engine(
         &self,
         model: &LocalModel,
         engine: &Arc<Engine>,
         request: &ChatCompletionRequest,
     ) -> impl Future<Output = Result<Self::Output, Declined>> + Send;
 
-    /// Holds `place` until the answer is complete (a stream's last chunk).
-    fn server(
+    /// Holds `place` until the answer is complete (a stream: until it is dropped).
+    fn ask_server(
         &self,
         server: &PoolServer,
         place: server::Place,
         request: &ChatCompletionRequest,
+        deadline: Instant,
     ) -> impl Future<Output = Result<Self::Output, Declined>> + Send;
 }
 
@@ -99,7 +121,7 @@ struct Whole {
 impl Ask for Whole {
     type Output = (Completion, Option<f64>);
 
-    async fn engine(
+    async fn ask_engine(
         &self,
         model: &LocalModel,
         engine: &Arc<Engine>,
@@ -108,13 +130,14 @@ impl Ask for Whole {
         engine::complete(engine, &model.name, request, self.measure).await
     }
 
-    async fn server(
+    async fn ask_server(
         &self,
         server: &PoolServer,
         _place: server::Place,
         request: &ChatCompletionRequest,
+        deadline: Instant,
     ) -> Result<Self::Output, Declined> {
-        server.complete(request, self.measure).await
+        server.complete(request, self.measure, deadline).await
     }
 }
 
@@ -124,7 +147,7 @@ struct Streamed;
 impl Ask for Streamed {
     type Output = ChunkStream;
 
-    async fn engine(
+    async fn ask_engine(
         &self,
         model: &LocalModel,
         engine: &Arc<Engine>,
@@ -133,18 +156,21 @@ impl Ask for Streamed {
         engine::stream(engine, &model.name, request).await
     }
 
-    async fn server(
+    async fn ask_server(
         &self,
         server: &PoolServer,
         place: server::Place,
         request: &ChatCompletionRequest,
+        deadline: Instant,
     ) -> Result<ChunkStream, Declined> {
-        let chunks = server.stream(request).await?;
-        let held = chunks.map(move |chunk| {
+        let chunks = server.stream(request, deadline).await?;
+        // The closure owns the place, so the stream holds it until it is dropped: when it
+        // ends, or when the client goes away.
+        let holding_the_place = chunks.map(move |chunk| {
             let _ = &place;
             chunk
         });
-        Ok(Box::pin(held))
+        Ok(Box::pin(holding_the_place))
     }
 }
 
@@ -167,6 +193,7 @@ impl LocalModel {
         servers: Vec<PoolServer>,
         context_window: u64,
         health_every: Duration,
+        request_timeout: Duration,
     ) -> Self {
         Self {
             name,
@@ -174,6 +201,7 @@ impl LocalModel {
             servers,
             context_window,
             health_every,
+            request_timeout,
         }
     }
 
@@ -190,14 +218,18 @@ impl LocalModel {
         self.context_window
     }
 
-    fn members(&self) -> impl Iterator<Item = Member<'_>> {
+    fn members(&self, reach: Reach) -> impl Iterator<Item = Member<'_>> {
         let engine = self.engine.iter().map(Member::Engine);
-        engine.chain(self.servers.iter().map(Member::Server))
+        let servers = match reach {
+            Reach::Pool => &self.servers[..],
+            Reach::InProcess => &[],
+        };
+        engine.chain(servers.iter().map(Member::Server))
     }
 
-    /// Whether no member would take a request now.
-    pub fn is_full(&self) -> bool {
-        !self.members().any(Member::has_room)
+    /// Whether no member within `reach` would take a request now.
+    pub fn is_full(&self, reach: Reach) -> bool {
+        !self.members(reach).any(Member::has_room)
     }
 
     /// Probes every server once, together.
@@ -243,8 +275,12 @@ impl LocalModel {
     }
 
     /// Generates the whole answer.
-    pub async fn complete(&self, request: &ChatCompletionRequest) -> Result<Completion, ApiError> {
-        let (completion, _) = self.complete_measured(request, false).await?;
+    pub async fn complete(
+        &self,
+        request: &ChatCompletionRequest,
+        reach: Reach,
+    ) -> Result<Completion, ApiError> {
+        let (completion, _) = self.ask(request, reach, &Whole { measure: false }).await?;
         Ok(completion)
     }
 
@@ -254,42 +290,42 @@ impl LocalModel {
     pub async fn complete_scored(
         &self,
         request: &ChatCompletionRequest,
+        reach: Reach,
     ) -> Result<(Completion, Option<f64>), ApiError> {
-        self.complete_measured(request, true).await
-    }
-
-    async fn complete_measured(
-        &self,
-        request: &ChatCompletionRequest,
-        measure: bool,
-    ) -> Result<(Completion, Option<f64>), ApiError> {
-        self.ask(request, &Whole { measure }).await
+        self.ask(request, reach, &Whole { measure: true }).await
     }
 
     /// Starts a generation and returns its chunks: the assistant role first, the text, the
     /// finish reason, then usage. Dropping the stream stops the generation.
-    pub async fn stream(&self, request: &ChatCompletionRequest) -> Result<ChunkStream, ApiError> {
-        self.ask(request, &Streamed).await
+    pub async fn stream(
+        &self,
+        request: &ChatCompletionRequest,
+        reach: Reach,
+    ) -> Result<ChunkStream, ApiError> {
+        self.ask(request, reach, &Streamed).await
     }
 
     /// Asks the members, least loaded first, until one answers.
     async fn ask<A: Ask>(
         &self,
         request: &ChatCompletionRequest,
+        reach: Reach,
         ask: &A,
     ) -> Result<A::Output, ApiError> {
-        let mut members: Vec<Member<'_>> = self.members().collect();
+        let deadline = Instant::now() + self.request_timeout;
+        let mut members: Vec<Member<'_>> = self.members(reach).collect();
         // Stable: ties keep the configured order.
         members.sort_by_key(|member| member.in_flight());
         let mut last_error = None;
         for member in members {
             let answered = match member {
-                Member::Engine(engine) => ask.engine(self, engine, request).await,
+                Member::Engine(engine) => ask.ask_engine(self, engine, request).await,
+                Member::Server(_) if Instant::now() >= deadline => break,
                 Member::Server(server) => {
                     let Some(place) = server.take_place() else {
                         continue;
                     };
-                    ask.server(server, place, request).await
+                    ask.ask_server(server, place, request, deadline).await
                 }
             };
             match answered {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
+use tokio::time::{Instant, timeout_at};
 
 use super::Declined;
 use crate::api::ChatCompletionRequest;
@@ -74,7 +75,9 @@ impl PoolServer {
             base_url: base.to_owned(),
             api_key_env: config.api_key_env.clone(),
             api_key_header: None,
-            headers: Default::default(),
+            // A Switchboard node answers it in-process only: no loop between nodes that list
+            // each other.
+            headers: [(super::POOL_HOP_HEADER.to_owned(), "1".to_owned())].into(),
             query: Default::default(),
             models: Vec::new(),
         };
@@ -169,37 +172,46 @@ impl PoolServer {
         &self,
         request: &ChatCompletionRequest,
         measure: bool,
+        deadline: Instant,
     ) -> Result<(Completion, Option<f64>), Declined> {
         let wants_logprobs = request.extra.get("logprobs").and_then(Value::as_bool) == Some(true);
-        let result = if measure && !wants_logprobs {
-            let mut request = request.clone();
-            request
-                .extra
-                .insert("logprobs".to_owned(), Value::Bool(true));
-            self.target.complete_once(&self.http, &request).await
-        } else {
-            self.target.complete_once(&self.http, request).await
+        let asks_logprobs = measure && !wants_logprobs;
+        let call = async {
+            if asks_logprobs {
+                let mut request = request.clone();
+                request
+                    .extra
+                    .insert("logprobs".to_owned(), Value::Bool(true));
+                self.target.complete_once(&self.http, &request).await
+            } else {
+                self.target.complete_once(&self.http, request).await
+            }
         };
-        let completion = self.outcome(result)?;
+        let result = timeout_at(deadline, call).await;
+        let completion = self.outcome(result.unwrap_or(Err(UpstreamError::Timeout)))?;
         if !measure {
             return Ok((completion, None));
         }
-        Ok(measured(completion, wants_logprobs))
+        Ok(measured(completion, asks_logprobs))
     }
 
     /// The stream of an answer, once its first chunk is in.
     pub(super) async fn stream(
         &self,
         request: &ChatCompletionRequest,
+        deadline: Instant,
     ) -> Result<ChunkStream, Declined> {
-        let result = self.target.stream_once(&self.http, request).await;
-        let start = self.outcome(result)?;
+        let call = self.target.stream_once(&self.http, request);
+        let result = timeout_at(deadline, call).await;
+        let start = self.outcome(result.unwrap_or(Err(UpstreamError::Timeout)))?;
         let first = futures_util::stream::once(async move { Ok(start.first) });
         Ok(Box::pin(first.chain(start.rest)))
     }
 
-    /// Counts an attempt's outcome; a server that refused the connection is down until a probe
-    /// finds it serving.
+    /// Counts an attempt's outcome. Whatever the error, the pool's next member may still answer
+    /// (a server may refuse what another takes: a longer prompt, tools), so each passes the
+    /// request on. A server that refused the connection, or the pool's key or model name, is
+    /// down until a probe finds it serving.
     fn outcome<T>(&self, result: Result<T, UpstreamError>) -> Result<T, Declined> {
         let error = match result {
             Ok(value) => {
@@ -216,27 +228,29 @@ impl PoolServer {
             status = error.status(),
             "a local pool server failed"
         );
-        if matches!(error, UpstreamError::Connect(_)) {
+        let misconfigured = matches!(
+            error,
+            UpstreamError::Connect(_)
+                | UpstreamError::NoCredentials { .. }
+                | UpstreamError::Status {
+                    status: 401 | 403 | 404,
+                    ..
+                }
+        );
+        if misconfigured {
             self.mark(false);
         }
-        let answerable_elsewhere = match &error {
-            // The request itself was refused: another member would refuse it too.
-            UpstreamError::Status { status, .. } => matches!(status, 408 | 409 | 429 | 500..),
-            UpstreamError::Unsupported(_) => false,
-            _ => true,
-        };
-        let error = error.into_api_error(&self.label);
-        Err(if answerable_elsewhere {
-            Declined::TryNext(error)
-        } else {
-            Declined::Fail(error)
-        })
+        // Named by its model: the server's address is the operator's business.
+        Err(Declined::TryNext(
+            error.into_api_error(&self.target.model.name),
+        ))
     }
 }
 
 /// A server's answer with the mean log-probability of its tokens (OpenAI's
-/// `choices[0].logprobs.content[].logprob`), which the client sees only if it asked for them.
-fn measured(completion: Completion, wants_logprobs: bool) -> (Completion, Option<f64>) {
+/// `choices[0].logprobs.content[].logprob`), without them where only the gateway asked for
+/// them (`strip`).
+fn measured(completion: Completion, strip: bool) -> (Completion, Option<f64>) {
     let Ok(mut answer) = serde_json::from_slice::<Value>(&completion.body) else {
         return (completion, None);
     };
@@ -249,7 +263,7 @@ fn measured(completion: Completion, wants_logprobs: bool) -> (Completion, Option
         .filter_map(|token| token.get("logprob")?.as_f64())
         .collect();
     let mean = (!logprobs.is_empty()).then(|| logprobs.iter().sum::<f64>() / logprobs.len() as f64);
-    if wants_logprobs || mean.is_none() {
+    if !strip {
         return (completion, mean);
     }
     let choices = answer.get_mut("choices").and_then(Value::as_array_mut);
@@ -290,18 +304,22 @@ mod tests {
             body: bytes::Bytes::from_static(body),
             usage: None,
         };
-        let (kept, mean) = measured(completion(), true);
+        let (kept, mean) = measured(completion(), false);
         assert_eq!(mean, Some(-2.0));
         assert_eq!(kept.body, completion().body);
-        let (stripped, mean) = measured(completion(), false);
+        let (stripped, mean) = measured(completion(), true);
         assert_eq!(mean, Some(-2.0));
         let stripped: Value = serde_json::from_slice(&stripped.body).unwrap();
         assert!(stripped["choices"][0]["logprobs"].is_null());
         assert_eq!(stripped["choices"][0]["message"]["content"], "hi");
-        let none = Completion {
-            body: bytes::Bytes::from_static(br#"{"choices":[]}"#),
+        // Log-probabilities in a shape not read still leave when the gateway asked for them.
+        let odd = Completion {
+            body: bytes::Bytes::from_static(br#"{"choices":[{"logprobs":{"tokens":[-1]}}]}"#),
             usage: None,
         };
-        assert_eq!(measured(none, false).1, None);
+        let (stripped, mean) = measured(odd, true);
+        assert_eq!(mean, None);
+        let stripped: Value = serde_json::from_slice(&stripped.body).unwrap();
+        assert!(stripped["choices"][0]["logprobs"].is_null());
     }
 }
