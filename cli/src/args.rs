@@ -111,6 +111,16 @@ pub enum RouterCommand {
         #[arg(long)]
         plot: Option<PathBuf>,
     },
+    /// Score the semantic cache on pairs of questions (paraphrases that should share an answer,
+    /// near misses that must not): the share of each served by cosine threshold, with and
+    /// without the words' guard.
+    CachePairs {
+        #[arg(long, default_value = "router/data/cache_pairs.jsonl")]
+        pairs: PathBuf,
+        /// Only the pairs of this split (`dev` or `test`).
+        #[arg(long)]
+        split: Option<String>,
+    },
     /// Label questions with known answers by whether the local model gets them right, for
     /// `router train --labels`: GSM8K problems (final number) and multiple-choice questions
     /// (the option letter with the highest log-probability).

@@ -1,6 +1,6 @@
 //! The `switchboard` binary: parses the command line ([`args`]) and runs the command: `serve`
 //! (the gateway library's server), `models`, `keys`, `policy check`, `report` ([`report`]),
-//! `route` and `router train|eval` ([`router`], with the plot in [`plot`]), `router label`
+//! `route` and `router train|eval|cache-pairs` ([`router`], with the plot in [`plot`]), `router label`
 //! ([`label`]). Logs are set up in [`telemetry`]; [`gateway_client`] asks a running gateway.
 
 mod args;
@@ -76,6 +76,9 @@ fn main() -> anyhow::Result<()> {
                 target_share,
                 plot.as_deref(),
             ),
+            RouterCommand::CachePairs { pairs, split } => {
+                router::cache_pairs(&pairs, split.as_deref())
+            }
             RouterCommand::Label(args) => label::label(args),
         },
         Command::Policy {

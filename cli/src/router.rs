@@ -25,8 +25,8 @@ use switchboard_router_train::enterprise::{self, Message};
 use switchboard_router_train::evaluation::{self, threshold_for_share};
 use switchboard_router_train::fit::Settings;
 use switchboard_router_train::labelling;
-use switchboard_router_train::pii_benchmark;
 use switchboard_router_train::training::{self, EmbeddingCache};
+use switchboard_router_train::{cache_pairs, pii_benchmark};
 
 use crate::args::RouteArgs;
 use crate::gateway_client;
@@ -411,3 +411,14 @@ pub fn eval(
 /// The generated PII test set that `router eval` scores: its size and seed.
 const PII_CASES: usize = 5_000;
 const PII_SEED: u64 = 2026;
+
+/// Prints the semantic cache's curve on a pair set: paraphrases served and near misses served,
+/// by cosine threshold, with and without the words' guard.
+pub fn cache_pairs(path: &Path, split: Option<&str>) -> anyhow::Result<()> {
+    let pairs = cache_pairs::load(path)?;
+    let embedder = BertEmbedder::load(&embedder_dir(&EmbeddingModelConfig::shipped())?)?;
+    let scored = cache_pairs::score(&pairs, &embedder)?;
+    let thresholds: Vec<f32> = (80..=99).map(|t| t as f32 / 100.0).collect();
+    print!("{}", cache_pairs::report(&scored, split, &thresholds));
+    Ok(())
+}

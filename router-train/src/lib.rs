@@ -5,9 +5,11 @@
 //!   local model);
 //! - how they are made: [`fit`] (logistic and softmax regression), [`topics`] (the MMLU topic
 //!   regions of the complexity prior), [`training`] (the whole run, from examples to heads);
-//! - how they are judged: [`evaluation`] (AUROC, APGR, the cost–quality curve) and
-//!   [`pii_benchmark`] (the private-data scanner per finding).
+//! - how they are judged: [`evaluation`] (AUROC, APGR, the cost–quality curve),
+//!   [`pii_benchmark`] (the private-data scanner per finding) and [`cache_pairs`] (the semantic
+//!   cache's paraphrases against its near misses).
 
+pub mod cache_pairs;
 pub mod dataset;
 pub mod enterprise;
 pub mod evaluation;

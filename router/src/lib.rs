@@ -6,7 +6,9 @@
 //!   [`batcher`], repeats served by [`recent`]), [`pii`], [`language`];
 //! - what it decides with: [`heads`] (trained complexity and domain heads, over the embedding
 //!   and the words, [`lexical`]; the chat messages' vote on the domain, [`neighbours`]) and
-//!   [`domain`] (custom domains by example).
+//!   [`domain`] (custom domains by example);
+//! - for the response cache: [`same_question`] (whether two questions' words let them share
+//!   an answer).
 //!
 //! How the heads are made and judged is the `switchboard-router-train` crate's job.
 
@@ -23,3 +25,4 @@ pub mod lexical;
 pub mod neighbours;
 pub mod pii;
 pub mod recent;
+pub mod same_question;
