@@ -18,10 +18,12 @@
 //! handler shares, built from the config), [`server`] (binding, serving, graceful shutdown),
 //! [`reload`] (the policy file read again when it changes), [`model_store`] (the default
 //! models, fetched from pinned PyPI wheels), [`report`] (the ledger summed up, for
-//! `GET /v1/usage` and `switchboard report`).
+//! `GET /v1/usage` and `switchboard report`), [`cache`] (answers kept for repeated questions;
+//! not yet in the request's way).
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod connections;
