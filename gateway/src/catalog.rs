@@ -37,15 +37,14 @@ pub enum CatalogError {
 /// The client of the local pools' servers: a generation may say nothing for as long as the
 /// whole request may take (a server answering without streaming).
 fn pool_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .connect_timeout(config.upstream.connect_timeout)
-        .read_timeout(config.limits.request_timeout)
-        // Below the 5 s for which common servers (uvicorn under vLLM) keep an idle connection:
-        // a reused connection the server already closed would fail the request.
-        .pool_idle_timeout(std::time::Duration::from_secs(4))
-        .tcp_nodelay(true)
-        .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
-        .build()
+    // Idle connections close below the 5 s for which common servers (uvicorn under vLLM) keep
+    // them: a reused connection the server already closed would fail the request.
+    let idle = std::time::Duration::from_secs(4);
+    let (connect, read) = (
+        config.upstream.connect_timeout,
+        config.limits.request_timeout,
+    );
+    crate::providers::http_client(connect, read, idle)
 }
 
 /// Where a configured model is: its `path`, else what `locate` gives for its default model.

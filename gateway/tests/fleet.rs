@@ -40,12 +40,7 @@ fn replica_config(openai: &FakeUpstream, anthropic: &FakeUpstream, prefix: &str)
 local_models:
   - name: smollm2
     default_model: smollm2
-embedding_models:
-  - name: minilm
-    default_model: all-minilm-l6-v2
-router:
-  embedding_model: minilm
-routing:
+{router}routing:
   reference_model: claude-test
   tiers:
     - {{ name: local, below: 0.35, targets: [smollm2] }}
@@ -56,6 +51,7 @@ fleet:
 "#,
         shared = KeyHash::of(SHARED_KEY),
         rated = KeyHash::of(RATED_KEY),
+        router = ROUTER_YAML,
     );
     config(openai, anthropic, &extra)
 }

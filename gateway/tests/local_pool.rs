@@ -34,18 +34,14 @@ fn pool_config(
     max_context: 4096
     health_every: 0.1
     servers:
-{servers}embedding_models:
-  - name: minilm
-    default_model: all-minilm-l6-v2
-router:
-  embedding_model: minilm
-routing:
+{servers}{router}routing:
   reference_model: claude-test
   tiers:
     - {{ name: local, below: 0.35, targets: [pool] }}
     - {{ name: cheap, targets: [solo] }}
   when_local_busy: spill
-"#
+"#,
+        router = ROUTER_YAML,
     );
     config(openai, anthropic, &extra)
 }
@@ -57,10 +53,6 @@ fn ask(model: &str, text: &str) -> Value {
         "max_tokens": 16,
         "temperature": 0,
     })
-}
-
-fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
-    response.headers()[name].to_str().unwrap()
 }
 
 /// Who answered, by the fake's reply `"<model> says: …"`.

@@ -55,12 +55,7 @@ local_models:
     default_model: smollm2
     queue_capacity: {queue_capacity}
     max_batch: 1  # one generation at a time: the queue fills predictably
-embedding_models:
-  - name: minilm
-    default_model: all-minilm-l6-v2
-router:
-  embedding_model: minilm
-routing:
+{router}routing:
   reference_model: claude-test
   tiers:
     - {{ name: local, below: 0.35, targets: [smollm2] }}
@@ -73,6 +68,7 @@ routing:
 "#,
         thrifty = KeyHash::of(THRIFTY_KEY),
         frugal = KeyHash::of(FRUGAL_KEY),
+        router = ROUTER_YAML,
     );
     config(openai, anthropic, &extra)
 }
@@ -84,10 +80,6 @@ fn auto(text: &str) -> Value {
         "max_tokens": 8,
         "temperature": 0,
     })
-}
-
-fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
-    response.headers()[name].to_str().unwrap()
 }
 
 fn dollars(response: &reqwest::Response, name: &str) -> f64 {

@@ -99,13 +99,8 @@ pub struct ChainFailed {
 
 impl RemoteClient {
     pub fn new(settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .read_timeout(settings.read_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let idle = Duration::from_secs(90);
+        let http = super::http_client(settings.connect_timeout, settings.read_timeout, idle)?;
         Ok(Self {
             http,
             retry: settings.retry.clone(),

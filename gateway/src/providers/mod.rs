@@ -183,6 +183,22 @@ impl std::fmt::Debug for Provider {
     }
 }
 
+/// An HTTP client for upstream servers: the timeouts given, keep-alive connections closed
+/// after `idle`, no Nagle delay, Switchboard's user agent.
+pub fn http_client(
+    connect: Duration,
+    read: Duration,
+    idle: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .read_timeout(read)
+        .pool_idle_timeout(idle)
+        .tcp_nodelay(true)
+        .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// A non-streamed answer in OpenAI's format.
 #[derive(Debug, Clone)]
 pub struct Completion {

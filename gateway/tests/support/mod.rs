@@ -186,6 +186,22 @@ tenants:
     )
 }
 
+/// The embedding model and the router that reads it, as policy file sections.
+pub const ROUTER_YAML: &str = "embedding_models:
+  - name: minilm
+    default_model: all-minilm-l6-v2
+router:
+  embedding_model: minilm
+";
+
+/// A response header's value (empty when absent).
+pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .map_or("", |v| v.to_str().unwrap())
+}
+
 /// A loopback port the kernel just handed out and took back: free, barring a race.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
